@@ -1,0 +1,268 @@
+"""burstpilot's burst-aware forecaster.
+
+Per step it keeps, in O(1):
+
+* a bank of exponentially smoothed levels (one per ``alphas`` entry) and a damped trend;
+* the index of dispersion ``D`` of the counts (variance / mean of a step's count at a locally constant
+  rate: 1 for Poisson arrivals, CV² of the inter-arrival times for a Gamma-renewal process), estimated online
+  from squared successive differences, which a slowly moving level does not inflate;
+* a rise detector: a count more than ``rise_z`` standard deviations above the reference level, or two in a
+  row above ``rise_z2``, pulls every level ``rise_gain`` of the way to the new count, so a burst onset lifts
+  the forecast at the step it is seen (or the next one).
+
+At forecast time, for a horizon of h steps, it works on the ring of the last ``calib_window_s`` seconds:
+
+1. picks the level (and whether to use the trend) whose past predictions of the h-step mean had the least
+   squared error on this series;
+2. estimates the relative variance ``v`` of the rate over the horizon (what the level cannot know: bursts
+   and drifts) by the method of moments from the realized h-step sums: E[(S - m)^2] = D m + v m^2;
+3. models the arrivals in the horizon as negative binomial with mean m = h * level and variance
+   D m + v m^2 (a Gamma-mixed over-dispersed count), and the per-step counts within the horizon as
+   over-dispersed counts around a Gamma(1, v) level multiplier, which gives the distribution of the peak
+   step: P(max <= x) = E_L[F(x | L)^h];
+4. recalibrates both distributions on the same ring (quantile recalibration, a conformal-style correction):
+   the probability integral transforms of the realized sums and peaks under the past predictive
+   distributions give, for a target level q, the level q' whose past quantiles were exceeded with
+   frequency 1 - q; the q' quantile of today's distribution is returned. The correction is shrunk toward q
+   with a prior weight of ``prior_weight`` origins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from burstpilot.forecasting.base import MIN_CALIBRATION, Forecaster, realized
+from scipy import special, stats
+
+from burstpilot.errors import BurstpilotError
+
+ALPHAS = (0.05, 0.15, 0.35, 0.7)
+NUMERIC = (
+    "rise_z",
+    "rise_z2",
+    "rise_gain",
+    "disp_decay",
+    "trend_decay",
+    "trend_damping",
+    "level_cv",
+    "prior_weight",
+)
+
+
+def _nb_cdf(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Negative binomial CDF (scipy's parameterization) through the regularized incomplete beta function,
+    without scipy.stats' per-call argument handling (this runs on every past origin at each forecast)."""
+    k = np.floor(k)
+    return np.where(k < 0, 0.0, special.betainc(n, np.maximum(k, 0.0) + 1.0, p))
+
+
+def _nb_params(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's nbinom (n, p) for a given mean and variance (variance floored just above the mean)."""
+    mean = np.maximum(mean, 1e-9)
+    var = np.maximum(var, mean * (1.0 + 1e-6))
+    p = mean / var
+    return mean * p / (1.0 - p), p
+
+
+class BurstForecaster(Forecaster):
+    name = "burst"
+    defaults = {
+        "alphas": ALPHAS,
+        "rise_z": 3.0,
+        "rise_z2": 2.0,
+        "rise_gain": 0.8,
+        "disp_decay": 0.02,
+        "trend_decay": 0.1,
+        "trend_damping": 0.8,
+        "level_cv": 0.2,
+        "prior_weight": 20.0,
+        "peak_nodes": 8,
+    }
+    state_fields = ("levels", "trend", "prev_x", "prev_ref", "dsq", "dmean", "streak", "rises")
+
+    def _init_model(self) -> None:
+        p = self.params
+        alphas = p["alphas"]
+        if not isinstance(alphas, list | tuple) or not alphas:
+            raise BurstpilotError(f"model 'burst': alphas must be a non-empty list, got {alphas!r}")
+        self.alphas = [float(a) for a in alphas]
+        if not all(0.0 < a <= 1.0 for a in self.alphas):
+            raise BurstpilotError(f"model 'burst': every alpha must be in (0, 1], got {alphas!r}")
+        self.params["alphas"] = list(self.alphas)
+        for key in (*NUMERIC, "peak_nodes"):
+            try:
+                p[key] = float(p[key]) if key != "peak_nodes" else int(p[key])
+            except (TypeError, ValueError):
+                raise BurstpilotError(f"model 'burst': {key} must be a number, got {p[key]!r}") from None
+        for key in ("rise_z", "rise_z2", "level_cv", "prior_weight"):
+            if not float(p[key]) >= 0.0:
+                raise BurstpilotError(f"model 'burst': {key} must be >= 0, got {p[key]!r}")
+        for key in ("rise_gain", "disp_decay", "trend_decay"):
+            if not 0.0 < float(p[key]) <= 1.0:
+                raise BurstpilotError(f"model 'burst': {key} must be in (0, 1], got {p[key]!r}")
+        if not 0.0 <= float(p["trend_damping"]) < 1.0:
+            raise BurstpilotError(
+                f"model 'burst': trend_damping must be in [0, 1), got {p['trend_damping']!r}"
+            )
+        if int(p["peak_nodes"]) < 1:
+            raise BurstpilotError(f"model 'burst': peak_nodes must be >= 1, got {p['peak_nodes']!r}")
+        self.ref = min(range(len(self.alphas)), key=lambda i: abs(self.alphas[i] - 0.15))
+        self.levels = [math.nan] * len(self.alphas)
+        self.trend = 0.0
+        self.prev_x = math.nan
+        self.prev_ref = math.nan
+        self.dsq = math.nan  # EW mean of (x_t - x_{t-1})^2 / 2
+        self.dmean = math.nan  # EW mean of x
+        self.streak = 0  # consecutive steps above rise_z2
+        self.rises = 0  # rise detections so far
+
+    @property
+    def snapshot_width(self) -> int:  # type: ignore[override]
+        return len(self.params.get("alphas", ALPHAS)) + 2
+
+    # -- per step -------------------------------------------------------------------------------------
+
+    def dispersion(self) -> float:
+        """Current index of dispersion D (>= 1)."""
+        if math.isnan(self.dsq) or not self.dmean > 0:
+            return 1.0
+        return max(self.dsq / self.dmean, 1.0)
+
+    def _observe(self, x: float) -> None:
+        p = self.params
+        if math.isnan(self.levels[0]):
+            self.levels = [x] * len(self.alphas)
+            self.dmean = x
+            self.prev_x = self.prev_ref = x
+            return
+        d = self.dispersion()
+        ref = self.levels[self.ref]
+        sd = math.sqrt(d * max(ref, 1.0))
+        z = (x - ref) / sd
+        # Dispersion: successive differences, Huber-clipped so one burst does not blow it up for long.
+        if not math.isnan(self.prev_x):
+            half_sq = 0.5 * (x - self.prev_x) ** 2
+            cap = 25.0 * d * max(self.dmean, 1.0)
+            self.dsq = half_sq if math.isnan(self.dsq) else self.dsq
+            self.dsq += p["disp_decay"] * (min(half_sq, cap) - self.dsq)
+        self.dmean += p["disp_decay"] * (x - self.dmean)
+        self.prev_x = x
+        for i, a in enumerate(self.alphas):
+            self.levels[i] += a * (x - self.levels[i])
+        self.streak = self.streak + 1 if z > p["rise_z2"] else 0
+        if z > p["rise_z"] or self.streak >= 2:
+            self.rises += 1
+            gain = p["rise_gain"]
+            self.levels = [lv + gain * (x - lv) if x > lv else lv for lv in self.levels]
+        new_ref = self.levels[self.ref]
+        self.trend += p["trend_decay"] * ((new_ref - self.prev_ref) - self.trend)
+        self.prev_ref = new_ref
+
+    def _observe_missing(self) -> None:
+        # No difference across a gap, and a rise needs two consecutive observed steps.
+        self.prev_x = math.nan
+        self.streak = 0
+
+    def _snapshot(self) -> tuple[float, ...]:
+        return (*self.levels, self.trend, self.dispersion())
+
+    def trend_weight(self, h: int) -> float:
+        phi = float(self.params["trend_damping"])
+        if phi == 0.0:
+            return 0.0
+        return float(np.cumsum(phi ** np.arange(1, h + 1)).mean())
+
+    # -- forecast -------------------------------------------------------------------------------------
+
+    def _select(self, h: int) -> tuple[int, bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Choose (level index, use trend) on the ring; return it with the past origins' data."""
+        rows = self._ring.ordered()
+        idx, sums, peaks = realized(rows[:, 0], h)
+        k = len(self.alphas)
+        if len(idx) < MIN_CALIBRATION:
+            return self.ref, False, idx, sums, peaks, np.zeros(0), np.zeros(0)
+        levels = rows[idx, 1 : 1 + k]
+        trend = rows[idx, 1 + k] * self.trend_weight(h)
+        disp = rows[idx, 2 + k]
+        target = sums / h
+        best = (math.inf, self.ref, False)
+        for use_trend in (False, True):
+            pred = np.maximum(levels + (trend[:, None] if use_trend else 0.0), 0.0)
+            mse = ((pred - target[:, None]) ** 2).mean(axis=0)
+            i = int(np.argmin(mse))
+            if mse[i] < best[0] - 1e-12:
+                best = (float(mse[i]), i, use_trend)
+        _, i, use_trend = best
+        pred = np.maximum(levels[:, i] + (trend if use_trend else 0.0), 0.0)
+        return i, use_trend, idx, sums, peaks, pred, disp
+
+    def _point(self, h: int) -> float:
+        i, use_trend, *_ = self._select(h)
+        return self.levels[i] + (self.trend * self.trend_weight(h) if use_trend else 0.0)
+
+    def _bands(self, h: int, mean_count: float, qs: tuple[float, ...]) -> tuple[list[float], list[float]]:
+        _, _, idx, sums, peaks, pred, disp = self._select(h)
+        d_now = self.dispersion()
+        v_prior = float(self.params["level_cv"]) ** 2
+        qs_arr = np.asarray(qs)
+        if len(pred) >= MIN_CALIBRATION:
+            m = np.maximum(pred * h, 1e-9)
+            excess = ((sums - m) ** 2 - disp * m).sum()
+            v = max(excess / (m**2).sum(), 0.0)
+            w = float(self.params["prior_weight"])
+            n = len(pred)
+            u_sum = self._pit_sum(sums, m, disp, v)
+            u_peak = self._pit_peak(peaks, pred, disp, v, h)
+            q_sum = (n * np.quantile(u_sum, qs_arr) + w * qs_arr) / (n + w)
+            q_peak = (n * np.quantile(u_peak, qs_arr) + w * qs_arr) / (n + w)
+        else:
+            v, q_sum, q_peak = v_prior, qs_arr, qs_arr
+        q_sum = np.clip(q_sum, 1e-4, 1 - 1e-4)
+        q_peak = np.clip(q_peak, 1e-4, 1 - 1e-4)
+        m_now = max(mean_count * h, 1e-9)
+        n_nb, p_nb = _nb_params(np.asarray(m_now), np.asarray(d_now * m_now + v * m_now**2))
+        rate_q = stats.nbinom.ppf(q_sum, n_nb, p_nb) / h
+        peak_q = self._peak_ppf(q_peak, max(mean_count, 1e-9), d_now, v, h)
+        return list(rate_q), list(np.maximum(peak_q, rate_q))
+
+    @staticmethod
+    def _pit_sum(sums: np.ndarray, m: np.ndarray, disp: np.ndarray, v: float) -> np.ndarray:
+        n, p = _nb_params(m, disp * m + v * m**2)
+        s = np.round(sums)
+        return 0.5 * (_nb_cdf(s - 1, n, p) + _nb_cdf(s, n, p))
+
+    def _nodes(self, v: float) -> np.ndarray:
+        """Equal-probability nodes of the Gamma(mean 1, variance v) level multiplier."""
+        k = int(self.params["peak_nodes"])
+        if v <= 1e-9 or k == 1:
+            return np.ones(1)
+        shape = 1.0 / v
+        nodes = stats.gamma.ppf((np.arange(k) + 0.5) / k, shape, scale=v)
+        return nodes / nodes.mean()
+
+    def _peak_cdf(self, x: np.ndarray, mu: np.ndarray, disp: np.ndarray, v: float, h: int) -> np.ndarray:
+        """P(max of h steps <= x), x and mu/disp broadcast along the first axis."""
+        nodes = self._nodes(v)
+        means = np.maximum(mu[:, None] * nodes[None, :], 1e-9)
+        n, p = _nb_params(means, disp[:, None] * means)
+        f = _nb_cdf(np.broadcast_to(x[:, None], n.shape), n, p)
+        return (f**h).mean(axis=1)
+
+    def _pit_peak(self, peaks: np.ndarray, mu: np.ndarray, disp: np.ndarray, v: float, h: int) -> np.ndarray:
+        x = np.round(peaks)
+        return 0.5 * (self._peak_cdf(x - 1, mu, disp, v, h) + self._peak_cdf(x, mu, disp, v, h))
+
+    def _peak_ppf(self, qs: np.ndarray, mu: float, disp: float, v: float, h: int) -> np.ndarray:
+        nodes = self._nodes(v)
+        top = float(nodes.max()) * mu
+        n, p = _nb_params(np.asarray(top), np.asarray(disp * top))
+        hi = float(stats.nbinom.ppf(1.0 - 1e-4 / h, n, p)) + 1.0
+        # Candidate values: every integer up to 400, a geometric grid above.
+        if hi <= 400:
+            grid = np.arange(0.0, hi + 1.0)
+        else:
+            grid = np.unique(np.concatenate([np.arange(0.0, 400.0), np.round(np.geomspace(400.0, hi, 600))]))
+        cdf = self._peak_cdf(grid, np.full(len(grid), mu), np.full(len(grid), disp), v, h)
+        pos = np.searchsorted(cdf, qs, side="left")
+        return grid[np.minimum(pos, len(grid) - 1)]
