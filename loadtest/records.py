@@ -1,0 +1,148 @@
+"""Per-request result records: incremental JSONL (crash-safe) and Parquet at the end.
+
+One record is a flat dict (see ``FIELDS``) plus ``itl_s``, the list of gaps between streamed chunks.
+Times are seconds in the *schedule frame*: 0 is the scheduled time of the first request of the
+(unsharded) workload, so shards and resumed runs line up without translation.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from burstpilot.errors import BurstpilotError
+
+JSONL_NAME = "requests.jsonl"
+PARQUET_NAME = "requests.parquet"
+
+# name -> arrow type; the order is the column order of the Parquet file.
+FIELDS: dict[str, pa.DataType] = {
+    "index": pa.int64(),  # row of the workload trace
+    "shard": pa.string(),  # "i/n"
+    "worker": pa.int32(),
+    "target": pa.string(),
+    "scheduled_s": pa.float64(),
+    "sent_s": pa.float64(),
+    "dispatch_lag_s": pa.float64(),
+    "ttft_s": pa.float64(),
+    "e2e_s": pa.float64(),
+    "tpot_s": pa.float64(),
+    "itl_mean_s": pa.float64(),
+    "itl_p50_s": pa.float64(),
+    "itl_p99_s": pa.float64(),
+    "itl_max_s": pa.float64(),
+    "chunks": pa.int64(),
+    "prompt_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "expected_prompt_tokens": pa.int64(),
+    "expected_output_tokens": pa.int64(),
+    "usage_reported": pa.bool_(),
+    "status": pa.int32(),  # HTTP status, 0 when none was received
+    "error": pa.string(),  # "" on success, else an error kind (see ERROR_KINDS)
+    "error_detail": pa.string(),
+    "itl_s": pa.list_(pa.float64()),
+}
+
+ERROR_KINDS = (
+    "connect",  # connection refused / unreachable
+    "connect_timeout",
+    "first_token_timeout",
+    "total_timeout",
+    "http_4xx",
+    "http_5xx",
+    "reset",  # connection reset / closed by the server mid-request
+    "truncated",  # the stream ended before its end marker ([DONE] or a finish_reason)
+    "malformed_sse",  # a line that is not SSE or a data payload that is not JSON
+    "cancelled",  # still in flight when an interrupted replay's grace period ended
+    "client",  # any other client-side failure
+)
+
+
+class JsonlWriter:
+    """Appends records to a JSONL file; a background flush makes them durable within ``flush_s``.
+
+    ``add`` only appends to an in-memory list (cheap on the send path). ``flush`` writes the
+    pending lines and flushes them to the kernel, which is what survives a ``kill -9``. A daemon
+    thread calls ``flush`` every ``flush_s`` seconds, so a busy or blocked event loop cannot
+    delay durability.
+    """
+
+    def __init__(self, path: Path, flush_s: float = 0.5):
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._pending: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flush_s = flush_s
+        self._thread = threading.Thread(target=self._loop, name="jsonl-flush", daemon=True)
+        self._thread.start()
+
+    def add(self, record: dict) -> None:
+        self._pending.append(record)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._flush_s):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if pending:
+                self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in pending))
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+        self._fh.close()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read a records file. A torn last line (the process was killed mid-write) is dropped."""
+    records: list[dict] = []
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise BurstpilotError(f"{path}: cannot read records: {exc}") from exc
+    complete = lines[:-1]  # text after the last newline is a torn write (or empty)
+    for lineno, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BurstpilotError(f"{path}:{lineno}: not a JSON record: {exc}") from exc
+        if not isinstance(rec, dict) or "index" not in rec:
+            raise BurstpilotError(f"{path}:{lineno}: record has no 'index' field")
+        records.append(rec)
+    return records
+
+
+def read_records(out_dir: Path) -> list[dict]:
+    """All records of one output directory (every worker's JSONL file), sorted by workload row."""
+    files = sorted(out_dir.glob("requests*.jsonl"))
+    if not files:
+        raise BurstpilotError(f"{out_dir}: no {JSONL_NAME} (not a replay output directory?)")
+    records = [r for f in files for r in read_jsonl(f)]
+    records.sort(key=lambda r: (r["index"], r["sent_s"] if r.get("sent_s") is not None else 0.0))
+    return records
+
+
+def write_parquet(records: list[dict], path: Path) -> None:
+    schema = pa.schema(list(FIELDS.items()))
+    columns = {name: [r.get(name) for r in records] for name in FIELDS}
+    table = pa.Table.from_pydict(columns, schema=schema)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)

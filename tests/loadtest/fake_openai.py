@@ -1,0 +1,123 @@
+"""A small fake OpenAI-compatible streaming server for the load generator's tests.
+
+It streams ``max_tokens`` chunks after ``ttft_s`` with ``itl_s`` between them. The
+``burstpilot_prompt_tokens`` of a request picks a failure mode from ``modes`` (prompt tokens -> mode),
+so a test workload says per row how the server misbehaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+from aiohttp import web
+
+MODES = (
+    "ok",
+    "http_400",
+    "http_503",
+    "reset",  # close the connection before any response
+    "truncate",  # two chunks, then end the stream without [DONE]
+    "cut",  # two chunks, then drop the connection mid-body
+    "malformed",  # a data line that is not JSON
+    "garbage",  # a line that is not SSE at all
+    "stall_first",  # no first token for 30 s
+    "slow",  # tokens every 0.2 s (for the total timeout)
+    "error_event",  # an OpenAI-style error object inside the stream
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeServer:
+    def __init__(
+        self, ttft_s=0.0, itl_s=0.0, modes=None, usage=True, model="fake-model", stop_after_models=False
+    ):
+        self.ttft_s, self.itl_s = ttft_s, itl_s
+        self.modes = modes or {}
+        self.usage = usage
+        self.model = model
+        self.stop_after_models = stop_after_models
+        self.arrivals: list[float] = []  # perf_counter at each completion request's arrival
+        self.finished: list[float] = []  # time.time() when each successful stream ended
+        self.bodies: list[dict] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> FakeServer:
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/completions", self._complete)
+        app.router.add_post("/v1/chat/completions", self._complete)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if self.stop_after_models:
+            asyncio.get_running_loop().call_later(0.01, lambda: asyncio.ensure_future(self.stop()))
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals.append(time.perf_counter())
+        body = await request.json()
+        self.bodies.append(body)
+        mode = self.modes.get(body.get("burstpilot_prompt_tokens"), "ok")
+        if mode == "http_400":
+            return web.json_response({"error": {"message": "bad request"}}, status=400)
+        if mode == "http_503":
+            return web.json_response({"error": {"message": "overloaded"}}, status=503)
+        if mode == "reset":
+            request.transport.close()
+            await asyncio.sleep(0.05)
+            return web.Response(status=500)
+        chat = "messages" in body
+        n = int(body.get("max_tokens", 1))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        def chunk(i: int) -> bytes:
+            if chat:
+                choice = {"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}
+            else:
+                choice = {"index": 0, "text": f"t{i} ", "finish_reason": None}
+            return b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n"
+
+        await asyncio.sleep(30 if mode == "stall_first" else self.ttft_s)
+        for i in range(n):
+            if i:
+                await asyncio.sleep(0.2 if mode == "slow" else self.itl_s)
+            await resp.write(chunk(i))
+            if i == 1 and mode in ("truncate", "cut", "malformed", "garbage", "error_event"):
+                if mode == "truncate":
+                    await resp.write_eof()
+                    return resp
+                if mode == "cut":
+                    request.transport.close()
+                    return resp
+                if mode == "malformed":
+                    await resp.write(b"data: {not json\n\n")
+                elif mode == "garbage":
+                    await resp.write(b"<html>oops</html>\n\n")
+                else:
+                    await resp.write(b'data: {"error": {"message": "engine died"}}\n\n')
+        if self.usage:
+            usage = {"prompt_tokens": body.get("burstpilot_prompt_tokens", 1), "completion_tokens": n}
+            await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        self.finished.append(time.time())
+        return resp
