@@ -1,0 +1,273 @@
+"""Burst-preserving workload generation: replay scaling, modeled scaling, the ``burstgpt`` preset.
+
+Conventions (the study's generator confused them; here they are explicit):
+- Gamma inter-arrivals use numpy's (shape, scale) with scale = 1 / (shape * rate), so the mean
+  gap is 1 / rate and the coefficient of variation is 1 / sqrt(shape).
+- Scaling a workload to more load compresses time (replay) or scales the fitted rate (modeled);
+  it never superimposes copies, which would smooth the bursts away.
+- Arrival times are on the trace's own time axis (for the preset: seconds from Monday 0:00 of day 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from burstpilot.errors import BurstpilotError
+from burstpilot.traces.table import NO_SESSION, Trace, make_trace
+
+PRESETS = ("burstgpt",)
+DAY_S = 86400.0
+WINDOW_S = 1200.0
+
+# The study's published shape (see docs/traces.md): conversation traffic follows working hours
+# (near zero 02:00-08:00, peaks 10-11h and 15-16h, a dip at 12h), weekends lower; API traffic is
+# aperiodic and burstier. Hourly weights are relative rates at the middle of each hour.
+CONVERSATION_HOURLY = np.array(
+    [0.25, 0.12, 0.05, 0.03, 0.03, 0.03, 0.05, 0.12, 0.45, 0.8, 1.0, 1.0, 0.7, 0.8, 0.95, 1.0, 1.0, 0.85]
+    + [0.65, 0.55, 0.5, 0.48, 0.42, 0.33]
+)
+WEEKDAY = np.array([1.0, 1.02, 1.0, 0.98, 0.92, 0.55, 0.5])  # Monday first
+
+
+def _gamma_renewal(rng, edges, rates, shapes) -> np.ndarray:
+    """Arrivals of a Gamma renewal process with a piecewise-constant rate and shape.
+
+    ``edges`` are window boundaries (len W+1); in window w gaps are Gamma(shape_w, 1/(shape_w rate_w)).
+    The process runs in operational time (expected count), so a window's parameters apply from the
+    last arrival before it; the gap that crosses a boundary is redrawn with the next window's shape.
+    """
+    out = []
+    widths = np.diff(edges)
+    op_edges = np.concatenate([[0.0], np.cumsum(rates * widths)])
+    u = 0.0  # operational time of the last arrival
+    for w in range(len(rates)):
+        lam, k = rates[w], shapes[w]
+        end = op_edges[w + 1]
+        if lam <= 0 or end <= u:
+            u = max(u, end)
+            continue
+        need = end - u
+        pieces = []
+        while True:
+            m = int(need * 1.3 + 6 * np.sqrt(need) + 16)
+            gaps = rng.gamma(k, 1.0 / k, m)
+            pts = u + np.cumsum(gaps)
+            inside = pts[pts < end]
+            pieces.append(inside)
+            if len(inside) < m:
+                break
+            u = inside[-1]
+            need = end - u
+        got = np.concatenate(pieces)
+        if len(got):
+            u = got[-1]
+        out.append(edges[w] + (got - op_edges[w]) / lam)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _spliced_lengths(rng, n, median, sigma, tail_p, alpha, cap) -> np.ndarray:
+    """Token lengths: a lognormal body with a Pareto tail above the body's (1 - tail_p) quantile."""
+    from scipy.stats import norm
+
+    x_t = median * np.exp(sigma * norm.ppf(1 - tail_p))
+    u = rng.random(n)
+    body = median * np.exp(sigma * norm.ppf(np.minimum(u / (1 - tail_p), 1 - 1e-12) * (1 - tail_p)))
+    v = rng.random(n)
+    tail = x_t * (1 - v) ** (-1.0 / alpha)
+    x = np.where(u < 1 - tail_p, body, tail)
+    return np.clip(np.round(x), 1, cap).astype(np.int64)
+
+
+def _responses(rng, req, model, log_type) -> np.ndarray:
+    n = len(req)
+    conv = log_type == "Conversation log"
+    if model == "ChatGPT":
+        # bimodal: a short mode and a long mode whose median grows with the request
+        # (conversation: about 100 -> 450 tokens as requests grow 100 -> 2,000)
+        long_med = 100 * (req / 100.0) ** 0.5 if conv else 260 * (req / 500.0) ** 0.12
+        long_med = np.clip(long_med, 60, 1200)
+        long = long_med * np.exp(0.45 * rng.standard_normal(n))
+        short = 22 * np.exp(0.5 * rng.standard_normal(n))
+        x = np.where(rng.random(n) < 0.3, short, long)
+    else:
+        med = np.clip(120 * (req / 100.0) ** 0.4, 40, 1500) if conv else 220 * (req / 500.0) ** 0.1
+        x = med * np.exp(0.6 * rng.standard_normal(n))
+    return np.clip(np.round(x), 1, 4096).astype(np.int64)
+
+
+_PRESET_GROUPS = (
+    # model, log type, share of requests, Gamma shape, periodic, request median, sigma, tail alpha
+    ("ChatGPT", "Conversation log", 0.50, 0.7, True, 450, 1.0, 1.7),
+    ("GPT-4", "Conversation log", 0.12, 0.7, True, 500, 1.0, 1.6),
+    ("ChatGPT", "API log", 0.30, 0.3, False, 800, 1.2, 1.4),
+    ("GPT-4", "API log", 0.08, 0.3, False, 900, 1.2, 1.4),
+)
+SESSION_SINGLE_TURN = 0.36  # geometric turns: P(1) = 0.36, median 2, 83% <= 4
+SESSION_GAP_MEDIAN_S = 120.0
+
+
+def _rate_profile(rng, edges, periodic: bool) -> np.ndarray:
+    mid = (edges[:-1] + edges[1:]) / 2
+    if periodic:
+        hour = (mid % DAY_S) / 3600.0
+        hours = np.arange(25) + 0.5
+        prof = np.interp(
+            hour, np.concatenate([[-0.5], hours[:-1]]), np.r_[CONVERSATION_HOURLY[-1], CONVERSATION_HOURLY]
+        )
+        day = (mid // DAY_S).astype(int) % 7
+        return prof * WEEKDAY[day] * np.exp(0.15 * rng.standard_normal(len(mid)))
+    # aperiodic: an AR(1) log-rate per window
+    z = np.zeros(len(mid))
+    e = rng.standard_normal(len(mid))
+    z[0] = e[0] * 0.6
+    for i in range(1, len(z)):
+        z[i] = 0.9 * z[i - 1] + 0.6 * np.sqrt(1 - 0.81) * e[i]
+    return np.exp(z)
+
+
+def generate_preset(
+    name: str = "burstgpt",
+    duration_s: float = 3600.0,
+    rps: float = 5.0,
+    seed: int = 0,
+    start_s: float = 0.0,
+    failure_rate: float = 0.02,
+    round_timestamps: bool = False,
+) -> Trace:
+    """A synthetic workload with the BurstGPT study's published shape.
+
+    ``start_s`` places the workload on a week that starts Monday 0:00 (10 * 3600 starts at a
+    morning peak); the mean rate over [start_s, start_s + duration_s) is ``rps``. Conversation
+    rows carry session ids (geometric turns, 2-minute median gaps); failures (``failure_rate`` on
+    average, response tokens 0) are more likely when the local load is above its window mean.
+    """
+    if name not in PRESETS:
+        raise BurstpilotError(f"unknown preset {name!r} (available: {', '.join(PRESETS)})")
+    if duration_s <= 0 or rps <= 0:
+        raise BurstpilotError("preset needs duration_s > 0 and rps > 0")
+    if not 0 <= failure_rate < 0.5:
+        raise BurstpilotError("failure_rate must be in [0, 0.5)")
+    rng = np.random.default_rng(seed)
+    end = start_s + duration_s
+    edges = np.arange(start_s, end, WINDOW_S)
+    edges = np.append(edges, end)
+    parts = []
+    for gi, (model, log_type, share, shape, periodic, med, sigma, alpha) in enumerate(_PRESET_GROUPS):
+        prof = _rate_profile(rng, edges, periodic)
+        prof = prof / np.average(prof, weights=np.diff(edges))
+        rate = rps * share * prof
+        conv = log_type == "Conversation log"
+        if conv:
+            mean_turns = 1 / SESSION_SINGLE_TURN
+            # sessions also begin in the half hour before the span, so that its first minutes
+            # get the later turns of earlier sessions (as many turns leave past the end)
+            lead = np.concatenate([[start_s - 1800.0], edges])
+            starts = _gamma_renewal(
+                rng, lead, np.r_[rate[0], rate] / mean_turns, np.full(len(rate) + 1, shape)
+            )
+            turns = rng.geometric(SESSION_SINGLE_TURN, len(starts))
+            sess = np.repeat(np.arange(len(starts)), turns)
+            gaps = SESSION_GAP_MEDIAN_S * np.exp(1.0 * rng.standard_normal(len(sess)))
+            first = np.concatenate([[0], np.cumsum(turns)[:-1]])
+            gaps[first] = 0.0
+            cum = np.cumsum(gaps)
+            offs = cum - np.repeat(cum[first], turns)
+            t = np.repeat(starts, turns) + offs
+            keep = (t >= start_s) & (t < end)
+            t, sess = t[keep], sess[keep] + gi * 10_000_000
+        else:
+            t = _gamma_renewal(rng, edges, rate, np.full(len(rate), shape))
+            sess = np.full(len(t), NO_SESSION, np.int64)
+        req = _spliced_lengths(rng, len(t), med, sigma, 0.08, alpha, 32000)
+        resp = _responses(rng, req, model, log_type)
+        parts.append((t, req, resp, sess, np.full(len(t), gi)))
+    t = np.concatenate([p[0] for p in parts])
+    order = np.argsort(t, kind="stable")
+    t = t[order]
+    req, resp, sess, gid = (np.concatenate([p[i] for p in parts])[order] for i in range(1, 5))
+    if round_timestamps:
+        t = np.floor(t)
+    failed = _failures(rng, t, failure_rate)
+    resp = np.where(failed, 0, resp)
+    per_token = np.where(np.isin(gid, (1, 3)), 0.04, 0.015)
+    elapsed = np.where(
+        failed,
+        np.round(rng.uniform(0.2, 3.0, len(t)), 3),
+        np.round((0.3 + resp * per_token) * np.exp(0.3 * rng.standard_normal(len(t))), 3),
+    )
+    models = np.array(["ChatGPT", "GPT-4"], dtype=object)
+    logs = np.array(["API log", "Conversation log"], dtype=object)
+    mcodes = np.array([0, 1, 0, 1], np.int32)[gid]
+    lcodes = np.array([1, 1, 0, 0], np.int32)[gid]
+    return make_trace(
+        t,
+        req,
+        resp,
+        failed=failed,
+        model=(mcodes, models),
+        log_type=(lcodes, logs),
+        session_id=sess,
+        elapsed_s=elapsed,
+        source=f"preset:{name}(duration_s={duration_s:g}, rps={rps:g}, seed={seed}, start_s={start_s:g})",
+        format="preset",
+        clock_offset_s=0.0,
+    )
+
+
+def _failures(rng, t: np.ndarray, rate: float, bin_s: float = 10.0) -> np.ndarray:
+    """Failure flags with mean ``rate`` whose probability grows with the local load: the
+    request count in its 10-second bin relative to the mean of its 20-minute window."""
+    if len(t) == 0 or rate == 0:
+        return np.zeros(len(t), bool)
+    b = np.floor((t - t[0]) / bin_s).astype(np.int64)
+    counts = np.bincount(b)
+    per_window = int(WINDOW_S / bin_s)
+    w = np.arange(len(counts)) // per_window
+    wmean = np.bincount(w, counts) / np.bincount(w)
+    load = counts[b] / np.maximum(wmean[w[b]], 1e-9)
+    weight = load**1.5
+    p = np.clip(rate * weight / weight.mean(), 0, 0.6)
+    for _ in range(5):  # renormalize after clipping
+        p = np.clip(p * rate / p.mean(), 0, 0.6)
+    return rng.random(len(t)) < p
+
+
+def scale_replay(
+    trace: Trace,
+    rps: float | None = None,
+    speedup: float | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+) -> Trace:
+    """Replay scaling: take [start_s, start_s + duration_s) of ``trace`` and compress time by a
+    factor so its mean rate becomes ``rps`` (or by ``speedup``). Inter-arrival shape (CV, Gamma
+    shape) and token lengths are unchanged; the result starts at 0."""
+    if (rps is None) == (speedup is None):
+        raise BurstpilotError("replay scaling needs exactly one of --rps or --speedup")
+    t0 = trace.arrival_s[0] if start_s is None and len(trace) else (start_s or 0.0)
+    mask = trace.arrival_s >= t0
+    if duration_s is not None:
+        mask &= trace.arrival_s < t0 + duration_s
+    sel = trace.subset(mask)
+    if len(sel) < 2:
+        raise BurstpilotError(f"{trace.source}: fewer than 2 requests in the selected span")
+    span = duration_s if duration_s is not None else sel.arrival_s[-1] - t0
+    if span <= 0:
+        raise BurstpilotError(f"{trace.source}: the selected span has zero length")
+    if speedup is None:
+        if rps <= 0:
+            raise BurstpilotError("--rps must be positive")
+        speedup = rps / (len(sel) / span)
+    if speedup <= 0:
+        raise BurstpilotError("--speedup must be positive")
+    return replace(
+        sel,
+        arrival_s=(sel.arrival_s - t0) / speedup,
+        elapsed_s=sel.elapsed_s,
+        origin=None,
+        clock_offset_s=None,
+        source=f"replay:{trace.source} x{speedup:.6g}",
+        format="replay",
+    )
