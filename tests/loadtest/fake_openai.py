@@ -23,7 +23,7 @@ MODES = (
     "cut",  # two chunks, then drop the connection mid-body
     "malformed",  # a data line that is not JSON
     "garbage",  # a line that is not SSE at all
-    "stall_first",  # no first token for 30 s
+    "stall_first",  # no first token for 5 s
     "slow",  # tokens every 0.2 s (for the total timeout)
     "error_event",  # an OpenAI-style error object inside the stream
 )
@@ -56,7 +56,7 @@ class FakeServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/completions", self._complete)
         app.router.add_post("/v1/chat/completions", self._complete)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.2)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return self
@@ -96,7 +96,7 @@ class FakeServer:
                 choice = {"index": 0, "text": f"t{i} ", "finish_reason": None}
             return b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n"
 
-        await asyncio.sleep(30 if mode == "stall_first" else self.ttft_s)
+        await asyncio.sleep(5 if mode == "stall_first" else self.ttft_s)
         for i in range(n):
             if i:
                 await asyncio.sleep(0.2 if mode == "slow" else self.itl_s)

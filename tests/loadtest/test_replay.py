@@ -1,0 +1,320 @@
+"""Replay against the fake streaming server: timings, failures, interrupts, shards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from burstpilot.loadtest import ReplayOptions, Timeouts, merge, replay
+from burstpilot.loadtest.records import read_records
+from conftest import make_workload
+from fake_openai import FakeServer
+
+from burstpilot.errors import BurstpilotError
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _with_server(server: FakeServer, fn):
+    await server.start()
+    try:
+        return await fn(server)
+    finally:
+        await server.stop()
+
+
+def test_metric_definitions_on_known_stream(tmp_path):
+    ttft, itl, n = 0.05, 0.02, 5
+    w = make_workload([0.0, 0.05, 0.1], response_tokens=n)
+
+    async def go(s):
+        return await replay(w, [s.url], tmp_path, ReplayOptions(slo={"ttft": 10.0, "tpot": 10.0}))
+
+    summary = run(_with_server(FakeServer(ttft_s=ttft, itl_s=itl), go))
+    recs = read_records(tmp_path)
+    assert [r["index"] for r in recs] == [0, 1, 2]
+    for r in recs:
+        assert r["error"] == "" and r["status"] == 200
+        assert r["output_tokens"] == n and r["usage_reported"] and r["chunks"] == n
+        assert len(r["itl_s"]) == n - 1
+        assert r["ttft_s"] >= ttft * 0.99
+        # the last chunk cannot arrive before the server wrote it
+        assert r["ttft_s"] + sum(r["itl_s"]) >= (ttft + (n - 1) * itl) * 0.99
+        # TPOT = (E2E - TTFT) / (n - 1); the stream's end follows the last chunk.
+        assert r["tpot_s"] == pytest.approx((r["e2e_s"] - r["ttft_s"]) / (n - 1))
+        assert r["e2e_s"] >= r["ttft_s"] + sum(r["itl_s"]) - 1e-6
+        assert r["dispatch_lag_s"] == pytest.approx(r["sent_s"] - r["scheduled_s"])
+    assert summary["itl_s"]["count"] == 3 * (n - 1)  # ITL pools every gap of every request
+    assert summary["requests"] == {"scheduled": 3, "recorded": 3, "completed": 3, "failed": 0, "errors": {}}
+    assert summary["output_tokens"] == 3 * n
+    assert summary["slo"]["attainment"] == 1.0
+    assert summary["slo"]["goodput"] == pytest.approx(3 / summary["duration_s"])
+    table = pq.read_table(tmp_path / "requests.parquet")
+    assert table.num_rows == 3 and "ttft_s" in table.column_names
+    assert (tmp_path / "latency.png").stat().st_size > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["requests"]["completed"] == 3
+
+
+def test_request_shape_completions_and_chat(tmp_path):
+    w = make_workload([0.0, 0.01], request_tokens=[30, 7], response_tokens=[3, 2])
+
+    async def go(s):
+        await replay(w, [s.url], tmp_path / "c", ReplayOptions(plot=False))
+        await replay(w, [s.url + "/v1"], tmp_path / "chat", ReplayOptions(api="chat", model="m2", plot=False))
+        return s.bodies
+
+    bodies = run(_with_server(FakeServer(), go))
+    first = bodies[0]
+    assert first["model"] == "fake-model"  # taken from /v1/models
+    assert first["max_tokens"] == 3 and first["ignore_eos"] and first["stream"]
+    assert first["burstpilot_prompt_tokens"] == 30 and len(first["prompt"].split()) == 30
+    chat = bodies[2]
+    assert chat["model"] == "m2" and chat["messages"][0]["role"] == "user"
+    recs = read_records(tmp_path / "chat")
+    assert [r["output_tokens"] for r in recs] == [3, 2] and not any(r["error"] for r in recs)
+
+
+def test_failed_rows_are_skipped_unless_included(tmp_path):
+    w = make_workload([0.0, 0.01, 0.02], response_tokens=[2, 0, 2], failed=[False, True, False])
+
+    async def go(s):
+        a = await replay(w, [s.url], tmp_path / "a", ReplayOptions(plot=False))
+        b = await replay(w, [s.url], tmp_path / "b", ReplayOptions(include_failed=True, plot=False))
+        return a, b
+
+    a, b = run(_with_server(FakeServer(), go))
+    assert [r["index"] for r in read_records(tmp_path / "a")] == [0, 2]
+    assert b["requests"]["completed"] == 3
+
+
+def test_every_failure_kind_is_recorded_and_replay_goes_on(tmp_path):
+    modes = {
+        10: "http_400",
+        11: "http_503",
+        12: "reset",
+        13: "truncate",
+        14: "cut",
+        15: "malformed",
+        16: "garbage",
+        17: "stall_first",
+        18: "slow",
+        19: "error_event",
+    }
+    expected = {
+        10: "http_4xx",
+        11: "http_5xx",
+        12: "reset",
+        13: "truncated",
+        14: "truncated",
+        15: "malformed_sse",
+        16: "malformed_sse",
+        17: "first_token_timeout",
+        18: "total_timeout",
+        19: "http_5xx",
+    }
+    prompt = [20, *modes, 20]
+    w = make_workload([0.01 * i for i in range(len(prompt))], request_tokens=prompt, response_tokens=6)
+    dead = FakeServer(stop_after_models=True)  # accepts the pre-flight check, then goes away
+
+    async def go(s):
+        await dead.start()
+        opts = ReplayOptions(timeouts=Timeouts(connect_s=2, first_token_s=0.3, total_s=0.6), plot=False)
+        summary = await replay(w, [s.url], tmp_path / "main", opts)
+        w2 = make_workload([0.0], request_tokens=[21], response_tokens=2)
+        await replay(w2, [dead.url], tmp_path / "dead", opts)
+        return summary
+
+    summary = run(_with_server(FakeServer(modes=modes), go))
+    recs = read_records(tmp_path / "main")
+    got = {r["expected_prompt_tokens"]: r["error"] for r in recs}
+    assert {k: got[k] for k in modes} == {k: expected[k] for k in modes}
+    assert [r["error"] for r in recs if r["expected_prompt_tokens"] == 20] == ["", ""]
+    assert recs[-1]["error"] == ""  # the replay went on after every failure
+    assert summary["requests"]["errors"]["malformed_sse"] == 2
+    assert summary["requests"]["completed"] == 2
+    assert [r["status"] for r in recs if r["expected_prompt_tokens"] in (10, 11)] == [400, 503]
+    dead_rec = read_records(tmp_path / "dead")[0]
+    assert dead_rec["error"] == "connect"
+
+
+def test_refusing_target_fails_before_the_clock_starts(tmp_path):
+    from fake_openai import free_port
+
+    w = make_workload([0.0, 0.1])
+
+    async def go(s):
+        with pytest.raises(BurstpilotError, match=r"--target http://127\.0\.0\.1:\d+: cannot connect"):
+            await replay(w, [s.url, f"http://127.0.0.1:{free_port()}"], tmp_path, ReplayOptions())
+        return s.arrivals
+
+    arrivals = run(_with_server(FakeServer(), go))
+    assert arrivals == [] and not (tmp_path / "requests.jsonl").exists()
+
+
+def test_absolute_deadlines_catch_up_after_a_stall(tmp_path):
+    """A 0.4 s stall of the event loop must not shift the rest of the schedule (no accumulated sleeps)."""
+    w = make_workload([0.02 * i for i in range(60)], response_tokens=1)
+
+    async def go(s):
+        asyncio.get_running_loop().call_later(0.3, time.sleep, 0.4)  # blocks the loop from ~0.3 to ~0.7 s
+        return await replay(w, [s.url], tmp_path, ReplayOptions(plot=False))
+
+    run(_with_server(FakeServer(), go))
+    recs = read_records(tmp_path)
+    assert len(recs) == 60
+    assert all(r["sent_s"] >= r["scheduled_s"] - 1e-3 for r in recs)  # never early
+    late = [r for r in recs if r["scheduled_s"] >= 0.9]
+    assert late and max(r["dispatch_lag_s"] for r in late) < 0.2  # back on schedule, not 0.4 s behind
+    assert max(r["dispatch_lag_s"] for r in recs) > 0.2  # the stall was real
+
+
+def test_least_outstanding_and_round_robin_spread_over_targets(tmp_path):
+    w = make_workload([0.005 * i for i in range(12)], response_tokens=1)
+
+    async def go(s):
+        b = FakeServer()
+        await b.start()
+        try:
+            await replay(w, [s.url, b.url], tmp_path / "rr", ReplayOptions(plot=False))
+            await replay(
+                w, [s.url, b.url], tmp_path / "lo", ReplayOptions(balance="least-outstanding", plot=False)
+            )
+        finally:
+            await b.stop()
+        return s.url, b.url
+
+    a_url, b_url = run(_with_server(FakeServer(), go))
+    rr = read_records(tmp_path / "rr")
+    assert [r["target"] for r in rr] == [a_url, b_url] * 6
+    lo = read_records(tmp_path / "lo")
+    assert {r["target"] for r in lo} == {a_url, b_url}
+
+
+def test_max_concurrency_bounds_in_flight_requests(tmp_path):
+    w = make_workload([0.0] * 6, response_tokens=2)
+
+    async def go(s):
+        return await replay(w, [s.url], tmp_path, ReplayOptions(max_concurrency=2, plot=False))
+
+    run(_with_server(FakeServer(ttft_s=0.1), go))
+    recs = sorted(read_records(tmp_path), key=lambda r: r["sent_s"])
+    ends = [r["sent_s"] + r["e2e_s"] for r in recs]
+    for r in recs:  # at each send, at most one other request is still running
+        assert sum(1 for q, e in zip(recs, ends, strict=True) if q["sent_s"] < r["sent_s"] < e) <= 1
+
+
+def test_interrupt_flushes_and_resume_completes(tmp_path):
+    w = make_workload([0.05 * i for i in range(40)], response_tokens=3)
+
+    async def go(s):
+        asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGINT)
+        first = await replay(w, [s.url], tmp_path, ReplayOptions(grace_s=0.05, plot=False))
+        with pytest.raises(BurstpilotError, match="already holds replay results"):
+            await replay(w, [s.url], tmp_path, ReplayOptions(plot=False))
+        second = await replay(w, [s.url], tmp_path, ReplayOptions(resume=True, plot=False))
+        return first, second
+
+    first, second = run(_with_server(FakeServer(ttft_s=0.2), go))
+    assert first["interrupted"] and 0 < first["requests"]["recorded"] < 40
+    assert first["requests"]["errors"].get("cancelled", 0) >= 1  # in flight past the grace period
+    assert not second["interrupted"]
+    recs = read_records(tmp_path)
+    assert sorted(r["index"] for r in recs) == list(range(40))
+    assert second["requests"]["completed"] == 40
+    # resumed rows keep their place in the schedule frame
+    assert all(abs(r["scheduled_s"] - 0.05 * r["index"]) < 1e-9 for r in recs)
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    good = {"index": 0, "scheduled_s": 0.0, "sent_s": 0.0}
+    (tmp_path / "requests.jsonl").write_text(json.dumps(good) + '\n{"index": 1, "sched')
+    assert read_records(tmp_path) == [good]
+    (tmp_path / "requests.jsonl").write_text('{"index": 1, "sched\n' + json.dumps(good) + "\n")
+    with pytest.raises(BurstpilotError, match=r"requests\.jsonl:1: not a JSON record"):
+        read_records(tmp_path)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import make_workload
+    from burstpilot.loadtest import ReplayOptions, replay
+    w = make_workload([0.02 * i for i in range(1000)], response_tokens=2)
+    print("start", flush=True)
+    asyncio.run(replay(w, [{url!r}], {out!r}, ReplayOptions(plot=False)))
+    """
+)
+
+
+def test_kill_9_keeps_everything_completed_a_second_before(tmp_path):
+    async def go(s):
+        script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), url=s.url, out=str(tmp_path))
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=subprocess.PIPE)
+        await proc.stdout.readline()
+        while len(s.finished) < 90:  # bounded by the workload: 1000 requests at 50/s
+            await asyncio.sleep(0.05)
+        killed_at = time.time()
+        proc.kill()
+        await proc.wait()
+        return [t for t in s.finished if t < killed_at - 1.0]
+
+    durable = run(_with_server(FakeServer(), go))
+    assert len(durable) >= 1
+    assert len(read_records(tmp_path)) >= len(durable)
+
+
+def test_shards_merge_to_the_unsharded_accounting(tmp_path):
+    modes = {13: "truncate", 10: "http_400"}
+    tokens = [8, 13, 8, 10, 8, 8, 13, 8, 8, 8, 10]
+    w = make_workload([0.01 * i for i in range(len(tokens))], request_tokens=tokens, response_tokens=3)
+
+    async def go(s):
+        full = await replay(w, [s.url], tmp_path / "full", ReplayOptions(plot=False))
+        for i in range(3):
+            await replay(w, [s.url], tmp_path / f"s{i}", ReplayOptions(shard=(i, 3), plot=False))
+        return full
+
+    full = run(_with_server(FakeServer(modes=modes), go))
+    shard_rows = [sorted(r["index"] for r in read_records(tmp_path / f"s{i}")) for i in range(3)]
+    assert shard_rows == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    merged = merge([tmp_path / f"s{i}" for i in range(3)], tmp_path / "merged")
+    for key in ("requests", "prompt_tokens", "output_tokens"):
+        assert merged[key] == full[key]
+    assert merged["ttft_s"]["count"] == full["ttft_s"]["count"]
+    assert merged["itl_s"]["count"] == full["itl_s"]["count"]
+    assert merged["missing_shards"] == [] and merged["shards"] == ["0/3", "1/3", "2/3"]
+    assert pq.read_table(tmp_path / "merged" / "requests.parquet").num_rows == len(tokens)
+    with pytest.raises(BurstpilotError, match="appears twice"):
+        merge([tmp_path / "s0", tmp_path / "s0"], tmp_path / "bad")
+    with pytest.raises(BurstpilotError, match="different splits"):
+        merge([tmp_path / "s0", tmp_path / "full"], tmp_path / "bad")
+
+
+def test_workers_share_one_schedule(tmp_path):
+    w = make_workload([0.01 * i for i in range(30)], response_tokens=2)
+
+    async def go(s):
+        return await replay(w, [s.url], tmp_path, ReplayOptions(workers=2, plot=False))
+
+    summary = run(_with_server(FakeServer(), go))
+    recs = read_records(tmp_path)
+    assert sorted(r["index"] for r in recs) == list(range(30))
+    assert {r["worker"] for r in recs} == {0, 1}
+    assert all(r["worker"] == r["index"] % 2 for r in recs)
+    assert summary["requests"]["completed"] == 30
+    assert sorted(p.name for p in tmp_path.glob("requests*.jsonl")) == [
+        "requests-w0.jsonl",
+        "requests-w1.jsonl",
+    ]
