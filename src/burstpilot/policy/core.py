@@ -170,6 +170,8 @@ def _size(spec, obs, state, forecaster):
 def _apply(spec, time_s, current, rec, bound, bounds, fc, state) -> Decision:
     rec_c = min(max(rec, spec.min_replicas), spec.max_replicas)
     hist = [h for h in state["history"] if h[0] > time_s - spec.scale_down_stabilization_s]
+    if not state["history"]:
+        hist.append([float(time_s), int(current)])  # the replicas found at the first decision count as one
     hist.append([float(time_s), int(rec_c)])
     state["history"] = hist
     if rec_c > current:
