@@ -271,3 +271,113 @@ def scale_replay(
         source=f"replay:{trace.source} x{speedup:.6g}",
         format="replay",
     )
+
+
+def _sample_tokens(rng, tm: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Request tokens by inverse CDF; response tokens from the quantiles of the request's bin."""
+    req = np.interp(rng.random(n), tm["request_probs"], tm["request_quantiles"])
+    edges = np.asarray(tm["request_bin_edges"])
+    rq = np.asarray(tm["response_quantiles"])
+    b = np.clip(np.searchsorted(edges, req, side="right") - 1, 0, len(rq) - 1)
+    u = rng.random(n)
+    probs = np.asarray(tm["response_probs"])
+    resp = np.empty(n)
+    for i in range(len(rq)):
+        sel = b == i
+        resp[sel] = np.interp(u[sel], probs, rq[i])
+    return np.maximum(np.round(req), 1).astype(np.int64), np.maximum(np.round(resp), 1).astype(np.int64)
+
+
+def generate_modeled(
+    summary: dict,
+    rps: float,
+    duration_s: float,
+    start_s: float | None = None,
+    seed: int = 0,
+    source: str = "summary",
+    round_timestamps: bool = False,
+) -> Trace:
+    """Modeled scaling: sample each (model, log type) group from its per-window fitted rate and
+    Gamma shape and its token distributions, on the trace's own time axis from ``start_s`` (the
+    trace start by default; spans past the end wrap around). Every window's rate is multiplied
+    by one factor so that the mean over the span is ``rps``: the burst shape (Gamma shape per
+    window) and the relative rate profile are kept."""
+    if rps <= 0 or duration_s <= 0:
+        raise BurstpilotError("modeled scaling needs --rps > 0 and --duration > 0")
+    try:
+        groups = summary["groups"] or [summary["overall"] | {"model": None, "log_type": None}]
+        t_first = float(summary["start_s"])
+    except (KeyError, TypeError) as exc:
+        raise BurstpilotError(f"{source}: not a burstpilot trace summary (missing {exc})") from exc
+    start = t_first if start_s is None else float(start_s)
+    end = start + duration_s
+    rng = np.random.default_rng(seed)
+    plans = []
+    for g in groups:
+        w = g.get("windows")
+        tm = g.get("token_model")
+        if not w or not tm:
+            raise BurstpilotError(
+                f"{source}: group {g.get('model')}/{g.get('log_type')} has no windows or token model"
+            )
+        ws = float(w["window_s"])
+        w0 = float(w["start_s"][0])
+        nwin = len(w["start_s"])
+        j0 = int(np.floor((start - w0) / ws))
+        j1 = int(np.ceil((end - w0) / ws))
+        js = np.arange(j0, j1)
+        edges = np.clip(w0 + ws * np.append(js, j1), start, end)
+        wi = js % nwin
+        overall_k = g["interarrival"].get("gamma_shape") or 1.0
+        rates = np.array([w["rate"][i] for i in wi], dtype=float)
+        shapes = np.array([w["gamma_shape"][i] or overall_k for i in wi], dtype=float)
+        frs = np.array(
+            [g["failure_rate"] if w["failure_rate"][i] is None else w["failure_rate"][i] for i in wi],
+            dtype=float,
+        )
+        plans.append((g, edges, rates, shapes, frs, tm))
+    expected = sum(float(np.sum(p[2] * np.diff(p[1]))) for p in plans)
+    if expected <= 0:
+        raise BurstpilotError(f"{source}: the fitted rate is zero over [{start:g}, {end:g})")
+    factor = rps * duration_s / expected
+    parts = []
+    models, logs = [], []
+    for g, edges, rates, shapes, frs, tm in plans:
+        t = _gamma_renewal(rng, edges, rates * factor, shapes)
+        req, resp = _sample_tokens(rng, tm, len(t))
+        wi = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(frs) - 1)
+        failed = rng.random(len(t)) < frs[wi]
+        resp = np.where(failed, 0, resp)
+        mname, lname = g.get("model") or "", g.get("log_type") or ""
+        models.append(mname)
+        logs.append(lname)
+        parts.append((t, req, resp, failed, np.full(len(t), len(parts))))
+    t = np.concatenate([p[0] for p in parts])
+    order = np.argsort(t, kind="stable")
+    t = t[order]
+    req, resp, failed, gid = (np.concatenate([p[i] for p in parts])[order] for i in range(1, 5))
+    if round_timestamps:
+        t = np.floor(t)
+    mcats, mcodes = np.unique(np.array(models), return_inverse=True)
+    lcats, lcodes = np.unique(np.array(logs), return_inverse=True)
+    mc = np.where(mcats[mcodes] == "", -1, mcodes)[gid]
+    lc = np.where(lcats[lcodes] == "", -1, lcodes)[gid]
+    return make_trace(
+        t,
+        req,
+        resp,
+        failed=failed,
+        model=(_compact(mc, mcats)),
+        log_type=(_compact(lc, lcats)),
+        source=f"modeled:{source}(rps={rps:g}, duration_s={duration_s:g}, seed={seed})",
+        format="modeled",
+        clock_offset_s=summary.get("clock_offset_s"),
+    )
+
+
+def _compact(codes: np.ndarray, cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the empty category (unknown) so codes index real names only, -1 for unknown."""
+    keep = np.flatnonzero(cats != "")
+    remap = np.full(len(cats), -1, np.int32)
+    remap[keep] = np.arange(len(keep), dtype=np.int32)
+    return np.where(codes >= 0, remap[np.maximum(codes, 0)], -1).astype(np.int32), cats[keep].astype(object)
