@@ -1,0 +1,331 @@
+"""One ServingPool's tick: observe (Kubernetes + Prometheus), decide (burstpilot.policy), act, report.
+
+The decision itself is ``burstpilot.policy.decide``; this module only gathers its inputs and applies its
+output. Everything the next tick (or a restarted operator) needs is written to the ServingPool's status:
+the decision core's state (``status.policyState``, JSON) and the measured cold starts.
+
+Replica edits made by hand: when the target's replicas differ from what this operator last set, it emits a
+``ManualScale`` event and takes the edited count as the current one; the next decision starts from there
+(scaling down only after the stabilization window). To keep a count by hand, set ``spec.mode: Advisory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from burstpilot.operator import metrics as opmetrics
+from burstpilot.operator.conditions import Condition, merge_conditions
+from burstpilot.operator.kube import Kube, PodSummary, TargetError
+from burstpilot.operator.prom import Endpoint, MetricsError, PrometheusSource, pool_queries
+
+from burstpilot.errors import BurstpilotError
+from burstpilot.policy import Observation, PoolDemand, PoolSpec, allocate_budget, decide, new_state
+
+log = logging.getLogger(__name__)
+
+COLD_START_QUANTILE = 0.9
+COLD_START_MIN_SAMPLES = 3
+COLD_START_KEEP = 32
+
+# emit(type, reason, message): posts a Kubernetes Event on the ServingPool.
+EmitFn = Callable[[str, str, str], None]
+
+
+@dataclass
+class BudgetBook:
+    """The latest wish of every pool of each budget group (pools tick independently, all in one process)."""
+
+    wishes: dict[str, dict[str, PoolDemand]] = field(default_factory=dict)
+
+    def grant(self, group: str, gpus: int, demand: PoolDemand) -> int:
+        pools = self.wishes.setdefault(group, {})
+        pools[demand.name] = demand
+        return allocate_budget(pools.values(), gpus)[demand.name]
+
+    def forget(self, name: str) -> None:
+        for pools in self.wishes.values():
+            pools.pop(name, None)
+
+
+def now_iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_state(status: dict[str, Any], spec: PoolSpec, forecasting: dict[str, Any]) -> dict[str, Any]:
+    """The decision core's state from ``status.policyState``; a fresh one when absent, unreadable, or made for
+    other forecasting settings."""
+    raw = status.get("policyState")
+    if raw:
+        try:
+            saved = json.loads(raw)
+            if saved.get("forecasting") == forecasting and isinstance(saved.get("state"), dict):
+                return saved["state"]
+        except (ValueError, AttributeError):
+            log.warning("%s: unreadable status.policyState; starting a fresh forecaster", spec.name)
+    return new_state(spec)
+
+
+def dump_state(state: dict[str, Any], forecasting: dict[str, Any]) -> str:
+    return json.dumps({"forecasting": forecasting, "state": state}, separators=(",", ":"))
+
+
+def measured_cold_start(samples: list[float]) -> float | None:
+    if len(samples) < COLD_START_MIN_SAMPLES:
+        return None
+    return float(np.quantile(np.asarray(samples, dtype=float), COLD_START_QUANTILE))
+
+
+class PoolReconciler:
+    def __init__(
+        self, kube: Kube, prom: PrometheusSource, budgets: BudgetBook, namespace: str, name: str, emit: EmitFn
+    ) -> None:
+        self.kube, self.prom, self.budgets = kube, prom, budgets
+        self.namespace, self.name, self.emit = namespace, name, emit
+
+    async def tick(self, body: dict[str, Any], now: float) -> float:
+        """One tick. Returns the seconds until the next one (the spec's interval)."""
+        spec_raw = dict(body.get("spec") or {})
+        status = dict(body.get("status") or {})
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        stamp = now_iso(now)
+        conds: list[Condition] = []
+        patch: dict[str, Any] = {"observedGeneration": generation}
+        interval = float((spec_raw.get("scaling") or {}).get("intervalSeconds") or 10.0)
+        labels = (self.namespace, self.name)
+        try:
+            spec = await asyncio.to_thread(PoolSpec.from_crd, spec_raw, self.name)
+        except BurstpilotError as exc:
+            opmetrics.ERRORS.labels(*labels, "spec").inc()
+            conds.append(Condition("Ready", False, "InvalidSpec", str(exc)))
+            await self._finish(status, patch, conds, generation, stamp)
+            return interval
+
+        target = spec_raw["targetRef"]
+        try:
+            scale = await asyncio.to_thread(self.kube.get_scale, self.namespace, target)
+            pods = await asyncio.to_thread(self.kube.pods, self.namespace, scale.selector)
+        except TargetError as exc:
+            opmetrics.ERRORS.labels(*labels, "target").inc()
+            conds.append(Condition("Ready", False, exc.reason, str(exc)))
+            await self._finish(status, patch, conds, generation, stamp)
+            return interval
+
+        metrics_spec = spec_raw.get("metrics") or {}
+        values, metrics_cond = await self._metrics(metrics_spec, spec.interval_s, now)
+        conds.append(metrics_cond)
+        if values is not None and metrics_cond.status is False:
+            opmetrics.ERRORS.labels(*labels, "metrics").inc()
+
+        # Cold starts measured from the pods that became ready since the last tick.
+        cold = list(status.get("coldStarts") or [])
+        since = status.get("coldStartsUntil")
+        since_dt = dt.datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+        newest = since_dt
+        for ready_at, secs in sorted(pods.cold_starts):
+            if since_dt is None or ready_at > since_dt:
+                cold.append(round(secs, 3))
+                newest = ready_at if newest is None or ready_at > newest else newest
+        cold = cold[-COLD_START_KEEP:]
+        measured = measured_cold_start(cold)
+        if measured is not None:
+            spec = spec.replace(cold_start_s=measured)
+        patch["coldStarts"] = cold
+        if newest is not None:
+            patch["coldStartsUntil"] = newest.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch["coldStartSeconds"] = spec.cold_start_s
+
+        forecasting = dict(spec_raw.get("forecasting") or {})
+        state = load_state(status, spec, forecasting)
+        obs = self._observation(now, values, scale.spec_replicas, pods, spec.interval_s)
+        decision, state = await asyncio.to_thread(decide, spec, obs, state)
+        replicas = decision.replicas
+
+        budget_cond = Condition("BudgetLimited", False, "WithinBudget", "")
+        if spec.budget_group and spec.budget_gpus > 0:
+            demand = PoolDemand(
+                name=f"{self.namespace}/{self.name}",
+                desired=replicas,
+                min_replicas=spec.min_replicas,
+                gpus_per_replica=spec.gpus_per_replica,
+                priority=spec.priority,
+            )
+            granted = self.budgets.grant(spec.budget_group, spec.budget_gpus, demand)
+            if granted < replicas:
+                budget_cond = Condition(
+                    "BudgetLimited",
+                    True,
+                    "BudgetExhausted",
+                    f"budget group {spec.budget_group} ({spec.budget_gpus} GPUs) grants {granted} of {replicas}",
+                )
+                replicas = granted
+        conds.append(budget_cond)
+        conds.append(self._limited(spec, decision, pods))
+
+        last_set = status.get("desiredReplicas")
+        if last_set is not None and not spec.advisory and scale.spec_replicas != last_set:
+            self.emit(
+                "Warning",
+                "ManualScale",
+                f"target replicas changed outside burstpilot ({last_set} -> {scale.spec_replicas}); "
+                "the next decisions start from the edited count",
+            )
+
+        scaled = False
+        if not spec.advisory and replicas != scale.spec_replicas:
+            try:
+                await asyncio.to_thread(self.kube.set_scale, self.namespace, target, replicas)
+                scaled = True
+            except TargetError as exc:
+                opmetrics.ERRORS.labels(*labels, "kubernetes").inc()
+                conds.append(Condition("Ready", False, exc.reason, str(exc)))
+                await self._finish(status, patch, conds, generation, stamp)
+                return interval
+        if scaled:
+            direction = "up" if replicas > scale.spec_replicas else "down"
+            opmetrics.SCALES.labels(*labels, direction).inc()
+            self.emit(
+                "Normal",
+                f"Scaled{direction.capitalize()}",
+                f"{scale.spec_replicas} -> {replicas}: {decision.reason}",
+            )
+            patch["lastScaleTime"] = stamp
+
+        fc = decision.forecast or {}
+        if fc:
+            patch["forecast"] = {
+                "model": str(fc.get("model", spec.forecast_model)),
+                "rate": round(float(fc.get("rate", 0.0)), 4),
+                "quantile": float(fc.get("quantile", spec.forecast_quantile)),
+                "horizonSeconds": float(fc.get("horizon_s", 0.0)),
+            }
+            opmetrics.FORECAST.labels(*labels).set(float(fc.get("rate", 0.0)))
+        patch.update(
+            desiredReplicas=replicas,
+            currentReplicas=replicas if scaled else scale.spec_replicas,
+            readyReplicas=pods.ready,
+            startingReplicas=pods.starting,
+            pendingReplicas=pods.pending,
+            lastDecision={
+                "time": stamp,
+                "replicas": replicas,
+                "reason": decision.reason
+                if replicas == decision.replicas
+                else f"{decision.reason}; budget grants {replicas}",
+                "bound": decision.bound if replicas == decision.replicas else "budget",
+                "advisory": spec.advisory,
+            },
+            policyState=dump_state(state, forecasting),
+        )
+        opmetrics.DECISIONS.labels(*labels, decision.bound).inc()
+        opmetrics.DESIRED.labels(*labels).set(replicas)
+        conds.append(Condition("Ready", True, "Reconciled", decision.reason))
+        await self._finish(status, patch, conds, generation, stamp)
+        return spec.interval_s
+
+    async def _metrics(
+        self, metrics_spec: dict[str, Any], window_s: float, now: float
+    ) -> tuple[dict[str, float | None] | None, Condition]:
+        try:
+            endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
+        except (MetricsError, KeyError) as exc:
+            return None, Condition("MetricsAvailable", False, "AuthUnavailable", str(exc))
+        try:
+            values = await self.prom.fetch(endpoint, pool_queries(metrics_spec, window_s))
+        except MetricsError as exc:
+            return None, Condition("MetricsAvailable", False, "PrometheusUnavailable", str(exc))
+        last = values.get("lastSample")
+        if last is None or values.get("requests") is None:
+            return values, Condition(
+                "MetricsAvailable", False, "NoSeries", "Prometheus has no samples for this pool"
+            )
+        return values, Condition(
+            "MetricsAvailable", True, "Fresh", f"newest sample {max(now - last, 0):.0f}s old"
+        )
+
+    def _endpoint(self, metrics_spec: dict[str, Any]) -> Endpoint:
+        url = metrics_spec.get("prometheusUrl") or "http://prometheus-operated.monitoring.svc:9090"
+        auth = metrics_spec.get("auth") or {}
+        token = ca = cert = key = None
+        try:
+            if auth.get("bearerTokenSecretRef"):
+                ref = auth["bearerTokenSecretRef"]
+                data = self.kube.read_secret(self.namespace, ref["name"])
+                token = data[ref.get("key", "token")].strip()
+            if auth.get("tlsSecretRef"):
+                data = self.kube.read_secret(self.namespace, auth["tlsSecretRef"]["name"])
+                ca, cert, key = data.get("ca.crt"), data.get("tls.crt"), data.get("tls.key")
+        except Exception as exc:  # a missing Secret or key, or no permission to read it
+            raise MetricsError(f"reading the metrics credentials: {type(exc).__name__}: {exc}") from None
+        return Endpoint(url, token, ca, cert, key, bool(auth.get("insecureSkipVerify", False)))
+
+    @staticmethod
+    def _observation(
+        now: float, values: dict[str, float | None] | None, current: int, pods: PodSummary, window_s: float
+    ) -> Observation:
+        v = values or {}
+        last = v.get("lastSample")
+        age = None if (values is None or last is None or v.get("requests") is None) else max(now - last, 0.0)
+
+        def nonneg(key: str) -> float | None:
+            x = v.get(key)
+            return None if x is None or not math.isfinite(x) else max(x, 0.0)
+
+        return Observation(
+            time_s=now,
+            requests=nonneg("requests"),
+            prompt_tokens=nonneg("promptTokens"),
+            generation_tokens=nonneg("generationTokens"),
+            waiting=nonneg("waiting"),
+            running=nonneg("running"),
+            kv_usage=nonneg("kvUsage"),
+            ttft_p99_s=nonneg("ttftP99"),
+            current=current,
+            ready=pods.ready,
+            starting=pods.starting,
+            pending=pods.pending,
+            metrics_age_s=age,
+            window_s=window_s,
+        )
+
+    @staticmethod
+    def _limited(spec: PoolSpec, decision, pods: PodSummary) -> Condition:
+        if pods.pending:
+            msg = f"{pods.pending} pod(s) cannot be scheduled"
+            if pods.pending_message:
+                msg += f": {pods.pending_message}"
+            return Condition("ScalingLimited", True, "PodsPending", msg)
+        if decision.recommendation > spec.max_replicas:
+            return Condition(
+                "ScalingLimited",
+                True,
+                "MaxReplicas",
+                f"needs {decision.recommendation}, capped at {spec.max_replicas}",
+            )
+        if "limited to" in decision.reason:
+            return Condition("ScalingLimited", True, "MaxStep", decision.reason)
+        return Condition("ScalingLimited", False, "WithinLimits", "")
+
+    async def _finish(
+        self,
+        status: dict[str, Any],
+        patch: dict[str, Any],
+        conds: list[Condition],
+        generation: int,
+        stamp: str,
+    ) -> None:
+        merged, changed = merge_conditions(status.get("conditions"), conds, generation, stamp)
+        patch["conditions"] = merged
+        for c in changed:
+            ok = c.status is not False if c.type in ("Ready", "MetricsAvailable") else c.status is not True
+            self.emit(
+                "Normal" if ok else "Warning", c.reason, f"{c.type}={c.status_str}: {c.message}".rstrip(": ")
+            )
+        await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, patch)
