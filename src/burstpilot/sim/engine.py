@@ -351,7 +351,7 @@ class Engine:
                 preempted.append(victim)
             return Plan(now, 0, 0, [], 0.0, 0.0, 0, preempted) if preempted else None
         first_ms = self.sm.step_ms(self.batch, self.context, prefill_tokens, attn)
-        inc_ms = self.sm.k_ms * self.batch
+        inc_ms = self.sm.ctx_ms(self.batch) * self.batch
         max_steps = 1
         if not chunks and (admitted_all or not self.waiting):
             cap = 1 << 30

@@ -1,16 +1,20 @@
 """Replica profiles: one JSON file per (GPU, model) under ``burstpilot/sim/profiles/``.
 
 A profile holds the memory figures that size the KV cache, the scheduler limits, the cold-start
-distribution and the fitted step-time model. The step-time model (see docs/sim.md) is::
+distribution and the fitted step-time model. One scheduler step carries ``B`` decoding sequences that hold
+``C`` KV tokens in total and ``P`` prompt tokens of prefill chunks; it costs (see docs/sim.md)::
 
-    decode_ms(B, C) = t0 + max(w_ms, B * f_ms) + k_ms * C
-    prefill_ms(N)   = p0 + p1 * N + p2 * N**2
+    step_ms = t0 + smax(w_ms, (B + P) * f_ms) + C * max(k_ms, kl_ms / B) + p1 * P + p2 * (P**2 + 2 * A)
+    smax(a, b) = (a**n + b**n) ** (1/n)          (a smoothed roofline corner; n = 0 means a hard max)
 
-``t0`` is the per-step fixed cost (launch, sampling, scheduling), ``w_ms`` the time to stream the weights once,
-``f_ms`` the per-token cost of the dense layers once they are compute bound, ``k_ms`` the time to read one
-token's K and V across all layers; ``p1`` is the dense cost per prefill token and ``p2`` the quadratic
-attention cost. A step that mixes a prefill chunk of P tokens with B decoding sequences costs
-``prefill_ms(P) + decode_ms(B, C) - decode_ms(0, 0)``.
+``t0`` is the fixed cost of a step (launches, norms, sampling), ``w_ms`` the time to stream the weights once,
+``f_ms`` the dense layers' cost per token once they are compute bound, ``k_ms`` the time to read one token's K
+and V across all layers at full bandwidth, ``kl_ms`` the per-token time of one sequence's attention when too few
+sequences run to fill the GPU (``C / B`` is the mean context length), ``p1`` the per-token extra of prefill
+(rotary, copies) and ``p2`` its causal attention; ``A`` is the chunk-by-prefix attention of chunks that continue
+a partly computed prompt. ``decode_ms(B, C)`` is the step with ``P = 0`` and ``prefill_ms(N)`` the step with
+``B = 0, P = N``. For a fixed batch the cost is linear in ``C``, which lets the discrete-event mode sum a run
+of decode steps in closed form.
 """
 
 from __future__ import annotations
@@ -34,35 +38,41 @@ class StepModel:
     t0: float
     w_ms: float
     f_ms: float
+    n: float
     k_ms: float
-    p0: float
+    kl_ms: float
     p1: float
     p2: float
 
-    def decode_ms(self, batch: float, context_tokens: float) -> float:
-        if batch <= 0:
-            return self.t0
-        return self.t0 + max(self.w_ms, batch * self.f_ms) + self.k_ms * context_tokens
+    FIELDS = ("t0", "w_ms", "f_ms", "n", "k_ms", "kl_ms", "p1", "p2")
 
-    def prefill_ms(self, tokens: float) -> float:
-        if tokens <= 0:
-            return 0.0
-        return self.p0 + self.p1 * tokens + self.p2 * tokens * tokens
+    def dense_ms(self, tokens: float) -> float:
+        a, b = self.w_ms, tokens * self.f_ms
+        if self.n <= 0:
+            return max(a, b)
+        return (a**self.n + b**self.n) ** (1.0 / self.n)
+
+    def ctx_ms(self, batch: float) -> float:
+        """Cost of one KV token held by a decoding batch of ``batch`` sequences."""
+        return max(self.k_ms, self.kl_ms / batch) if batch > 0 else 0.0
 
     def step_ms(
-        self, batch: int, context_tokens: float, prefill_tokens: int, prefill_attn: float = 0.0
+        self, batch: int, context_tokens: float, prefill_tokens: int = 0, prefill_attn: float = 0.0
     ) -> float:
-        """One scheduler step: ``batch`` decoding sequences over ``context_tokens`` plus a prefill chunk.
+        if batch <= 0 and prefill_tokens <= 0:
+            return 0.0
+        ms = self.t0 + self.dense_ms(batch + prefill_tokens)
+        if batch > 0:
+            ms += context_tokens * self.ctx_ms(batch)
+        if prefill_tokens > 0:
+            ms += self.p1 * prefill_tokens + self.p2 * (prefill_tokens * prefill_tokens + 2.0 * prefill_attn)
+        return ms
 
-        ``prefill_attn`` is the extra attention work of chunks that continue a partly computed prompt
-        (chunk tokens × prefix tokens), charged at the quadratic prefill rate.
-        """
-        if prefill_tokens <= 0:
-            return self.decode_ms(batch, context_tokens)
-        base = self.prefill_ms(prefill_tokens) + 2.0 * self.p2 * prefill_attn
-        if batch <= 0:
-            return base
-        return base + self.decode_ms(batch, context_tokens) - self.t0 - self.w_ms
+    def decode_ms(self, batch: float, context_tokens: float) -> float:
+        return self.step_ms(batch, context_tokens, 0)
+
+    def prefill_ms(self, tokens: float) -> float:
+        return self.step_ms(0, 0.0, tokens)
 
 
 @dataclass(frozen=True)
@@ -175,9 +185,7 @@ def profile_from_dict(d: dict, where: str) -> Profile:
         max_s=_req(cs, "max_s", where + ": cold_start"),
         sigma=float(cs.get("sigma", 0.35)),
     )
-    step = StepModel(
-        **{k: _req(sm, k, where + ": step_model") for k in ("t0", "w_ms", "f_ms", "k_ms", "p0", "p1", "p2")}
-    )
+    step = StepModel(**{k: _req(sm, k, where + ": step_model") for k in StepModel.FIELDS})
     prof = Profile(
         name=_req(d, "name", where, str),
         description=str(d.get("description", "")),
