@@ -1,0 +1,77 @@
+"""Every scaling policy on BurstGPT-shaped workloads and the shipped Azure trace, scaled to pools of 4-32 GPUs,
+cold starts 60-180 s, through the discrete-event simulator. Writes bench/results/evaluation.json after each case.
+
+    .venv/bin/python bench/evaluation_policies.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from burstpilot.evaluation.harness import ALL_POLICIES, evaluate, prepare_workload
+from burstpilot.policy import SLO, PoolSpec
+from burstpilot.sim import load_profile
+from burstpilot.traces import read_trace
+from burstpilot.traces.generate import generate_preset, scale_replay
+
+AZURE = Path("/work/shared/data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+OUT = Path(__file__).parent / "results" / "evaluation.json"
+PROFILE = "h100-llama3-8b"
+
+
+def cases(quick: bool):
+    minutes = 10 if quick else 20
+    for rps in (50.0,) if quick else (50.0, 150.0):
+        for cold in (60.0, 180.0):
+            yield (
+                f"burstgpt-{rps:g}rps-cold{cold:g}",
+                lambda rps=rps: generate_preset(
+                    "burstgpt", duration_s=minutes * 60, rps=rps, seed=1, start_s=10 * 3600
+                ),
+                cold,
+            )
+    if AZURE.exists():
+        for cold in (60.0,) if quick else (60.0, 180.0):
+            yield (
+                f"azure-conv-30rps-cold{cold:g}",
+                lambda: scale_replay(read_trace(AZURE), rps=30.0),
+                cold,
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    profile = load_profile(PROFILE)
+    out: dict = {"profile": PROFILE, "slo": {"ttft_s": 2.0, "tpot_s": 0.1}, "cases": {}}
+    for name, make, cold in cases(args.quick):
+        workload, dropped = prepare_workload(make(), profile)
+        spec = PoolSpec(
+            profile=PROFILE,
+            profile_obj=profile,
+            min_replicas=1,
+            max_replicas=32,
+            cold_start_s=cold,
+            slo=SLO(ttft_s=2.0, tpot_s=0.1, attainment=0.99),
+        )
+        t0 = time.perf_counter()
+        res, _ = evaluate(workload, profile, spec, ALL_POLICIES, seed=0, cold_start_s=cold)
+        res["meta"]["dropped_too_long"] = dropped
+        res["meta"]["wall_s"] = time.perf_counter() - t0
+        out["cases"][name] = res
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(out, indent=2) + "\n")
+        print(name, f"{res['meta']['wall_s']:.0f}s")
+        for pol, m in res["policies"].items():
+            print(
+                f"  {pol:12s} att={m['slo_attainment']:.4f} gpu_h={m['gpu_hours']:.2f} "
+                f"x_oracle={m['gpu_hours_vs_oracle']:.2f} ttft_p99={m['ttft_p99_s']:.2f} events={m['scale_events']}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""`burstpilot evaluate`: every policy on one workload, deterministic for a seed, the issue's results.json keys."""
+
+import json
+
+import numpy as np
+import pytest
+
+from burstpilot.cli import main
+from burstpilot.errors import BurstpilotError
+from burstpilot.evaluation.cli import parse_slo
+from burstpilot.evaluation.harness import evaluate, prepare_workload
+from burstpilot.policy import SLO, PoolSpec
+from burstpilot.sim import load_profile
+from burstpilot.traces import write_burstgpt_csv
+from burstpilot.traces.generate import generate_preset
+
+KEYS = {
+    "slo_attainment",
+    "ttft_p99_s",
+    "tpot_p99_s",
+    "gpu_hours",
+    "gpu_hours_vs_oracle",
+    "scale_events",
+    "preemptions",
+    "rejected",
+}
+
+
+@pytest.fixture(scope="module")
+def small():
+    profile = load_profile("h100-llama3-8b")
+    trace = generate_preset("burstgpt", duration_s=300, rps=25, seed=3, start_s=10 * 3600)
+    workload, _ = prepare_workload(trace, profile)
+    spec = PoolSpec(
+        profile=profile.name,
+        profile_obj=profile,
+        max_replicas=8,
+        cold_start_s=60,
+        slo=SLO(ttft_s=2.0, tpot_s=0.1),
+    )
+    return profile, workload, spec
+
+
+def test_evaluate_is_deterministic_and_scores_every_policy(small, tmp_path):
+    profile, workload, spec = small
+    names = ["oracle", "burstpilot", "static-peak", "static-mean", "hpa", "keda", "kpa", "dynamo"]
+    a, runs = evaluate(workload, profile, spec, names, seed=5, cold_start_s=60, out_dir=tmp_path)
+    b, _ = evaluate(workload, profile, spec, names, seed=5, cold_start_s=60)
+    assert a["policies"] == b["policies"]
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(on_disk["policies"]) == set(names)
+    for m in on_disk["policies"].values():
+        assert KEYS <= set(m)
+        assert 0.0 <= m["slo_attainment"] <= 1.0 and m["gpu_hours"] > 0
+    assert on_disk["policies"]["oracle"]["gpu_hours_vs_oracle"] == 1.0
+    # a static pool never scales; the oracle follows its plan
+    assert on_disk["policies"]["static-peak"]["scale_events"] == 0
+    assert {r.name for r in runs} == set(names)
+
+
+def test_evaluate_cli_writes_table_json_and_plots(small, tmp_path, capsys):
+    _, workload, _ = small
+    path = tmp_path / "w.csv"
+    write_burstgpt_csv(workload, path)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "evaluate",
+            "--workload",
+            str(path),
+            "--policies",
+            "oracle,burstpilot,hpa",
+            "--slo",
+            "ttft=2s,tpot=100ms",
+            "--cold-start",
+            "60",
+            "--max-replicas",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["policies"]) == ["oracle", "burstpilot", "hpa"]
+    for png in ("replicas.png", "ttft.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "burstpilot" in capsys.readouterr().out
+
+
+def test_bad_input_names_the_field(tmp_path, capsys):
+    assert parse_slo("ttft=1.5s,tpot=80ms,attainment=0.995") == {
+        "ttft_s": 1.5,
+        "tpot_s": 0.08,
+        "attainment": 0.995,
+    }
+    with pytest.raises(BurstpilotError, match="--slo"):
+        parse_slo("ttft=fast")
+    rc = main(["evaluate", "--workload", "x.csv", "--policies", "magic", "--out", str(tmp_path)])
+    assert rc == 2 and "--policies" in capsys.readouterr().err
+
+
+def test_prepare_workload_starts_at_zero_and_drops_unservable(small):
+    profile, _, _ = small
+    trace = generate_preset("burstgpt", duration_s=120, rps=10, seed=1, start_s=3600)
+    w, dropped = prepare_workload(trace, profile)
+    assert w.arrival_s[0] == 0.0
+    too_long = (trace.request_tokens + np.maximum(trace.response_tokens, 1)) > profile.max_model_len
+    assert dropped == int(too_long.sum()) and len(w) == len(trace) - dropped
+
+
+def test_demo_writes_the_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--minutes", "5", "--rps", "20", "--cold-start", "60"]) == 0
+    text = (out / "README.md").read_text()
+    assert "| burstpilot |" in text and "| hpa |" in text and "replicas.png" in text
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["policies"]) == {"oracle", "burstpilot", "hpa", "static-peak"}
