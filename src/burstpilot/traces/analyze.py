@@ -12,10 +12,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage, signal, stats
+from scipy import ndimage, signal, special, stats
 
 from burstpilot.errors import BurstpilotError
-from burstpilot.traces.fit import detect_resolution, fit_interarrival, fit_windows, method_name
+from burstpilot.traces.fit import (
+    detect_resolution,
+    fit_interarrival,
+    fit_windows,
+    ks_sorted,
+    method_name,
+    subsample,
+)
 from burstpilot.traces.table import NO_SESSION, Trace
 
 log = logging.getLogger(__name__)
@@ -45,27 +52,21 @@ def _q(x: np.ndarray) -> dict:
     }
 
 
-def _subsample(n: int, k: int = SAMPLE) -> np.ndarray:
-    if n <= k:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, k, replace=False))
-
-
 def token_distribution(x: np.ndarray) -> dict:
     """Quantiles, CCDF tail exponent (Hill), lognormal fit and bimodality of a length column."""
     out = _q(x)
     x = x[x > 0]
     if len(x) < 50:
         return out | {"tail_exponent": None, "lognormal": None, "bimodality": None}
-    xs = np.sort(x)
-    k = max(int(0.02 * len(xs)), 20)
-    top = xs[-k:].astype(float)
-    thresh = float(xs[-k - 1])
+    k = max(int(0.02 * len(x)), 20)
+    part = np.partition(x, len(x) - k - 1)
+    top = part[-k:].astype(float)
+    thresh = float(part[-k - 1])
     hill = None if thresh <= 0 or top.min() == top.max() else float(1.0 / np.mean(np.log(top / thresh)))
     lx = np.log(x.astype(float))
     mu, sigma = float(lx.mean()), float(lx.std())
-    sub = lx[_subsample(len(lx))]
-    ks_ln = float(stats.kstest(sub, "norm", args=(mu, max(sigma, 1e-9))).statistic) if sigma > 0 else None
+    sub = np.sort(lx[subsample(len(lx))])
+    ks_ln = ks_sorted(sub, lambda v: special.ndtr((v - mu) / sigma)) if sigma > 0 else None
     return out | {
         "tail_exponent": hill,
         "tail_method": TAIL_METHOD,
@@ -93,7 +94,7 @@ def correlation(req: np.ndarray, resp: np.ndarray) -> dict:
     """Pearson, Spearman and binned medians (with a 90% band) of response vs request tokens."""
     if len(req) < 3 or req.std() == 0 or resp.std() == 0:
         return {"pearson": None, "spearman": None, "binned": None}
-    idx = _subsample(len(req))
+    idx = subsample(len(req), SAMPLE)
     pearson = float(np.corrcoef(req, resp)[0, 1])
     spearman = float(stats.spearmanr(req[idx], resp[idx]).statistic)
     lo, hi = max(req.min(), 1), req.max()
@@ -133,11 +134,13 @@ def token_model(req: np.ndarray, resp: np.ndarray) -> dict | None:
     }
 
 
-def find_bursts(arrival: np.ndarray, t0: float, t1: float, window_s: float) -> tuple[list[dict], dict]:
-    """Burst episodes (BURST_METHOD): start, duration, peak per-second rate, requests."""
+def find_bursts(arrival: np.ndarray, t0: float, t1: float, window_s: float):
+    """Burst episodes (BURST_METHOD): a list of {start_s, duration_s, peak_rps, requests} (the
+    largest peaks), overall statistics, and a per-row mask of requests inside an episode."""
     nb = int(np.floor(t1 - t0)) + 1
+    none = {"count": 0, "fraction_of_requests": 0.0, "method": BURST_METHOD}
     if len(arrival) < 2 or nb < 3:
-        return [], {"count": 0, "fraction_of_requests": 0.0, "method": BURST_METHOD}
+        return [], none, np.zeros(len(arrival), bool)
     idx = np.minimum((arrival - t0).astype(np.int64), nb - 1)
     c = np.bincount(idx, minlength=nb).astype(float)
     w = max(int(window_s), 1)
@@ -147,13 +150,17 @@ def find_bursts(arrival: np.ndarray, t0: float, t1: float, window_s: float) -> t
     base = (cs[hi] - cs[lo]) / (hi - lo)
     hot = c >= np.maximum.reduce([4 * base, base + 5 * np.sqrt(base), np.full(nb, 3.0)])
     if not hot.any():
-        return [], {"count": 0, "fraction_of_requests": 0.0, "method": BURST_METHOD}
+        return [], none, np.zeros(len(arrival), bool)
     where = np.flatnonzero(hot)
     split = np.flatnonzero(np.diff(where) > 5)
     starts = where[np.concatenate([[0], split + 1])]
     ends = where[np.concatenate([split, [len(where) - 1]])]
     peaks = np.maximum.reduceat(c[where], np.concatenate([[0], split + 1]))
     reqs = cs[ends + 1] - cs[starts]
+    marks = np.zeros(nb + 1)
+    np.add.at(marks, starts, 1)
+    np.add.at(marks, ends + 1, -1)
+    in_burst = (np.cumsum(marks)[:nb] > 0)[idx]
     order = np.argsort(-peaks, kind="stable")[:MAX_BURSTS]
     order = order[np.argsort(starts[order])]
     eps = [
@@ -165,11 +172,15 @@ def find_bursts(arrival: np.ndarray, t0: float, t1: float, window_s: float) -> t
         }
         for i in order
     ]
-    return eps, {
-        "count": int(len(starts)),
-        "fraction_of_requests": float(reqs.sum() / len(arrival)),
-        "method": BURST_METHOD,
-    }
+    return (
+        eps,
+        {
+            "count": int(len(starts)),
+            "fraction_of_requests": float(reqs.sum() / len(arrival)),
+            "method": BURST_METHOD,
+        },
+        in_burst,
+    )
 
 
 def failures_vs_load(arrival: np.ndarray, failed: np.ndarray, t0: float, bin_s: float = 60.0) -> dict | None:
@@ -273,7 +284,9 @@ def group_summary(sub: Trace, t0: float, t1: float, resolution: float, window_s:
         # with most gaps below one tick, rounded gaps say little about the shape
         inter["resolution_limited"] = inter["zero_gap_fraction"] > 0.9
     ok = ~sub.failed
-    bursts, burst_stats = find_bursts(a, t0, t1, window_s)
+    bursts, burst_stats, in_burst = find_bursts(a, t0, t1, window_s)
+    for key, sel in (("failure_rate_in_bursts", in_burst), ("failure_rate_outside_bursts", ~in_burst)):
+        burst_stats[key] = float(sub.failed[sel].mean()) if sel.any() else None
     return {
         "rows": int(len(sub)),
         "mean_rps": float(len(sub) / span),

@@ -227,7 +227,7 @@ def _failures(rng, t: np.ndarray, rate: float, bin_s: float = 10.0) -> np.ndarra
     w = np.arange(len(counts)) // per_window
     wmean = np.bincount(w, counts) / np.bincount(w)
     load = counts[b] / np.maximum(wmean[w[b]], 1e-9)
-    weight = load**1.5
+    weight = load**2
     p = np.clip(rate * weight / weight.mean(), 0, 0.6)
     for _ in range(5):  # renormalize after clipping
         p = np.clip(p * rate / p.mean(), 0, 0.6)
