@@ -54,7 +54,8 @@ def _G_gamma(x, k, s):
 def _G_weibull(x, k, lam):
     x = np.maximum(x, 0.0)
     a = 1.0 / k
-    return x - lam * special.gamma(1 + a) * special.gammainc(a, (x / lam) ** k)
+    with np.errstate(over="ignore"):
+        return x - lam * special.gamma(1 + a) * special.gammainc(a, (x / lam) ** k)
 
 
 def _logpdf_gamma(x, k, s):
@@ -62,7 +63,8 @@ def _logpdf_gamma(x, k, s):
 
 
 def _logpdf_weibull(x, k, lam):
-    return np.log(k / lam) + (k - 1) * np.log(x / lam) - (x / lam) ** k
+    with np.errstate(over="ignore"):
+        return np.log(k / lam) + (k - 1) * np.log(x / lam) - (x / lam) ** k
 
 
 def _cdf_gamma(x, k, s):
@@ -70,7 +72,8 @@ def _cdf_gamma(x, k, s):
 
 
 def _cdf_weibull(x, k, lam):
-    return -np.expm1(-((np.maximum(x, 0) / lam) ** k))
+    with np.errstate(over="ignore"):
+        return -np.expm1(-((np.maximum(x, 0) / lam) ** k))
 
 
 _DISTS = {

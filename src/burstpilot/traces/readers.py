@@ -302,6 +302,7 @@ def _read_csv_slow(path: Path, cols: list[_Col], bad: _BadRows):
                 include_columns=[c.name for c in cols],
                 column_types={c.name: pa.string() for c in cols},
                 strings_can_be_null=True,
+                null_values=[""],
             ),
         )
     except pa.ArrowInvalid as exc:
