@@ -1,0 +1,277 @@
+import asyncio
+import json
+import socket
+import time
+
+import aiohttp
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from burstpilot.sim import load_profile
+from burstpilot.sim.des import simulate
+from burstpilot.sim.fleet import Fleet
+from burstpilot.sim.server import Replica, start_site
+from burstpilot.sim.workload import Workload
+
+PROFILE = load_profile("h100-llama3-8b")
+MODEL = PROFILE.model
+
+
+def free_port(block: int = 1) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + block >= 65535:
+            continue
+        socks = []
+        try:
+            for p in range(port, port + block):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
+async def with_replica(fn, **kw):
+    rep = Replica(PROFILE, **({"cold_start_s": 0.0} | kw))
+    rep.start()
+    port = free_port()
+    runner = await start_site(rep.app(), "127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            return await fn(session, f"http://127.0.0.1:{port}", rep)
+    finally:
+        await rep.stop()
+        await runner.cleanup()
+
+
+def run(coro_fn, **kw):
+    return asyncio.run(with_replica(coro_fn, **kw))
+
+
+async def stream_tokens(session, url, body):
+    """POST a streaming request; returns (time to first token, chunks)."""
+    t0 = time.perf_counter()
+    ttft, chunks = None, []
+    async with session.post(url + "/v1/completions", json=body | {"stream": True}) as r:
+        assert r.status == 200
+        async for line in r.content:
+            line = line.strip()
+            if not line.startswith(b"data: "):
+                continue
+            data = line[6:]
+            if data == b"[DONE]":
+                break
+            chunk = json.loads(data)
+            if chunk["choices"] and ttft is None:
+                ttft = time.perf_counter() - t0
+            chunks.append(chunk)
+    return ttft, chunks
+
+
+def test_streaming_and_plain_responses_have_openai_shapes():
+    async def go(session, url, rep):
+        body = {"model": MODEL, "prompt": "x" * 40, "max_tokens": 5, "ignore_eos": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        _, chunks = await stream_tokens(session, url, body)
+        assert [c["object"] for c in chunks] == ["text_completion"] * 6
+        assert [c["choices"][0]["finish_reason"] for c in chunks[:5]] == [None] * 4 + ["length"]
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
+            "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}  # fmt: skip
+        r = await session.post(url + "/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "ignore_eos": True,
+            "burstpilot_prompt_tokens": 700})  # fmt: skip
+        d = await r.json()
+        assert d["object"] == "chat.completion" and d["choices"][0]["message"]["role"] == "assistant"
+        assert d["usage"] == {"prompt_tokens": 700, "completion_tokens": 3, "total_tokens": 703}
+        models = await (await session.get(url + "/v1/models")).json()
+        assert models["data"][0]["id"] == MODEL
+
+    run(go)
+
+
+def test_bad_requests_get_openai_errors():
+    cases = [
+        (b"{nope", 400, None),
+        (b"[1, 2]", 400, None),
+        ({"prompt": "a"}, 400, "model"),
+        ({"model": "other", "prompt": "a"}, 404, "model"),
+        ({"model": MODEL}, 400, "prompt"),
+        ({"model": MODEL, "prompt": {"a": 1}}, 400, "prompt"),
+        ({"model": MODEL, "prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
+        ({"model": MODEL, "prompt": "a", "max_tokens": "5"}, 400, "max_tokens"),
+        ({"model": MODEL, "prompt": "a", "max_tokens": 10_000}, 400, "max_tokens"),
+        ({"model": MODEL, "prompt": "a", "n": 2}, 400, "n"),
+        ({"model": MODEL, "prompt": "a", "stream": "yes"}, 400, "stream"),
+        ({"model": MODEL, "prompt": "a", "stream_options": {"include_usage": True}}, 400, "stream_options"),
+        ({"model": MODEL, "prompt": "a", "ignore_eos": 1}, 400, "ignore_eos"),
+        ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": -3}, 400, "burstpilot_prompt_tokens"),
+        ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": 9000}, 400, "max_tokens"),
+    ]
+    chat_cases = [
+        ({"model": MODEL, "messages": []}, 400, "messages"),
+        ({"model": MODEL, "messages": ["x"]}, 400, "messages"),
+    ]
+
+    async def go(session, url, rep):
+        for path, items in (("/v1/completions", cases), ("/v1/chat/completions", chat_cases)):
+            for body, status, param in items:
+                kw = {"data": body} if isinstance(body, bytes) else {"json": body}
+                r = await session.post(url + path, **kw)
+                assert r.status == status, body
+                err = (await r.json())["error"]
+                assert err["param"] == param and err["message"] and err["code"] == status
+        r = await session.post(url + "/v1/completions", data=b"x" * 5000)
+        assert r.status == 413
+        assert rep.engine.num_running == 0 and rep.engine.num_waiting == 0
+
+    run(go, max_body_bytes=4096)
+
+
+def test_cold_start_and_queue_limit_answer_503():
+    async def go(session, url, rep):
+        assert (await session.get(url + "/health")).status == 503
+        r = await session.post(url + "/v1/completions", json={"model": MODEL, "prompt": "a"})
+        assert r.status == 503 and "loading" in (await r.json())["error"]["message"]
+        await asyncio.sleep(0.45)
+        assert (await session.get(url + "/health")).status == 200
+        # 300 requests at once: the first ones wait for the next step, and only 2 may wait
+        body = {"model": MODEL, "prompt": "a", "max_tokens": 20, "ignore_eos": True}
+        tasks = [asyncio.create_task(session.post(url + "/v1/completions", json=body)) for _ in range(300)]
+        done = [await t for t in tasks]
+        statuses = [r.status for r in done]
+        assert 503 in statuses
+        msg = [await r.json() for r in done if r.status == 503][0]["error"]["message"]
+        assert "queue is full" in msg
+
+    async def outer(session, url, rep):
+        try:
+            await asyncio.wait_for(go(session, url, rep), 30)
+        except TimeoutError:
+            raise AssertionError("queue limit test hung") from None
+
+    run(outer, cold_start_s=0.3, max_waiting=2)
+
+
+def test_metrics_parse_with_prometheus_parser():
+    async def go(session, url, rep):
+        await stream_tokens(
+            session, url, {"model": MODEL, "prompt": "hello", "max_tokens": 4, "ignore_eos": True}
+        )
+        return await (await session.get(url + "/metrics")).text()
+
+    text = run(go)
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    expect = {
+        "vllm:num_requests_running": "gauge",
+        "vllm:num_requests_waiting": "gauge",
+        "vllm:kv_cache_usage_perc": "gauge",
+        "vllm:num_preemptions": "counter",
+        "vllm:prompt_tokens": "counter",
+        "vllm:generation_tokens": "counter",
+        "vllm:request_success": "counter",
+        "vllm:time_to_first_token_seconds": "histogram",
+        "vllm:inter_token_latency_seconds": "histogram",
+        "vllm:e2e_request_latency_seconds": "histogram",
+        "vllm:request_queue_time_seconds": "histogram",
+    }
+    for name, kind in expect.items():
+        assert fams[name].type == kind, name
+        assert all(s.labels.get("model_name") == MODEL for s in fams[name].samples), name
+    val = {s.name: s.value for f in fams.values() for s in f.samples if not s.name.endswith("_created")}
+    assert val["vllm:generation_tokens_total"] == 4 and val["vllm:prompt_tokens_total"] == 2
+    assert (
+        val["vllm:time_to_first_token_seconds_count"] == 1
+        and val["vllm:inter_token_latency_seconds_count"] == 3
+    )
+
+
+def test_client_disconnect_frees_its_sequence():
+    async def go(session, url, rep):
+        body = {"model": MODEL, "prompt": "a", "max_tokens": 4000, "ignore_eos": True, "stream": True}
+        async with session.post(url + "/v1/completions", json=body) as r:
+            n = 0
+            async for line in r.content:
+                n += line.startswith(b"data: ")
+                if n >= 3:
+                    break
+            assert rep.engine.num_running == 1
+            r.close()
+        for _ in range(100):
+            if rep.engine.num_running == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert rep.engine.num_running == 0 and rep.engine.used_blocks == 0
+        assert rep.outstanding == 0
+
+    run(go)
+
+
+def test_real_time_agrees_with_discrete_event():
+    # 10 long prompts nearly at once, so prefills queue behind each other: TTFTs spread over ~0.4 s
+    arrival = np.arange(10) * 0.02
+    prompt = np.array([4000, 3000, 3500, 500, 4000, 2500, 1000, 4000, 3000, 2000])
+    out = np.array([30, 5, 20, 40, 10, 25, 15, 30, 5, 20])
+    des = simulate(Workload(arrival, prompt, out), PROFILE, replicas=1)
+
+    async def go(session, url, rep):
+        t0 = time.perf_counter() + 0.05
+
+        async def one(i):
+            await asyncio.sleep(t0 + arrival[i] - time.perf_counter())
+            body = {"model": MODEL, "prompt": "x", "burstpilot_prompt_tokens": int(prompt[i]),
+                    "max_tokens": int(out[i]), "ignore_eos": True}  # fmt: skip
+            ttft, chunks = await stream_tokens(session, url, body)
+            assert len(chunks) == out[i]
+            return ttft
+
+        return await asyncio.gather(*(one(i) for i in range(10)))
+
+    rt = np.array(run(go))
+    print("TTFT real time:", np.round(rt, 3), "\nTTFT DES:      ", np.round(des.ttft_s, 3))
+    assert des.ttft_s.max() > 0.3  # the workload does queue
+    np.testing.assert_allclose(rt, des.ttft_s, atol=0.06)
+
+
+def test_fleet_rescales_and_keeps_sd_file(tmp_path):
+    sd = tmp_path / "targets.json"
+
+    async def go():
+        port = free_port(6)
+        fleet = Fleet(PROFILE, port, sd_file=sd, cold_start_s=0.0)
+        await fleet.start(2)
+        try:
+            targets = json.loads(sd.read_text())[0]["targets"]
+            assert targets == [f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}"]
+            async with aiohttp.ClientSession() as s:
+                url = f"http://127.0.0.1:{port}"
+                _, chunks = await stream_tokens(
+                    s, url, {"model": MODEL, "prompt": "a", "max_tokens": 3, "ignore_eos": True}
+                )
+                assert len(chunks) == 3
+                fleet.cold_start_s = 0.4
+                st = await (await s.post(url + "/admin/replicas", json={"replicas": 3})).json()
+                assert (st["ready"], st["starting"]) == (2, 1)
+                assert len(json.loads(sd.read_text())[0]["targets"]) == 3
+                assert (await s.get(f"http://127.0.0.1:{port + 3}/health")).status == 503
+                await asyncio.sleep(0.5)
+                assert (await s.get(f"http://127.0.0.1:{port + 3}/health")).status == 200
+                assert (await s.post(url + "/admin/replicas", json={"replicas": "x"})).status == 400
+                await s.post(url + "/admin/replicas", json={"replicas": 1})
+                for _ in range(100):
+                    if len(json.loads(sd.read_text())[0]["targets"]) == 1:
+                        break
+                    await asyncio.sleep(0.02)
+                assert len(json.loads(sd.read_text())[0]["targets"]) == 1
+                assert (await (await s.get(url + "/admin/replicas")).json())["ready"] == 1
+        finally:
+            await fleet.close()
+
+    asyncio.run(go())
