@@ -68,11 +68,13 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     health = _hostport(args.health_address, "--health-address")
+    metrics = _hostport(args.metrics_address, "--metrics-address") if args.metrics_address else None
+    if args.batch_linger < 0:
+        raise BurstpilotError(f"--batch-linger: must be >= 0, got {args.batch_linger}")
     _load_kube_config()
     handlers.RUNTIME["prom"] = PrometheusSource(linger_s=args.batch_linger)
-    if args.metrics_address:
-        host, port = _hostport(args.metrics_address, "--metrics-address")
-        start_http_server(port, addr=host)
+    if metrics:
+        start_http_server(metrics[1], addr=metrics[0])
     logging.getLogger("kopf").setLevel(logging.INFO)
     kopf.run(
         standalone=True,

@@ -1,0 +1,80 @@
+"""The ServingPool CRD in the API server: defaults, validation messages, printer columns."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+VALID = {
+    "apiVersion": "burstpilot.io/v1alpha1",
+    "kind": "ServingPool",
+    "metadata": {"name": "api-check", "namespace": "default"},
+    "spec": {"targetRef": {"name": "llm"}, "maxReplicas": 4, "profile": {"name": "h100-llama3-8b"}},
+}
+
+
+def with_spec(name: str, **spec) -> dict:
+    obj = copy.deepcopy(VALID)
+    obj["metadata"]["name"] = name
+    obj["spec"].update(spec)
+    return obj
+
+
+def test_defaults_are_filled_in(cluster, chart_installed):
+    obj = with_spec("defaults-check")
+    cluster.apply(obj)
+    spec = cluster.get_json("servingpool", "defaults-check", "-n", "default")["spec"]
+    assert spec["minReplicas"] == 1 and spec["gpusPerReplica"] == 1 and spec["mode"] == "Active"
+    assert spec["targetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"}
+    assert spec["slo"] == {"ttftSeconds": 2, "tpotSeconds": 0.1, "attainment": 0.99}
+    assert spec["forecasting"]["model"] == "burst" and spec["scaling"]["scaleDownStabilizationSeconds"] == 300
+    assert spec["missingMetrics"]["policy"] == "Hold"
+    cluster.kubectl("delete", "servingpool", "defaults-check", "-n", "default")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"minReplicas": 5, "maxReplicas": 2}, "minReplicas must be less than or equal to maxReplicas"),
+        (
+            {"profile": {"name": "x", "decodeTokensPerSecond": 100}},
+            "profile needs either name or an explicit capacity",
+        ),
+        (
+            {"profile": {"decodeTokensPerSecond": 100}},
+            "needs decodeTokensPerSecond and prefillTokensPerSecond",
+        ),
+        ({"mode": "Yolo"}, 'spec.mode: Unsupported value: "Yolo"'),
+        ({"forecasting": {"quantile": 1.5}}, "spec.forecasting.quantile"),
+        ({"maxReplicas": 0}, "spec.maxReplicas: Invalid value: 0"),
+        ({"surpriseField": 1}, 'unknown field "spec.surpriseField"'),
+        ({"metrics": {"prometheusUrl": "ftp://x"}}, "spec.metrics.prometheusUrl"),
+        (
+            {"missingMetrics": {"policy": "Floor", "floorReplicas": 9}},
+            "floorReplicas must be less than or equal",
+        ),
+    ],
+)
+def test_invalid_servingpool_is_refused_with_a_clear_message(cluster, chart_installed, spec, message):
+    res = cluster.apply(with_spec("invalid", **spec), check=False)
+    assert res.returncode != 0
+    assert message in res.stderr, res.stderr
+
+
+def test_target_is_immutable(cluster, chart_installed):
+    cluster.apply(with_spec("immutable-check"))
+    res = cluster.apply(with_spec("immutable-check", targetRef={"name": "other"}), check=False)
+    assert res.returncode != 0 and "targetRef kind and name are immutable" in res.stderr
+    cluster.kubectl("delete", "servingpool", "immutable-check", "-n", "default")
+
+
+def test_printer_columns(cluster, chart_installed):
+    cluster.apply(with_spec("columns-check"))
+    header = cluster.kubectl("get", "servingpools", "-n", "default").stdout.splitlines()[0].split()
+    assert header == ["NAME", "DESIRED", "CURRENT", "READY", "FORECAST", "REASON", "AGE"]
+    wide = cluster.kubectl("get", "sp", "-n", "default", "-o", "wide").stdout.splitlines()[0].split()
+    assert "PENDING" in wide and "MODE" in wide
+    cluster.kubectl("delete", "servingpool", "columns-check", "-n", "default")

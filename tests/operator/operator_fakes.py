@@ -1,0 +1,89 @@
+"""Test doubles for the operator's unit tests: a Prometheus HTTP API and the Kubernetes adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from burstpilot.operator.kube import PodSummary, Scale, TargetError
+
+
+class FakePrometheus:
+    """Answers /api/v1/query like Prometheus: each tagged sub-query's value is looked up by its PromQL text.
+    A sub-query containing "bad(" makes the whole expression a 400, as a PromQL parse error would."""
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+        self.queries: list[str] = []
+        self.auth: list[str | None] = []
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def query(self, request):
+        params = parse_qs(request.query_string) if request.method == "GET" else await request.post()
+        promql = params["query"][0] if isinstance(params["query"], list) else params["query"]
+        self.queries.append(promql)
+        self.auth.append(request.headers.get("Authorization"))
+        if "bad(" in promql:
+            return web.json_response(
+                {"status": "error", "errorType": "bad_data", "error": "parse error"}, status=400
+            )
+        result = []
+        for part in promql.split(" or "):
+            inner = part[len("label_replace((") : part.index('), "burstpilot_query"')]
+            key = part.split('"burstpilot_query", "')[1].split('"')[0]
+            if inner in self.values:
+                result.append({"metric": {"burstpilot_query": key}, "value": [0, str(self.values[inner])]})
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    def __enter__(self):
+        self.loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/query", self.query)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class FakeKube:
+    """The Kube adapter's interface over in-memory objects; records scale patches, statuses and secrets read."""
+
+    def __init__(self, replicas: int | None = 1, pods: PodSummary | None = None) -> None:
+        self.replicas = replicas  # None: the target does not exist
+        self.pod_summary = pods or PodSummary(ready=replicas or 0)
+        self.scaled: list[int] = []
+        self.statuses: list[dict] = []
+        self.secrets: dict[str, dict[str, str]] = {}
+
+    def get_scale(self, namespace, target):
+        if self.replicas is None:
+            raise TargetError("TargetNotFound", f"Deployment {namespace}/{target['name']} not found")
+        return Scale(self.replicas, self.replicas, "app=llm")
+
+    def set_scale(self, namespace, target, replicas):
+        self.scaled.append(replicas)
+        self.replicas = replicas
+
+    def pods(self, namespace, selector):
+        return self.pod_summary
+
+    def patch_status(self, namespace, name, status):
+        self.statuses.append(status)
+
+    def read_secret(self, namespace, name):
+        if name not in self.secrets:
+            raise KeyError(f"secret {name} not found")
+        return self.secrets[name]

@@ -1,0 +1,98 @@
+"""Prometheus adapter: PromQL templating, batching across pools, and failure handling, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from burstpilot.operator.prom import (
+    DEFAULT_QUERIES,
+    Endpoint,
+    MetricsError,
+    PrometheusSource,
+    combine,
+    format_window,
+    pool_queries,
+    selector_matchers,
+    split,
+)
+from operator_fakes import FakePrometheus
+
+
+def test_selector_matchers_escape_values():
+    assert selector_matchers(None) == "{}"
+    assert selector_matchers({"pool": 'a"b', "ns": "x\\y"}) == '{ns="x\\\\y",pool="a\\"b"}'
+
+
+def test_windows_are_promql_durations():
+    assert format_window(10) == "10s"
+    assert format_window(2.5) == "2500ms"
+    assert format_window(0.1) == "1s"
+
+
+def test_pool_queries_fill_templates_and_take_overrides():
+    q = pool_queries(
+        {"selector": {"servingpool": "llm"}, "queries": {"waiting": "sum(my_queue{selector})"}}, 4
+    )
+    assert set(q) == set(DEFAULT_QUERIES)
+    assert q["waiting"] == 'sum(my_queue{servingpool="llm"})'
+    assert q["promptTokens"] == 'sum(increase(vllm:prompt_tokens_total{servingpool="llm"}[4s]))'
+    assert all("{selector}" not in v and "{window}" not in v for v in q.values())
+
+
+def test_combine_tags_every_query_and_split_reads_them_back():
+    promql = combine({"a": "sum(x)", "b": "avg(y)"})
+    assert (
+        promql == 'label_replace((sum(x)), "burstpilot_query", "a", "", "") or '
+        'label_replace((avg(y)), "burstpilot_query", "b", "", "")'
+    )
+    result = [
+        {"metric": {"burstpilot_query": "a"}, "value": [1.0, "3"]},
+        {"metric": {"burstpilot_query": "b", "model": "m1"}, "value": [1.0, "1.5"]},
+        {"metric": {"burstpilot_query": "b", "model": "m2"}, "value": [1.0, "2"]},
+        {"metric": {"burstpilot_query": "c"}, "value": [1.0, "NaN"]},
+    ]
+    assert split(result, ["a", "b", "c", "d"]) == {"a": 3.0, "b": 3.5, "c": None, "d": None}
+
+
+def test_pools_ticking_together_share_one_query():
+    with FakePrometheus({"sum(a)": 1.0, "sum(b)": 2.0, "sum(c)": 3.0}) as prom:
+        src = PrometheusSource(linger_s=0.05)
+        ep = Endpoint(prom.url, bearer_token="s3cret")
+
+        async def main():
+            return await asyncio.gather(
+                src.fetch(ep, {"x": "sum(a)", "y": "sum(b)"}),
+                src.fetch(ep, {"x": "sum(c)", "y": "sum(missing)"}),
+            )
+
+        one, two = asyncio.run(main())
+    assert one == {"x": 1.0, "y": 2.0} and two == {"x": 3.0, "y": None}
+    assert len(prom.queries) == 1
+    assert prom.auth == ["Bearer s3cret"]
+
+
+def test_one_bad_pool_does_not_blind_the_others():
+    with FakePrometheus({"sum(a)": 1.0}) as prom:
+        src = PrometheusSource(linger_s=0.05)
+        ep = Endpoint(prom.url)
+
+        async def main():
+            return await asyncio.gather(
+                src.fetch(ep, {"x": "sum(a)"}), src.fetch(ep, {"x": "bad(query"}), return_exceptions=True
+            )
+
+        good, bad = asyncio.run(main())
+    assert good == {"x": 1.0}
+    assert isinstance(bad, MetricsError) and "refused the query" in str(bad)
+    assert len(prom.queries) == 3  # the batch, then each pool on its own
+
+
+def test_unreachable_prometheus_is_a_metrics_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = PrometheusSource(linger_s=0.0, timeout_s=2.0)
+    with pytest.raises(MetricsError, match="did not answer"):
+        asyncio.run(src.fetch(Endpoint(f"http://127.0.0.1:{port}"), {"x": "sum(a)"}))

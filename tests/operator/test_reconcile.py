@@ -1,0 +1,214 @@
+"""One pool's tick with the Kubernetes adapter replaced by an in-memory double and Prometheus served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from burstpilot.operator.kube import PodSummary
+from burstpilot.operator.prom import PrometheusSource, pool_queries
+from burstpilot.operator.reconcile import (
+    BudgetBook,
+    PoolReconciler,
+    dump_state,
+    load_state,
+    measured_cold_start,
+)
+from operator_fakes import FakeKube, FakePrometheus
+
+from burstpilot.policy import PoolSpec
+
+NOW = 1_900_000_000.0
+SPEC = {
+    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"},
+    "minReplicas": 1,
+    "maxReplicas": 6,
+    "profile": {"decodeTokensPerSecond": 100, "prefillTokensPerSecond": 2000},
+    "metrics": {"selector": {"servingpool": "llm"}},
+    "forecasting": {"model": "burst", "stepSeconds": 2, "quantile": 0.9},
+    "scaling": {"intervalSeconds": 2, "scaleDownStabilizationSeconds": 30},
+}
+
+
+def prom_values(requests: float, window: float = 2.0, age: float = 1.0) -> dict[str, float]:
+    """What Prometheus answers for SPEC's default queries at NOW: `requests` in the window, 100+50 tokens each."""
+    q = pool_queries(SPEC["metrics"], window)
+    return {
+        q["requests"]: requests,
+        q["promptTokens"]: requests * 100,
+        q["generationTokens"]: requests * 50,
+        q["waiting"]: 0.0,
+        q["running"]: 1.0,
+        q["kvUsage"]: 0.1,
+        q["lastSample"]: NOW - age,
+    }
+
+
+def run_tick(kube, prom_url, status=None, spec=None, budgets=None, name="llm", now=NOW):
+    events = []
+    body = {"metadata": {"generation": 3}, "spec": {**SPEC, **(spec or {})}, "status": status or {}}
+    body["spec"]["metrics"] = {**body["spec"]["metrics"], "prometheusUrl": prom_url}
+    rec = PoolReconciler(
+        kube,
+        PrometheusSource(linger_s=0.0),
+        budgets or BudgetBook(),
+        "serving",
+        name,
+        lambda kind, reason, msg: events.append((kind, reason, msg)),
+    )
+    interval = asyncio.run(rec.tick(body, now))
+    return interval, events, kube.statuses[-1]
+
+
+def cond(status, ctype):
+    return next(c for c in status["conditions"] if c["type"] == ctype)
+
+
+def test_a_burst_scales_the_target_up_and_reports_why():
+    kube = FakeKube(replicas=1)
+    with FakePrometheus(prom_values(requests=16)) as prom:  # 8 requests/s against ~1.5/s per replica
+        interval, events, st = run_tick(kube, prom.url)
+    assert interval == 2
+    assert kube.scaled == [6]
+    assert st["desiredReplicas"] == 6 and st["currentReplicas"] == 6 and st["observedGeneration"] == 3
+    assert (
+        st["lastDecision"]["reason"].startswith("scale up 1->6")
+        and st["lastDecision"]["bound"] == "throughput"
+    )
+    assert st["forecast"]["rate"] >= 8 and st["forecast"]["quantile"] == 0.9
+    assert cond(st, "Ready")["status"] == "True" and cond(st, "MetricsAvailable")["status"] == "True"
+    assert cond(st, "ScalingLimited")["reason"] == "MaxReplicas"
+    assert ("Normal", "ScaledUp") in [(k, r) for k, r, _ in events]
+    state = json.loads(st["policyState"])
+    assert state["forecasting"] == SPEC["forecasting"] and state["state"]["forecaster"]["n_steps"] == 1
+
+
+def test_the_saved_state_is_resumed_on_the_next_tick():
+    kube = FakeKube(replicas=1)
+    with FakePrometheus(prom_values(requests=2)) as prom:
+        _, _, st1 = run_tick(kube, prom.url)
+        _, _, st2 = run_tick(kube, prom.url, status=st1, now=NOW + 2)
+    assert json.loads(st2["policyState"])["state"]["forecaster"]["n_steps"] == 2
+    # lastTransitionTime stays while a condition's status does not change
+    assert cond(st2, "Ready")["lastTransitionTime"] == cond(st1, "Ready")["lastTransitionTime"]
+
+
+def test_changed_forecasting_settings_start_a_fresh_forecaster():
+    spec = PoolSpec.from_crd(SPEC, "llm")
+    saved = dump_state({"version": 1, "marker": True}, {"model": "ewma"})
+    assert "marker" not in load_state({"policyState": saved}, spec, SPEC["forecasting"])
+    assert load_state({"policyState": saved}, spec, {"model": "ewma"})["marker"] is True
+    assert "forecaster" in load_state({"policyState": "{not json"}, spec, SPEC["forecasting"])
+
+
+def test_missing_target_is_a_condition_not_an_exception():
+    kube = FakeKube(replicas=None)
+    with FakePrometheus({}) as prom:
+        _, events, st = run_tick(kube, prom.url)
+    assert cond(st, "Ready") | {"lastTransitionTime": None} == cond(st, "Ready") | {
+        "lastTransitionTime": None
+    }
+    assert cond(st, "Ready")["status"] == "False" and cond(st, "Ready")["reason"] == "TargetNotFound"
+    assert ("Warning", "TargetNotFound") in [(k, r) for k, r, _ in events]
+    assert kube.scaled == []
+
+
+def test_no_series_holds_the_replicas_and_says_so():
+    kube = FakeKube(replicas=3, pods=PodSummary(ready=3))
+    with FakePrometheus({}) as prom:
+        _, events, st = run_tick(kube, prom.url)
+    assert kube.scaled == []
+    assert (
+        cond(st, "MetricsAvailable")["status"] == "False"
+        and cond(st, "MetricsAvailable")["reason"] == "NoSeries"
+    )
+    assert st["desiredReplicas"] == 3 and "metrics missing" in st["lastDecision"]["reason"]
+
+
+def test_pending_pods_make_scaling_limited():
+    pods = PodSummary(
+        ready=4, pending=2, pending_message="0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    )
+    kube = FakeKube(replicas=6, pods=pods)
+    with FakePrometheus(prom_values(requests=16)) as prom:
+        _, _, st = run_tick(kube, prom.url)
+    c = cond(st, "ScalingLimited")
+    assert c["status"] == "True" and c["reason"] == "PodsPending" and "nvidia.com/gpu" in c["message"]
+    assert st["pendingReplicas"] == 2 and st["readyReplicas"] == 4
+
+
+def test_advisory_mode_reports_without_scaling():
+    kube = FakeKube(replicas=1)
+    with FakePrometheus(prom_values(requests=16)) as prom:
+        _, events, st = run_tick(kube, prom.url, spec={"mode": "Advisory"})
+    assert kube.scaled == []
+    assert (
+        st["desiredReplicas"] == 6 and st["currentReplicas"] == 1 and st["lastDecision"]["advisory"] is True
+    )
+
+
+def test_a_hand_edit_is_reported_and_taken_as_current():
+    kube = FakeKube(replicas=4, pods=PodSummary(ready=4))
+    with FakePrometheus(prom_values(requests=2)) as prom:
+        _, events, st = run_tick(kube, prom.url, status={"desiredReplicas": 2})
+    assert ("Warning", "ManualScale") in [(k, r) for k, r, _ in events]
+    assert kube.scaled == [] and st["desiredReplicas"] == 4  # stabilization holds the edited count
+
+
+def test_budget_group_caps_pools_sharing_it():
+    book = BudgetBook()
+    budget = {"budget": {"group": "h100", "gpus": 5, "priority": 0}}
+    with FakePrometheus(prom_values(requests=16)) as prom:
+        _, _, a = run_tick(FakeKube(replicas=1), prom.url, spec=budget, budgets=book, name="a")
+        kube_b = FakeKube(replicas=1)
+        _, _, b = run_tick(
+            kube_b,
+            prom.url,
+            spec={**budget, "budget": {**budget["budget"], "priority": 1}},
+            budgets=book,
+            name="b",
+        )
+    assert a["desiredReplicas"] == 5  # alone in the group so far
+    # b has the higher priority: everything but a's minimum replica
+    assert b["desiredReplicas"] == 4 and kube_b.scaled == [4]
+    assert (
+        cond(b, "BudgetLimited")["status"] == "True"
+        and cond(b, "BudgetLimited")["reason"] == "BudgetExhausted"
+    )
+
+
+def test_bearer_token_comes_from_the_named_secret():
+    kube = FakeKube(replicas=1)
+    kube.secrets["prom-token"] = {"token": "abc\n"}
+    auth = {
+        "metrics": {
+            **SPEC["metrics"],
+            "auth": {"bearerTokenSecretRef": {"name": "prom-token", "key": "token"}},
+        }
+    }
+    with FakePrometheus(prom_values(requests=2)) as prom:
+        run_tick(kube, prom.url, spec=auth)
+    assert prom.auth == ["Bearer abc"]
+
+
+def test_missing_secret_makes_metrics_unavailable():
+    kube = FakeKube(replicas=1)
+    auth = {"metrics": {**SPEC["metrics"], "auth": {"bearerTokenSecretRef": {"name": "absent"}}}}
+    with FakePrometheus(prom_values(requests=2)) as prom:
+        _, _, st = run_tick(kube, prom.url, spec=auth)
+    assert cond(st, "MetricsAvailable")["reason"] == "AuthUnavailable" and prom.queries == []
+
+
+def test_invalid_spec_is_a_condition():
+    kube = FakeKube(replicas=1)
+    with FakePrometheus({}) as prom:
+        _, _, st = run_tick(kube, prom.url, spec={"profile": {"name": "no-such-profile"}})
+    assert cond(st, "Ready")["reason"] == "InvalidSpec" and "no-such-profile" in cond(st, "Ready")["message"]
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected"), [([], None), ([10, 20], None), ([10, 20, 30, 40, 50], 46.0)]
+)
+def test_cold_start_uses_a_high_quantile_once_measured(samples, expected):
+    assert measured_cold_start(samples) == expected
