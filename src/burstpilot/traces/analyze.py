@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
 BURST_METHOD = (
-    "1-second request counts at or above max(4 x baseline, baseline + 5 sqrt(baseline), 3), where the "
-    "baseline is the centered moving average over the refit window; episodes closer than 5 s are merged"
+    "1-second request counts at or above max(4 x baseline, baseline + 5 sqrt(baseline) + 5), where the "
+    "baseline is the centered moving average over the refit window (a Poisson count reaches this less "
+    "than once in 10^7 seconds); episodes closer than 5 s are merged"
 )
 TAIL_METHOD = "hill-top-2pct"
 MAX_BURSTS = 50
@@ -72,7 +73,7 @@ def token_distribution(x: np.ndarray) -> dict:
         "tail_method": TAIL_METHOD,
         "tail_threshold": thresh,
         "lognormal": {"mu": mu, "sigma": sigma, "median": float(np.exp(mu)), "ks": ks_ln},
-        "bimodality": _bimodality(lx),
+        "bimodality": _bimodality(lx) if sigma > 0 else None,
     }
 
 
@@ -148,7 +149,7 @@ def find_bursts(arrival: np.ndarray, t0: float, t1: float, window_s: float):
     lo = np.clip(np.arange(nb) - w // 2, 0, nb)
     hi = np.clip(np.arange(nb) + w // 2 + 1, 0, nb)
     base = (cs[hi] - cs[lo]) / (hi - lo)
-    hot = c >= np.maximum.reduce([4 * base, base + 5 * np.sqrt(base), np.full(nb, 3.0)])
+    hot = c >= np.maximum(4 * base, base + 5 * np.sqrt(base) + 5)
     if not hot.any():
         return [], none, np.zeros(len(arrival), bool)
     where = np.flatnonzero(hot)
@@ -207,7 +208,7 @@ def failures_vs_load(arrival: np.ndarray, failed: np.ndarray, t0: float, bin_s: 
 
 
 def periodicity(arrival: np.ndarray, t0: float, t1: float, clock_offset: float, weekday0: int | None):
-    """Hourly and weekday rate profiles (req/s) and the lag-24h autocorrelation of hourly counts;
+    """Hourly and weekday rate profiles (req/s) and the lag-24h correlation of hourly counts;
     None when the span is shorter than a day."""
     if t1 - t0 < DAY_S:
         return None
@@ -224,9 +225,8 @@ def periodicity(arrival: np.ndarray, t0: float, t1: float, clock_offset: float, 
     covered = np.bincount(dow, minlength=7)
     weekday = np.bincount(dow, counts, minlength=7) / np.maximum(covered, 1) / 3600
     acf = None
-    if len(counts) > 48 and counts.std() > 0:
-        x = counts - counts.mean()
-        acf = float(np.dot(x[:-24], x[24:]) / np.dot(x, x))
+    if len(counts) > 36 and counts.std() > 0:
+        acf = float(np.corrcoef(counts[:-24], counts[24:])[0, 1])  # hour h vs the same hour a day later
     peak = float(hourly.max())
     return {
         "hourly": [float(v) for v in hourly],
@@ -239,9 +239,9 @@ def periodicity(arrival: np.ndarray, t0: float, t1: float, clock_offset: float, 
 
 
 def sessions(trace: Trace) -> dict | None:
-    if not trace.has_sessions:
-        return None
     has = trace.session_id != NO_SESSION
+    if not trace.has_sessions or not has.any():
+        return None
     sid = trace.session_id[has]
     t = trace.arrival_s[has]
     uniq, turns = np.unique(sid, return_counts=True)

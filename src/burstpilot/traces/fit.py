@@ -25,14 +25,24 @@ MIN_GAPS = 20
 
 
 def detect_resolution(arrival_s: np.ndarray) -> float:
-    """The coarsest of 1 s, 0.1 s, 0.01 s, 1 ms that every timestamp is a multiple of, else 0."""
+    """The timestamp tick: the coarsest of 1 s, 0.1 s, 0.01 s, 1 ms that every timestamp is a
+    multiple of; else the smallest positive gap when every timestamp is a multiple of it from
+    the first (a 1-second trace replayed 3x faster has 1/3-second ticks); else 0 (continuous)."""
     if len(arrival_s) < 2:
         return 0.0
     a = np.asarray(arrival_s, np.float64)
+
+    def multiple_of(x, r):
+        q = x / r
+        return bool(np.all(np.abs(q - np.round(q)) <= 1e-6 * np.maximum(1.0, np.abs(q)) + 1e-9))
+
     for r in RESOLUTIONS:
-        q = a / r
-        if np.all(np.abs(q - np.round(q)) <= 1e-6 * np.maximum(1.0, np.abs(q)) + 1e-9):
+        if multiple_of(a, r):
             return r
+    gaps = np.diff(a)
+    pos = gaps[gaps > 0]
+    if len(pos) and (gaps == 0).any() and multiple_of(a - a[0], float(pos.min())):
+        return float(pos.min())
     return 0.0
 
 

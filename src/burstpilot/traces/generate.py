@@ -108,6 +108,29 @@ SESSION_SINGLE_TURN = 0.36  # geometric turns: P(1) = 0.36, median 2, 83% <= 4
 SESSION_GAP_MEDIAN_S = 120.0
 
 
+BURST_SHARE = 0.06  # of API requests that arrive in burst episodes
+BURST_MEDIAN_S = 8.0
+BURST_MULTIPLIER = 15.0  # median episode rate, relative to the group's mean rate
+
+
+def _burst_episodes(rng, start: float, end: float, mean_rate: float) -> np.ndarray:
+    """Arrivals in burst episodes (tens of times the mean rate for seconds to a minute) that
+    carry BURST_SHARE of the group's requests on average: episodes start uniformly in the span,
+    last lognormal(median 8 s) and run at a lognormal(median 15x) multiple of the mean rate."""
+    budget = BURST_SHARE * mean_rate * (end - start)
+    out = []
+    expected = 0.0
+    while True:
+        dur = float(np.clip(BURST_MEDIAN_S * np.exp(0.8 * rng.standard_normal()), 2.0, 120.0))
+        lam = mean_rate * BURST_MULTIPLIER * np.exp(0.5 * rng.standard_normal())
+        expected += lam * dur
+        if expected > budget and rng.random() > budget / expected:
+            break
+        t0 = rng.uniform(start, end)
+        out.append(np.minimum(t0 + rng.uniform(0, dur, rng.poisson(lam * dur)), np.nextafter(end, start)))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def _rate_profile(rng, edges, periodic: bool) -> np.ndarray:
     mid = (edges[:-1] + edges[1:]) / 2
     if periodic:
@@ -178,7 +201,8 @@ def generate_preset(
             keep = (t >= start_s) & (t < end)
             t, sess = t[keep], sess[keep] + gi * 10_000_000
         else:
-            t = _gamma_renewal(rng, edges, rate, np.full(len(rate), shape))
+            base = _gamma_renewal(rng, edges, rate * (1 - BURST_SHARE), np.full(len(rate), shape))
+            t = np.sort(np.concatenate([base, _burst_episodes(rng, start_s, end, rps * share)]))
             sess = np.full(len(t), NO_SESSION, np.int64)
         req = _spliced_lengths(rng, len(t), med, sigma, 0.08, alpha, 32000)
         resp = _responses(rng, req, model, log_type)
@@ -227,7 +251,7 @@ def _failures(rng, t: np.ndarray, rate: float, bin_s: float = 10.0) -> np.ndarra
     w = np.arange(len(counts)) // per_window
     wmean = np.bincount(w, counts) / np.bincount(w)
     load = counts[b] / np.maximum(wmean[w[b]], 1e-9)
-    weight = load**2
+    weight = np.sqrt(load)
     p = np.clip(rate * weight / weight.mean(), 0, 0.6)
     for _ in range(5):  # renormalize after clipping
         p = np.clip(p * rate / p.mean(), 0, 0.6)

@@ -72,9 +72,9 @@ class Trace:
 
     @property
     def mean_rps(self) -> float:
-        """Requests per second over the span (rows - 1 gaps over the span)."""
+        """Requests per second: rows over the span from the first to the last arrival."""
         d = self.duration_s
-        return (len(self) - 1) / d if d > 0 else 0.0
+        return len(self) / d if d > 0 else 0.0
 
     @property
     def model(self) -> np.ndarray:
