@@ -107,13 +107,13 @@ def test_bad_requests_get_openai_errors():
         ({"model": MODEL, "prompt": {"a": 1}}, 400, "prompt"),
         ({"model": MODEL, "prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
         ({"model": MODEL, "prompt": "a", "max_tokens": "5"}, 400, "max_tokens"),
-        ({"model": MODEL, "prompt": "a", "max_tokens": 10_000}, 400, "max_tokens"),
+        ({"model": MODEL, "prompt": "a", "max_tokens": 40_000}, 400, "max_tokens"),
         ({"model": MODEL, "prompt": "a", "n": 2}, 400, "n"),
         ({"model": MODEL, "prompt": "a", "stream": "yes"}, 400, "stream"),
         ({"model": MODEL, "prompt": "a", "stream_options": {"include_usage": True}}, 400, "stream_options"),
         ({"model": MODEL, "prompt": "a", "ignore_eos": 1}, 400, "ignore_eos"),
         ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": -3}, 400, "burstpilot_prompt_tokens"),
-        ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": 9000}, 400, "max_tokens"),
+        ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": 33_000}, 400, "max_tokens"),
     ]
     chat_cases = [
         ({"model": MODEL, "messages": []}, 400, "messages"),
