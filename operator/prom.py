@@ -23,10 +23,10 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 
 # vLLM v1 metric names (the simulated replica exports the same). {selector} becomes the pool's label matchers,
 # {window} the tick's window (for example 10s). vLLM counts no arrivals, so requests = finished + the growth
-# of running and waiting over the window.
+# of running and waiting over the window (vLLM has no finished series before the first request: 0 then).
 DEFAULT_QUERIES: dict[str, str] = {
     "requests": (
-        "sum(increase(vllm:request_success_total{selector}[{window}]))"
+        "(sum(increase(vllm:request_success_total{selector}[{window}])) or vector(0))"
         " + sum(delta(vllm:num_requests_running{selector}[{window}]))"
         " + sum(delta(vllm:num_requests_waiting{selector}[{window}]))"
     ),

@@ -561,6 +561,8 @@ class ReplicaKeeper:
                     str(port),
                     "--host",
                     "127.0.0.1",
+                    "--cold-start",
+                    "2",
                 ],
             )
             self.replicas[name] = (proc, port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 from urllib.parse import parse_qs
@@ -34,7 +35,7 @@ class FakePrometheus:
                 {"status": "error", "errorType": "bad_data", "error": "parse error"}, status=400
             )
         result = []
-        for part in promql.split(" or "):
+        for part in re.split(r" or (?=label_replace\(\()", promql):
             inner = part[len("label_replace((") : part.index('), "burstpilot_query"')]
             key = part.split('"burstpilot_query", "')[1].split('"')[0]
             if inner in self.values:
