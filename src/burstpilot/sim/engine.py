@@ -381,7 +381,6 @@ class Engine:
             if seq.state != PREFILL:
                 continue
             seq.computed += chunk
-            self.prompt_tokens += chunk if seq.preemptions == 0 else 0
             if seq.computed < seq.target:
                 continue
             seq.generated += 1
@@ -389,6 +388,7 @@ class Engine:
             first.append(seq)
             if seq.first_token_time is None:
                 seq.first_token_time = end
+                self.prompt_tokens += seq.prompt
             if seq.generated >= seq.max_tokens:
                 seq.runs.append([self.step, end, self.step, end])
                 self._finish(seq, end)

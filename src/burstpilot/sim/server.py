@@ -223,7 +223,7 @@ class Replica:
                 st = self.streams.get(id(seq))
                 if st is None:
                     continue
-                if seq.generated == 1 or st.avail == 0:
+                if seq.generated == 1:  # its first token (not a resumption after preemption)
                     mc["prompt"].inc(seq.prompt)
                     mc["ttft"].observe(out.end - seq.arrival)
                     mc["queue"].observe((seq.scheduled_time or seq.arrival) - seq.arrival)
