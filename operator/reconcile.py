@@ -89,11 +89,13 @@ class PoolReconciler:
     ) -> None:
         self.kube, self.prom, self.budgets = kube, prom, budgets
         self.namespace, self.name, self.emit = namespace, name, emit
+        # The status this reconciler wrote last: the watch may not have delivered it back before the next tick.
+        self.written: dict[str, Any] = {}
 
     async def tick(self, body: dict[str, Any], now: float) -> float:
         """One tick. Returns the seconds until the next one (the spec's interval)."""
         spec_raw = dict(body.get("spec") or {})
-        status = dict(body.get("status") or {})
+        status = {**(body.get("status") or {}), **self.written}
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         stamp = now_iso(now)
         conds: list[Condition] = []
@@ -121,7 +123,7 @@ class PoolReconciler:
         metrics_spec = spec_raw.get("metrics") or {}
         values, metrics_cond = await self._metrics(metrics_spec, spec.interval_s, now)
         conds.append(metrics_cond)
-        if values is not None and metrics_cond.status is False:
+        if metrics_cond.status is False:
             opmetrics.ERRORS.labels(*labels, "metrics").inc()
 
         # Cold starts measured from the pods that became ready since the last tick.
@@ -329,3 +331,4 @@ class PoolReconciler:
                 "Normal" if ok else "Warning", c.reason, f"{c.type}={c.status_str}: {c.message}".rstrip(": ")
             )
         await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, patch)
+        self.written = {**self.written, **patch}
