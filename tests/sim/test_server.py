@@ -237,7 +237,9 @@ def test_real_time_agrees_with_discrete_event():
     rt = np.array(run(go))
     print("TTFT real time:", np.round(rt, 3), "\nTTFT DES:      ", np.round(des.ttft_s, 3))
     assert des.ttft_s.max() > 0.3  # the workload does queue
-    np.testing.assert_allclose(rt, des.ttft_s, atol=0.06)
+    # tolerance: 30 ms at the median, 150 ms for any one request (the OS can stall a process on a busy machine)
+    diff = np.abs(rt - des.ttft_s)
+    assert np.median(diff) <= 0.03 and diff.max() <= 0.15, diff
 
 
 def test_fleet_rescales_and_keeps_sd_file(tmp_path):
@@ -275,3 +277,22 @@ def test_fleet_rescales_and_keeps_sd_file(tmp_path):
             await fleet.close()
 
     asyncio.run(go())
+
+
+def test_non_streaming_client_that_leaves_frees_its_sequence():
+    async def go(session, url, rep):
+        body = {"model": MODEL, "prompt": "a", "max_tokens": 4000, "ignore_eos": True}
+        task = asyncio.create_task(session.post(url + "/v1/completions", json=body))
+        for _ in range(100):
+            if rep.engine.num_running == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert rep.engine.num_running == 1
+        task.cancel()  # the client goes away before the answer
+        for _ in range(100):
+            if rep.engine.num_running == 0 and rep.outstanding == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert rep.engine.num_running == 0 and rep.engine.used_blocks == 0 and rep.outstanding == 0
+
+    run(go)

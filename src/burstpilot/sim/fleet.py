@@ -133,7 +133,8 @@ class Fleet:
     def _write_sd(self) -> None:
         if not self.sd_file:
             return
-        targets = [f"{self.host}:{m.port}" for m in self.members]
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        targets = [f"{host}:{m.port}" for m in self.members]
         doc = [{"targets": targets, "labels": {"job": "burstpilot-sim", "model_name": self.profile.model}}]
         tmp = self.sd_file.with_name(self.sd_file.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
@@ -172,9 +173,10 @@ class Fleet:
         m = min(cands, key=lambda c: c.outstanding)
         body = await request.read()
         m.outstanding += 1
+        resp = None
         try:
             async with self.session.post(
-                f"http://{self.host}:{m.port}{request.path}",
+                f"http://127.0.0.1:{m.port}{request.path}",
                 data=body,
                 headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
             ) as up:
@@ -186,6 +188,12 @@ class Fleet:
                     await resp.write(chunk)
                 await resp.write_eof()
                 return resp
+        except aiohttp.ClientError as exc:
+            if resp is not None:  # the answer had started: the client sees the stream end early
+                raise
+            return error_response(
+                RequestError(502, f"replica on port {m.port} failed: {exc}", etype="BadGatewayError")
+            )
         finally:
             m.outstanding -= 1
 
