@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 
 from burstpilot.errors import BurstpilotError
 
@@ -115,19 +114,28 @@ def _chunk_text(data: dict) -> str | None:
     return c.get("text") or None
 
 
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of a sorted list; cheap for short lists."""
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
 def _finish(rec: dict, times: list[float], t_send: float, t_end: float, out_tokens: int | None) -> None:
     rec["e2e_s"] = t_end - t_send
     chunks = len(times)
     rec["chunks"] = chunks
     if chunks:
         rec["ttft_s"] = times[0] - t_send
-        gaps = np.diff(np.asarray(times))
-        rec["itl_s"] = [round(float(g), 7) for g in gaps]
-        if gaps.size:
-            rec["itl_mean_s"] = float(gaps.mean())
-            p50, p99 = np.percentile(gaps, (50, 99))
-            rec["itl_p50_s"], rec["itl_p99_s"] = float(p50), float(p99)
-            rec["itl_max_s"] = float(gaps.max())
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        rec["itl_s"] = [round(g, 7) for g in gaps]
+        if gaps:
+            ordered = sorted(gaps)
+            rec["itl_mean_s"] = sum(gaps) / len(gaps)
+            rec["itl_p50_s"] = _quantile(ordered, 0.5)
+            rec["itl_p99_s"] = _quantile(ordered, 0.99)
+            rec["itl_max_s"] = ordered[-1]
     n = out_tokens if out_tokens is not None else chunks
     rec["output_tokens"] = n
     if n > 1 and chunks:

@@ -1,0 +1,593 @@
+"""Send accuracy of burstpilot's replay against vLLM bench serve, AIPerf, GuideLLM and inference-perf.
+
+One fast fake OpenAI streaming server (bench/loadtest_fake_server.py, its own process) logs the
+arrival time of every request; it is the judge, independent of each tool's own report. Each tool
+drives it at constant rates (100, 200, 400, 800 req/s by default, ~20 s each), interleaved per rate,
+and burstpilot (and AIPerf, through its timestamped-trace mode) also replays a bursty BurstGPT-shaped
+trace. Per run: requests that arrived, achieved rate, and the p50/p99/max of |send error|, where the
+send error of the k-th arriving request is its arrival time minus the k-th scheduled time, with the
+schedule anchored at the median offset (each tool starts its clock at its own moment).
+
+Every peer lives in its own virtual environment under $BURSTPILOT_CACHE/bench-venvs (default
+~/.cache/burstpilot), installed on first use with a time limit; a tool that cannot be installed or
+run is reported with the reason. A tiny byte-level BPE tokenizer directory is made locally, since
+none of the tools can download one here.
+
+    .venv/bin/python bench/loadtest_send_accuracy.py [--rates 100,200,400,800] [--duration 20]
+Writes bench/results/loadtest.json (after every run) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from burstpilot.traces import make_trace, write_burstgpt_csv
+from burstpilot.traces.generate import generate_preset
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("BURSTPILOT_CACHE", Path.home() / ".cache" / "burstpilot"))
+VENVS = CACHE / "bench-venvs"
+PROMPT_TOKENS, OUTPUT_TOKENS = 32, 2
+console = Console()
+
+# name -> (venv folder, python minor version, pip requirements, executable)
+PEERS = {
+    "vllm bench serve": ("vllm", "3.11", ["vllm"], "vllm"),
+    "aiperf": ("aiperf", "3.11", ["aiperf"], "aiperf"),
+    "guidellm": ("guidellm", "3.11", ["guidellm"], "guidellm"),
+    "inference-perf": (
+        "inference-perf",
+        "3.12",
+        ["inference-perf"],
+        "inference-perf",
+    ),  # needs Python >= 3.12
+}
+SERVER_VENV = ("server", "3.11", ["aiohttp", "uvloop", "tokenizers"], "python")
+
+TOKENIZER_SCRIPT = r"""
+import json, random, sys
+from pathlib import Path
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+rng = random.Random(0)
+words = ("the of and to in is that for it as was with be by on not he this are or his from at which but have "
+         "an had they you were their one all we can her has there been if more when will would who so no burst "
+         "token serve model latency request").split()
+corpus = [" ".join(rng.choice(words) for _ in range(40)) for _ in range(2000)]
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"],
+                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+tok.save(str(out / "tokenizer.json"))
+special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+(out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+    "model_max_length": 32768, "clean_up_tokenization_spaces": False, **special}))
+(out / "special_tokens_map.json").write_text(json.dumps(special))
+(out / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": tok.get_vocab_size(),
+    "bos_token_id": 0, "eos_token_id": 0, "n_positions": 32768, "max_position_embeddings": 32768}))
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# environments
+
+
+def python_for(version: str) -> str | None:
+    for cand in (f"python{version}", str(Path.home() / ".pyenv" / "versions" / version / "bin" / "python")):
+        path = shutil.which(cand)
+        if path:
+            return path
+    pyenv = Path.home() / ".pyenv" / "versions"
+    for d in sorted(pyenv.glob(f"{version}.*")) if pyenv.is_dir() else []:
+        if (d / "bin" / "python").exists():
+            return str(d / "bin" / "python")
+    return None
+
+
+def ensure_venv(name: str, spec, timeout_s: float) -> tuple[Path | None, str]:
+    """The venv's executable, installing it if needed; (None, reason) when it can't be had."""
+    folder, version, reqs, exe = spec
+    venv = VENVS / folder
+    target = venv / "bin" / exe
+    if target.exists():
+        return target, "cached"
+    py = python_for(version)
+    if py is None:
+        return None, f"no Python {version} on this machine"
+    VENVS.mkdir(parents=True, exist_ok=True)
+    log = venv.with_suffix(".install.log")
+    t = time.monotonic()
+    console.print(f"installing {name} into {venv} (limit {timeout_s:.0f} s) ...")
+    try:
+        subprocess.run([py, "-m", "venv", str(venv)], check=True, capture_output=True)
+        with open(log, "w") as fh:
+            subprocess.run(
+                [
+                    "nice",
+                    "-n",
+                    "19",
+                    str(venv / "bin" / "pip"),
+                    "install",
+                    "--disable-pip-version-check",
+                    *reqs,
+                ],
+                check=True,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+            )
+    except subprocess.TimeoutExpired:
+        return None, f"pip install {' '.join(reqs)} did not finish in {timeout_s:.0f} s"
+    except subprocess.CalledProcessError:
+        tail = log.read_text().strip().splitlines()[-3:] if log.exists() else []
+        return None, f"pip install {' '.join(reqs)} failed: {' | '.join(tail)[:300]}"
+    if not target.exists():
+        return None, f"installed, but {target} is missing"
+    return target, f"installed in {time.monotonic() - t:.0f} s"
+
+
+def version_of(venv_bin: Path, dist: str) -> str:
+    py = venv_bin.parent / "python"
+    r = subprocess.run(
+        [str(py), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        capture_output=True,
+        text=True,
+    )
+    return r.stdout.strip() or "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# the judge
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 (loopback only)
+        return json.loads(r.read())
+
+
+def start_server(python: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(python), str(REPO / "bench" / "loadtest_fake_server.py"), "--port", str(port)]
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            http_json(url + "/v1/models")
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the fake server did not start")
+
+
+def take_arrivals(url: str) -> np.ndarray:
+    return np.sort(np.asarray(http_json(url + "/_arrivals?clear=1")["arrivals"], dtype=np.float64))
+
+
+def score(arrivals: np.ndarray, schedule: np.ndarray) -> dict:
+    """Pair the k-th arrival with the k-th scheduled time; anchor at the median offset."""
+    n_expected = schedule.size
+    if arrivals.size > n_expected:  # warm-up or probe requests come first
+        arrivals = arrivals[arrivals.size - n_expected :]
+    n = arrivals.size
+    if n < 2:
+        return {"arrived": int(n), "expected": int(n_expected)}
+    err = arrivals - schedule[:n]
+    err = np.abs(err - np.median(err))
+    return {
+        "arrived": int(n),
+        "expected": int(n_expected),
+        "achieved_rate": (n - 1) / float(arrivals[-1] - arrivals[0]),
+        "scheduled_rate": (n - 1) / float(schedule[n - 1] - schedule[0])
+        if schedule[n - 1] > schedule[0]
+        else None,
+        "send_error_p50_ms": float(np.percentile(err, 50) * 1e3),
+        "send_error_p99_ms": float(np.percentile(err, 99) * 1e3),
+        "send_error_max_ms": float(err.max() * 1e3),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the tools
+
+
+def cmd_burstpilot(url, workload_csv, out, workers=1, **_):
+    cmd = [
+        sys.executable,
+        "-m",
+        "burstpilot.cli",
+        "replay",
+        str(workload_csv),
+        "--target",
+        url,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-plot",
+    ]
+    return cmd + (["--workers", str(workers)] if workers > 1 else [])
+
+
+def cmd_vllm(exe, url, tok, rate, n, **_):
+    return [
+        str(exe),
+        "bench",
+        "serve",
+        "--backend",
+        "vllm",
+        "--base-url",
+        url,
+        "--endpoint",
+        "/v1/completions",
+        "--model",
+        "tiny",
+        "--tokenizer",
+        str(tok),
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(PROMPT_TOKENS),
+        "--random-output-len",
+        str(OUTPUT_TOKENS),
+        "--num-prompts",
+        str(n),
+        "--request-rate",
+        str(rate),
+        "--burstiness",
+        "1000000",  # ~constant gaps
+        "--ignore-eos",
+        "--disable-tqdm",
+        "--seed",
+        "0",
+    ]
+
+
+def cmd_aiperf(exe, url, tok, rate, n, out, trace_jsonl=None, **_):
+    cmd = [
+        str(exe),
+        "profile",
+        "--model",
+        "tiny",
+        "--tokenizer",
+        str(tok),
+        "--url",
+        url,
+        "--endpoint-type",
+        "completions",
+        "--streaming",
+        "--extra-inputs",
+        "ignore_eos:true",
+        "--ui-type",
+        "none",
+        "--output-artifact-dir",
+        str(out),
+        "--no-server-metrics",
+        "--no-gpu-telemetry",
+    ]
+    if trace_jsonl is not None:
+        return cmd + [
+            "--input-file",
+            str(trace_jsonl),
+            "--custom-dataset-type",
+            "mooncake_trace",
+            "--fixed-schedule",
+        ]
+    return cmd + [
+        "--request-rate",
+        str(rate),
+        "--arrival-pattern",
+        "constant",
+        "--request-count",
+        str(n),
+        "--prompt-input-tokens-mean",
+        str(PROMPT_TOKENS),
+        "--prompt-input-tokens-stddev",
+        "0",
+        "--prompt-output-tokens-mean",
+        str(OUTPUT_TOKENS),
+    ]
+
+
+def cmd_guidellm(exe, url, tok, rate, n, out, **_):
+    return [
+        str(exe),
+        "run",
+        "--backend",
+        f"kind=openai_http,target={url},model=tiny,request_format=/v1/completions",
+        "--profile",
+        f"kind=constant,rate={rate}",
+        "--data",
+        f"kind=synthetic_text,prompt_tokens={PROMPT_TOKENS},output_tokens={OUTPUT_TOKENS}",
+        "--tokenizer",
+        f"kind=huggingface_auto,model={tok}",
+        "--constraint",
+        f"kind=max_requests,count={n}",
+        "--disable-console",
+        "--output",
+        f"kind=json,path={out}/guidellm.json",
+    ]
+
+
+def cmd_inference_perf(exe, url, tok, rate, n, out, duration, **_):
+    cfg = {
+        "load": {"type": "constant", "stages": [{"rate": rate, "duration": int(duration)}]},
+        "api": {"type": "completion", "streaming": True},
+        "server": {"type": "vllm", "model_name": "tiny", "base_url": url, "ignore_eos": True},
+        "tokenizer": {"pretrained_model_name_or_path": str(tok)},
+        "data": {
+            "type": "random",
+            "input_distribution": {
+                "min": PROMPT_TOKENS,
+                "max": PROMPT_TOKENS,
+                "mean": PROMPT_TOKENS,
+                "std_dev": 0,
+                "total_count": n,
+            },
+            "output_distribution": {
+                "min": OUTPUT_TOKENS,
+                "max": OUTPUT_TOKENS,
+                "mean": OUTPUT_TOKENS,
+                "std_dev": 0,
+                "total_count": n,
+            },
+        },
+        "storage": {"local_storage": {"path": str(out)}},
+    }
+    path = Path(out) / "config.yml"
+    Path(out).mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return [str(exe), "-c", str(path)]
+
+
+BUILDERS = {
+    "vllm bench serve": cmd_vllm,
+    "aiperf": cmd_aiperf,
+    "guidellm": cmd_guidellm,
+    "inference-perf": cmd_inference_perf,
+}
+
+
+def run_tool(cmd: list[str], timeout_s: float, log: Path) -> tuple[int | None, float, str]:
+    """Run one tool; (exit code or None on timeout, CPU seconds of the tool's processes, log tail)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log, "w") as fh:
+        try:
+            rc = subprocess.run(
+                cmd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+                cwd=log.parent,
+                env={**os.environ, "NO_COLOR": "1"},
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = None
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])[-300:]
+    return rc, cpu, tail
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="100,200,400,800")
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument(
+        "--tools", default="burstpilot,burstpilot --workers 2,vllm bench serve,aiperf,guidellm,inference-perf"
+    )
+    ap.add_argument("--bursty-duration", type=float, default=30.0)
+    ap.add_argument("--bursty-rps", type=float, default=150.0)
+    ap.add_argument("--install-timeout", type=float, default=1500.0)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "loadtest.json")
+    args = ap.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    tools = [t.strip() for t in args.tools.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="bp-loadtest-bench-"))
+    result: dict = {
+        "benchmark": "loadtest_send_accuracy",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "method": __doc__.split("\n\n")[1].replace("\n", " "),
+        "workload": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "output_tokens": OUTPUT_TOKENS,
+            "duration_s": args.duration,
+        },
+        "tools": {},
+        "runs": [],
+    }
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    server_py, why = ensure_venv("server", SERVER_VENV, args.install_timeout)
+    if server_py is None:
+        raise SystemExit(f"cannot set up the fake server's environment: {why}")
+    tok = CACHE / "tiny-tokenizer"
+    if not (tok / "tokenizer.json").exists():
+        subprocess.run([str(server_py), "-I", "-c", TOKENIZER_SCRIPT, str(tok)], check=True, cwd=work)
+    exes: dict[str, Path] = {}
+    for name in tools:
+        if name.startswith("burstpilot"):
+            result["tools"][name] = {"status": "ok", "version": "this checkout"}
+            continue
+        exe, why = ensure_venv(name, PEERS[name], args.install_timeout)
+        dist = PEERS[name][2][0]
+        result["tools"][name] = {
+            "status": "ok" if exe else "unavailable",
+            "detail": why,
+            "version": version_of(exe, dist) if exe else None,
+        }
+        if exe:
+            exes[name] = exe
+        save()
+    server, url = start_server(server_py)
+    try:
+        for rate in rates:
+            n = int(round(rate * args.duration))
+            sched = np.arange(n) / rate
+            csv = work / f"const-{int(rate)}.csv"
+            write_burstgpt_csv(make_trace(sched, np.full(n, PROMPT_TOKENS), np.full(n, OUTPUT_TOKENS)), csv)
+            for name in tools:
+                if name not in exes and not name.startswith("burstpilot"):
+                    continue
+                out = work / f"{name.replace(' ', '-')}-{int(rate)}"
+                out.mkdir()
+                if name.startswith("burstpilot"):
+                    workers = 2 if "workers" in name else 1
+                    cmd = cmd_burstpilot(url, csv, out / "replay", workers=workers)
+                else:
+                    cmd = BUILDERS[name](
+                        exes[name], url=url, tok=tok, rate=rate, n=n, out=out, duration=args.duration
+                    )
+                take_arrivals(url)
+                load = os.getloadavg()[0]
+                rc, cpu, tail = run_tool(cmd, args.duration * 3 + 180, out / "tool.log")
+                row = {
+                    "tool": name,
+                    "mode": "constant",
+                    "rate": rate,
+                    "exit": rc,
+                    "cpu_s": round(cpu, 2),
+                    "loadavg_1m": load,
+                    **score(take_arrivals(url), sched),
+                }
+                if rc != 0:
+                    row["error"] = tail
+                result["runs"].append(row)
+                save()
+                console.print(row)
+        # a bursty BurstGPT-shaped trace, replayed on its own schedule
+        trace = generate_preset(
+            "burstgpt", duration_s=args.bursty_duration, rps=args.bursty_rps, seed=1, start_s=10 * 3600
+        )
+        trace = trace.subset(~trace.failed)
+        csv = work / "bursty.csv"
+        write_burstgpt_csv(trace, csv)
+        sched = trace.arrival_s - trace.arrival_s[0]
+        counts = np.bincount((sched * 10).astype(int))
+        result["bursty_workload"] = {
+            "requests": len(trace),
+            "duration_s": float(sched[-1]),
+            "mean_rate": len(trace) / float(sched[-1]),
+            "peak_rate_100ms": float(counts.max() * 10),
+            "interarrival_cv": float(np.std(np.diff(sched)) / np.mean(np.diff(sched))),
+        }
+        mooncake = work / "bursty.jsonl"
+        mooncake.write_text(
+            "".join(
+                json.dumps(
+                    {"timestamp": int(round(s * 1000)), "input_length": int(i), "output_length": int(o)}
+                )
+                + "\n"
+                for s, i, o in zip(sched, trace.request_tokens, trace.response_tokens, strict=True)
+            )
+        )
+        for name in [t for t in tools if t.startswith("burstpilot")] + (
+            ["aiperf"] if "aiperf" in exes else []
+        ):
+            out = work / f"bursty-{name.replace(' ', '-')}"
+            out.mkdir()
+            if name == "aiperf":
+                cmd = cmd_aiperf(exes[name], url, tok, None, None, out, trace_jsonl=mooncake)
+                judge = np.round(sched * 1000) / 1000  # AIPerf's trace format has millisecond timestamps
+            else:
+                cmd = cmd_burstpilot(url, csv, out / "replay", workers=2 if "workers" in name else 1)
+                judge = sched
+            take_arrivals(url)
+            load = os.getloadavg()[0]
+            rc, cpu, tail = run_tool(cmd, args.bursty_duration * 3 + 180, out / "tool.log")
+            row = {
+                "tool": name,
+                "mode": "bursty",
+                "rate": result["bursty_workload"]["mean_rate"],
+                "exit": rc,
+                "cpu_s": round(cpu, 2),
+                "loadavg_1m": load,
+                **score(take_arrivals(url), judge),
+            }
+            if rc != 0:
+                row["error"] = tail
+            result["runs"].append(row)
+            save()
+            console.print(row)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
+    save()
+    table = Table(title="send accuracy (judge: the fake server's arrival log)")
+    for col in (
+        "tool",
+        "mode",
+        "target /s",
+        "achieved /s",
+        "arrived",
+        "p50 err ms",
+        "p99 err ms",
+        "max err ms",
+        "CPU s",
+        "load",
+    ):
+        table.add_column(col)
+    for r in result["runs"]:
+
+        def f(k: str, fmt: str = "{:.1f}", r: dict = r) -> str:
+            return "-" if r.get(k) is None else fmt.format(r[k])
+
+        table.add_row(
+            r["tool"],
+            r["mode"],
+            f"{r['rate']:.0f}",
+            f("achieved_rate"),
+            f"{r.get('arrived', 0)}/{r.get('expected', 0)}",
+            f("send_error_p50_ms", "{:.2f}"),
+            f("send_error_p99_ms", "{:.2f}"),
+            f("send_error_max_ms"),
+            f("cpu_s"),
+            f("loadavg_1m"),
+        )
+    for name, info in result["tools"].items():
+        if info["status"] != "ok":
+            table.add_row(name, "unavailable", "", "", "", "", "", "", "", "", end_section=False)
+    console.print(table)
+    console.print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
