@@ -5,6 +5,7 @@ import time
 
 import aiohttp
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from burstpilot.sim import load_profile
@@ -242,12 +243,13 @@ def test_real_time_agrees_with_discrete_event():
     assert np.median(diff) <= 0.03 and diff.max() <= 0.15, diff
 
 
-def test_fleet_rescales_and_keeps_sd_file(tmp_path):
+@pytest.mark.parametrize("processes", [0, 2])
+def test_fleet_rescales_and_keeps_sd_file(tmp_path, processes):
     sd = tmp_path / "targets.json"
 
     async def go():
         port = free_port(6)
-        fleet = Fleet(PROFILE, port, sd_file=sd, cold_start_s=0.0)
+        fleet = Fleet(PROFILE, port, sd_file=sd, cold_start_s=0.0, replica_processes=processes)
         await fleet.start(2)
         try:
             targets = json.loads(sd.read_text())[0]["targets"]

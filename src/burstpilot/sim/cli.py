@@ -37,6 +37,12 @@ def register(sub) -> None:
     p.add_argument("--replicas", type=int, required=True)
     p.add_argument("--port", type=int, default=8000, help="router port; replicas on port+1, port+2, ...")
     p.add_argument("--sd-file", help="Prometheus file-SD targets file to keep up to date")
+    p.add_argument(
+        "--replica-processes",
+        type=int,
+        default=0,
+        help="spread the replicas over this many worker processes (default 0: all in the router's process)",
+    )
     p.set_defaults(handler=_fleet)
 
     p = s.add_parser("simulate", help="discrete-event run of a workload file over a fixed pool")
@@ -115,7 +121,7 @@ def _serve(args) -> int:
             max_waiting=args.max_waiting,
             max_body_bytes=args.max_body_bytes,
             seed=args.seed,
-        )  # fmt: skip
+        )
     )
     return 0
 
@@ -125,8 +131,8 @@ def _fleet(args) -> int:
     from burstpilot.sim.profile import load_profile
 
     prof = load_profile(args.profile)
-    if args.replicas < 0:
-        raise BurstpilotError("--replicas must be >= 0")
+    if args.replicas < 0 or args.replica_processes < 0:
+        raise BurstpilotError("--replicas and --replica-processes must be >= 0")
     print(f"burstpilot sim fleet: router on http://{args.host}:{args.port}, {args.replicas} x {prof.name}")
     asyncio.run(
         run_fleet(
@@ -138,7 +144,9 @@ def _fleet(args) -> int:
             cold_start_s=args.cold_start,
             max_waiting=args.max_waiting,
             seed=args.seed,
-        )  # fmt: skip
+            replica_processes=args.replica_processes,
+            profile_ref=args.profile,
+        )
     )
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
 import time
 import uuid
 
@@ -530,7 +531,16 @@ async def serve(profile: Profile, host: str, port: int, **kw) -> None:
     rep.start()
     runner = await start_site(rep.app(), host, port)
     try:
-        await asyncio.Event().wait()
+        await wait_for_termination()
     finally:
         await rep.stop()
         await runner.cleanup()
+
+
+async def wait_for_termination() -> None:
+    """Return on SIGTERM (or SIGINT), so that servers close their ports and files cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
