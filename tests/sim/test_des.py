@@ -3,7 +3,7 @@ import pytest
 
 from burstpilot.sim import load_profile
 from burstpilot.sim.des import SimCluster, simulate
-from burstpilot.sim.engine import Engine
+from burstpilot.sim.engine import DECODE, Engine
 from burstpilot.sim.workload import Workload, synthetic
 
 PROFILE = load_profile("h100-llama3-8b")
@@ -77,3 +77,34 @@ def test_no_ready_replica_rejects():
     c.set_replicas(1)
     res = c.finish()
     assert list(res.rejected) == [True, False] and res.ttft_s[1] > 0
+
+
+def test_block_accounting_stays_exact_through_preemptions():
+    from dataclasses import replace
+
+    small = replace(PROFILE, gpu_memory_gib=20.0, reserved_gib=0.0)  # ~18k KV tokens: constant pressure
+    e = Engine(small)
+    w = synthetic(40, 30, shape=0.3, seed=5, prompt_median=800, output_median=300)
+    i, t, n = 0, 0.0, len(w)
+    while i < n or e.has_work():
+        if not e.has_work():
+            t = max(t, w.arrival_s[i])
+        while i < n and w.arrival_s[i] <= t:
+            e.add(i, w.request_tokens[i], w.response_tokens[i], w.arrival_s[i])
+            i += 1
+        plan = e.plan(t)
+        if plan is None:
+            continue
+        t = e.commit(plan, max(1, plan.max_steps // 2)).end
+        held = ctx = 0
+        for s in e.running.values():
+            if s.state == DECODE:
+                k = s.join_k + e.step - s.join_step
+                held += -(-k // small.block_size)
+                ctx += k
+            else:
+                held += s.blocks
+        assert e.used_blocks == held <= e.total_blocks and e.context == ctx
+        assert e.batch == sum(1 for s in e.running.values() if s.state == DECODE)
+    assert e.preemptions > 0 and e.finished == n
+    assert e.used_blocks == 0 and e.batch == 0 and e.context == 0
