@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from pathlib import Path
 
@@ -67,13 +69,13 @@ def token_distribution(x: np.ndarray) -> dict:
     lx = np.log(x.astype(float))
     mu, sigma = float(lx.mean()), float(lx.std())
     sub = np.sort(lx[subsample(len(lx))])
-    ks_ln = ks_sorted(sub, lambda v: special.ndtr((v - mu) / sigma)) if sigma > 0 else None
+    ks_ln = ks_sorted(sub, lambda v: special.ndtr((v - mu) / sigma)) if x.min() < x.max() else None
     return out | {
         "tail_exponent": hill,
         "tail_method": TAIL_METHOD,
         "tail_threshold": thresh,
         "lognormal": {"mu": mu, "sigma": sigma, "median": float(np.exp(mu)), "ks": ks_ln},
-        "bimodality": _bimodality(lx) if sigma > 0 else None,
+        "bimodality": _bimodality(lx[subsample(len(lx), SAMPLE)]) if x.min() < x.max() else None,
     }
 
 
@@ -98,10 +100,12 @@ def correlation(req: np.ndarray, resp: np.ndarray) -> dict:
     idx = subsample(len(req), SAMPLE)
     pearson = float(np.corrcoef(req, resp)[0, 1])
     spearman = float(stats.spearmanr(req[idx], resp[idx]).statistic)
+    keep = subsample(len(req), 4 * SAMPLE)  # binned medians from an evenly spaced subset
+    req, resp = req[keep], resp[keep]
     lo, hi = max(req.min(), 1), req.max()
     edges = np.unique(np.round(np.logspace(np.log10(lo), np.log10(hi + 1), 21)))
-    b = np.clip(np.searchsorted(edges, req, side="right") - 1, 0, len(edges) - 2)
-    order = np.argsort(b, kind="stable")
+    b = np.clip(np.searchsorted(edges, req, side="right") - 1, 0, len(edges) - 2).astype(np.int16)
+    order = np.argsort(b, kind="stable")  # radix sort on small integers
     bounds = np.searchsorted(b[order], np.arange(len(edges)))
     binned = {"request_lo": [], "request_hi": [], "count": [], "p5": [], "median": [], "p95": []}
     for i in range(len(edges) - 1):
@@ -114,21 +118,33 @@ def correlation(req: np.ndarray, resp: np.ndarray) -> dict:
     return {"pearson": pearson, "spearman": spearman, "binned": binned}
 
 
+def _sorted_quantiles(xs: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Quantiles of an ascending array (linear interpolation, as numpy's default)."""
+    pos = np.asarray(probs) * (len(xs) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, len(xs) - 1)
+    f = pos - lo
+    return xs[lo] * (1 - f) + xs[hi] * f
+
+
 def token_model(req: np.ndarray, resp: np.ndarray) -> dict | None:
     """What the modeled generator samples from: request quantiles, and response quantiles in
     request-quantile bins (keeps the request/response dependence)."""
     if len(req) < 50:
         return None
-    edges = np.unique(np.quantile(req, np.linspace(0, 1, 11)))
+    keep = subsample(len(req), 4 * SAMPLE)
+    req, resp = req[keep], resp[keep]
+    req_sorted = np.sort(req)
+    edges = np.unique(_sorted_quantiles(req_sorted, np.linspace(0, 1, 11)))
     b = np.clip(np.searchsorted(edges, req, side="right") - 1, 0, max(len(edges) - 2, 0))
     resp_q = []
     for i in range(max(len(edges) - 1, 1)):
         vals = resp[b == i]
-        vals = vals if len(vals) else resp
-        resp_q.append([float(v) for v in np.quantile(vals, RESPONSE_PROBS)])
+        vals = np.sort(vals if len(vals) else resp)
+        resp_q.append([float(v) for v in _sorted_quantiles(vals, RESPONSE_PROBS)])
     return {
         "request_probs": TOKEN_PROBS.tolist(),
-        "request_quantiles": [float(v) for v in np.quantile(req, TOKEN_PROBS)],
+        "request_quantiles": [float(v) for v in _sorted_quantiles(req_sorted, TOKEN_PROBS)],
         "request_bin_edges": [float(e) for e in edges],
         "response_probs": RESPONSE_PROBS.tolist(),
         "response_quantiles": resp_q,
@@ -142,26 +158,28 @@ def find_bursts(arrival: np.ndarray, t0: float, t1: float, window_s: float):
     none = {"count": 0, "fraction_of_requests": 0.0, "method": BURST_METHOD}
     if len(arrival) < 2 or nb < 3:
         return [], none, np.zeros(len(arrival), bool)
-    idx = np.minimum((arrival - t0).astype(np.int64), nb - 1)
-    c = np.bincount(idx, minlength=nb).astype(float)
+    # work on occupied seconds only (a trace of months has millions of empty ones)
+    sec = np.minimum((arrival - t0).astype(np.int64), nb - 1)
+    first = np.concatenate([[0], np.flatnonzero(np.diff(sec)) + 1])
+    occ = sec[first]
+    cnt = np.diff(np.append(first, len(sec)))
+    cand = np.flatnonzero(cnt >= 5)  # the threshold is never below 5
     w = max(int(window_s), 1)
-    cs = np.concatenate([[0.0], np.cumsum(c)])
-    lo = np.clip(np.arange(nb) - w // 2, 0, nb)
-    hi = np.clip(np.arange(nb) + w // 2 + 1, 0, nb)
-    base = (cs[hi] - cs[lo]) / (hi - lo)
-    hot = c >= np.maximum(4 * base, base + 5 * np.sqrt(base) + 5)
+    lo = np.maximum(occ[cand] - w // 2, 0)
+    hi = np.minimum(occ[cand] + w // 2 + 1, nb)
+    base = (np.searchsorted(sec, hi) - np.searchsorted(sec, lo)) / (hi - lo)
+    hot = cnt[cand] >= np.maximum(4 * base, base + 5 * np.sqrt(base) + 5)
     if not hot.any():
         return [], none, np.zeros(len(arrival), bool)
-    where = np.flatnonzero(hot)
+    where = occ[cand[hot]]
     split = np.flatnonzero(np.diff(where) > 5)
-    starts = where[np.concatenate([[0], split + 1])]
+    heads = np.concatenate([[0], split + 1])
+    starts = where[heads]
     ends = where[np.concatenate([split, [len(where) - 1]])]
-    peaks = np.maximum.reduceat(c[where], np.concatenate([[0], split + 1]))
-    reqs = cs[ends + 1] - cs[starts]
-    marks = np.zeros(nb + 1)
-    np.add.at(marks, starts, 1)
-    np.add.at(marks, ends + 1, -1)
-    in_burst = (np.cumsum(marks)[:nb] > 0)[idx]
+    peaks = np.maximum.reduceat(cnt[cand[hot]], heads).astype(float)
+    reqs = np.searchsorted(sec, ends + 1) - np.searchsorted(sec, starts)
+    ep = np.searchsorted(starts, sec, side="right") - 1
+    in_burst = (ep >= 0) & (sec <= ends[np.maximum(ep, 0)])
     order = np.argsort(-peaks, kind="stable")[:MAX_BURSTS]
     order = order[np.argsort(starts[order])]
     eps = [
@@ -245,7 +263,7 @@ def sessions(trace: Trace) -> dict | None:
     sid = trace.session_id[has]
     t = trace.arrival_s[has]
     uniq, turns = np.unique(sid, return_counts=True)
-    order = np.lexsort((t, sid))
+    order = np.argsort(sid, kind="stable")  # rows are in time order already
     s_sorted, t_sorted = sid[order], t[order]
     same = s_sorted[1:] == s_sorted[:-1]
     gaps = np.diff(t_sorted)[same]
@@ -316,18 +334,24 @@ def summarize(trace: Trace, window_s: float = 1200.0, progress=None) -> dict:
     weekday0 = None
     if trace.origin is not None:
         weekday0 = (trace.origin - timedelta(seconds=clock)).weekday()
-    groups = trace.groups()
-    labelled = [(m, lt, mask) for m, lt, mask in groups if m or lt]
+    labelled = [(m, lt, mask) for m, lt, mask in trace.groups() if m or lt]
     steps = 1 + len(labelled)
-    if progress:
-        progress(0, steps, "overall")
-    overall = group_summary(trace, t0, t1, resolution, window_s, clock, weekday0)
-    out_groups = []
-    for i, (m, lt, mask) in enumerate(labelled):
-        if progress:
-            progress(i + 1, steps, f"{m} / {lt}")
-        g = group_summary(trace.subset(mask), t0, t1, resolution, window_s, clock, weekday0)
-        out_groups.append({"model": m or None, "log_type": lt or None} | g)
+    args = (t0, t1, resolution, window_s, clock, weekday0)
+    # the groups are independent and numpy releases the GIL in its heavy loops: use the cores
+    with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4)) as pool:
+        futures = [pool.submit(group_summary, trace, *args)]
+        futures += [
+            pool.submit(lambda mask=mask: group_summary(trace.subset(mask), *args)) for _, _, mask in labelled
+        ]
+        for done, fut in enumerate(as_completed(futures), start=1):
+            fut.result()
+            if progress:
+                progress(done, steps, f"{done}/{steps} groups")
+    overall = futures[0].result()
+    out_groups = [
+        {"model": m or None, "log_type": lt or None} | fut.result()
+        for (m, lt, _), fut in zip(labelled, futures[1:], strict=True)
+    ]
     return {
         "source": trace.source,
         "format": trace.format,

@@ -141,6 +141,15 @@ def _exp_discrete(values, counts):
     return float(np.exp(res.x))
 
 
+def _value_counts(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct non-negative integers and their counts (bincount when the range is small)."""
+    if len(d) and d.max() < 50_000_000:
+        c = np.bincount(d)
+        values = np.flatnonzero(c)
+        return values, c[values]
+    return np.unique(d, return_counts=True)
+
+
 def fit_interarrival(gaps_s: np.ndarray, resolution: float) -> dict:
     """Gamma, exponential and Weibull fits of inter-arrival gaps with KS distances.
 
@@ -169,7 +178,7 @@ def fit_interarrival(gaps_s: np.ndarray, resolution: float) -> dict:
     cv = float(gaps_s.std() / mean)
     if resolution > 0:
         d = np.round(gaps_s / resolution).astype(np.int64)
-        values, counts = np.unique(d, return_counts=True)
+        values, counts = _value_counts(d)
         values_f = values.astype(np.float64)
         m = float(d.mean())
         k0 = float(_window_shapes_discrete(d, np.zeros(len(d), np.int64), 1)[0][0])
@@ -206,10 +215,10 @@ def fit_interarrival(gaps_s: np.ndarray, resolution: float) -> dict:
 
 
 def subsample(n: int, k: int = 200_000) -> np.ndarray:
-    """A deterministic random subset of row indices (all rows when n <= k)."""
+    """A deterministic, evenly spaced subset of row indices (all rows when n <= k)."""
     if n <= k:
         return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, k, replace=False))
+    return np.linspace(0, n - 1, k).astype(np.int64)
 
 
 def gamma_mle(x: np.ndarray) -> tuple[float, float]:
