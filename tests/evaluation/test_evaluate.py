@@ -46,7 +46,12 @@ def test_evaluate_is_deterministic_and_scores_every_policy(small, tmp_path):
     names = ["oracle", "burstpilot", "static-peak", "static-mean", "hpa", "keda", "kpa", "dynamo"]
     a, runs = evaluate(workload, profile, spec, names, seed=5, cold_start_s=60, out_dir=tmp_path)
     b, _ = evaluate(workload, profile, spec, names, seed=5, cold_start_s=60)
-    assert a["policies"] == b["policies"]
+    assert a["policies"] == b["policies"] and a["meta"]["calibration"] == b["meta"]["calibration"]
+    cal = a["meta"]["calibration"]  # the oracle meets the attainment goal at the calibrated capacity
+    assert (
+        cal["oracle_attainment"] >= spec.slo.attainment
+        and a["meta"]["capacity_scale"] == cal["capacity_scale"]
+    )
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert set(on_disk["policies"]) == set(names)
     for m in on_disk["policies"].values():
@@ -76,6 +81,8 @@ def test_evaluate_cli_writes_table_json_and_plots(small, tmp_path, capsys):
             "60",
             "--max-replicas",
             "8",
+            "--capacity-scale",
+            "0.8",
             "--out",
             str(out),
         ]
@@ -83,6 +90,7 @@ def test_evaluate_cli_writes_table_json_and_plots(small, tmp_path, capsys):
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert list(res["policies"]) == ["oracle", "burstpilot", "hpa"]
+    assert res["meta"]["capacity_scale"] == 0.8 and res["meta"]["calibration"] is None
     for png in ("replicas.png", "ttft.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "burstpilot" in capsys.readouterr().out

@@ -98,7 +98,7 @@ def test_forecast_quantile_drives_the_size(monkeypatch):
     st = new_state(s)
     _, st = decide(s, obs(10, 10.0, current=2), st)
 
-    class F:  # a forecaster whose 0.9 peak quantile is 40/s while the current rate is 10/s
+    class F:  # 0.9 quantiles: 30/s sustained over the horizon, 40/s in its busiest step; now 10/s
         model = "fake"
 
         def update(self, c):
@@ -111,7 +111,7 @@ def test_forecast_quantile_drives_the_size(monkeypatch):
                 model="fake",
                 horizon_s=horizon_s,
                 mean_rate=10.0,
-                rate_quantiles={0.9: 20.0},
+                rate_quantiles={0.9: 30.0},
                 peak_quantiles={0.9: 40.0},
             )
 
@@ -120,7 +120,12 @@ def test_forecast_quantile_drives_the_size(monkeypatch):
 
     monkeypatch.setattr("burstpilot.forecasting.from_state", lambda state: F())
     d, _ = decide(s, obs(20, 10.0, current=2), st)
-    assert d.replicas == 8 and d.forecast["rate"] == 40.0 and d.forecast["quantile"] == 0.9
+    # the busiest step (40/s) may use a replica's full rate: 8; the sustained 30/s at utilization 1.0: 6
+    assert d.replicas == 8 and d.forecast["peak_rate"] == 40.0 and d.forecast["quantile"] == 0.9
+    assert d.forecast["rate"] == 30.0
+    # at 50% target utilization the sustained rate needs 30 / 2.5 = 12
+    d, _ = decide(s.replace(target_utilization=0.5), obs(20, 10.0, current=2), st)
+    assert d.replicas == 12
 
 
 def test_kv_bound_from_littles_law():

@@ -32,6 +32,12 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, default=None, help="use only the first SECONDS of the workload")
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=32)
+    p.add_argument(
+        "--capacity-scale",
+        type=float,
+        default=None,
+        help="measured/modelled replica capacity (default: calibrate on the workload through the oracle)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(handler=run_evaluate)
@@ -104,7 +110,9 @@ def _progress():
     )
 
 
-def evaluate_to_dir(workload, profile, spec, names, seed, cold_start, out: Path, meta: dict[str, Any]):
+def evaluate_to_dir(
+    workload, profile, spec, names, seed, cold_start, out: Path, meta: dict[str, Any], calibrate: bool = True
+):
     from rich.console import Console
 
     from burstpilot.evaluation import report
@@ -112,7 +120,9 @@ def evaluate_to_dir(workload, profile, spec, names, seed, cold_start, out: Path,
 
     out.mkdir(parents=True, exist_ok=True)
     with _progress() as progress:
-        results, runs = evaluate(workload, profile, spec, names, seed, cold_start, out, progress, meta)
+        results, runs = evaluate(
+            workload, profile, spec, names, seed, cold_start, out, progress, meta, calibrate
+        )
     Console().print(
         report.rich_table(results, title=f"{len(workload)} requests, cold start {cold_start:.0f}s")
     )
@@ -143,8 +153,20 @@ def run_evaluate(args) -> int:
         trace = scale_replay(trace, rps=args.rps)
     workload, dropped = prepare_workload(trace, profile)
     spec = _spec(profile, slo, args.cold_start, args.min_replicas, args.max_replicas)
+    if args.capacity_scale is not None:
+        spec = spec.replace(capacity_scale=args.capacity_scale)
     meta = {"workload": str(args.workload), "profile": profile.name, "dropped_too_long": dropped}
-    evaluate_to_dir(workload, profile, spec, names, args.seed, args.cold_start, args.out, meta)
+    evaluate_to_dir(
+        workload,
+        profile,
+        spec,
+        names,
+        args.seed,
+        args.cold_start,
+        args.out,
+        meta,
+        args.capacity_scale is None,
+    )
     print(f"wrote {args.out / 'results.json'}, {args.out / 'replicas.png'}, {args.out / 'ttft.png'}")
     return 0
 

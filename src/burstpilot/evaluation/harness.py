@@ -61,7 +61,7 @@ def prepare_workload(trace, profile) -> tuple[Any, int]:
     return scale_replay(trace, speedup=1.0), int((~keep).sum())
 
 
-def _first_window_replicas(spec: PoolSpec, workload, window_s: float) -> int:
+def first_window_replicas(spec: PoolSpec, workload, window_s: float) -> int:
     """Replicas for the mean load of the first window (every policy starts from the same pool)."""
     arr = np.asarray(workload.arrival_s)
     sel = arr < window_s
@@ -220,9 +220,31 @@ def evaluate(
     out_dir: Path | None = None,
     progress=None,
     meta: dict[str, Any] | None = None,
+    calibrate: bool = True,
 ) -> tuple[dict[str, Any], list[PolicyRun]]:
-    """Run every policy; results.json is rewritten after each one (the oracle runs first)."""
-    initial = _first_window_replicas(spec, workload, 300.0)
+    """Run every policy; results.json is rewritten after each one (the oracle runs first).
+
+    Unless ``calibrate`` is False, the spec's capacity scale is first set to the largest at which the oracle
+    meets the SLO (``burstpilot.evaluation.calibrate``), so every policy sizes with the simulator's real capacity.
+    """
+    calibration = None
+    if calibrate:
+        from burstpilot.evaluation.calibrate import BISECTIONS, oracle_capacity_scale
+
+        task = progress.add_task("calibrate", total=BISECTIONS + 2) if progress else None
+        scale, att = oracle_capacity_scale(
+            profile,
+            spec,
+            workload,
+            seed,
+            cold_start_s,
+            on_step=(lambda sc, a: progress.advance(task)) if progress else None,
+        )
+        if progress:
+            progress.update(task, completed=BISECTIONS + 2)
+        spec = spec.replace(capacity_scale=scale)
+        calibration = {"capacity_scale": scale, "oracle_attainment": att}
+    initial = first_window_replicas(spec, workload, 300.0)
     pols = build_policies(names, spec, workload, cold_start_s, initial)
     results: dict[str, Any] = {"meta": dict(meta or {}), "policies": {}}
     results["meta"].update(
@@ -233,6 +255,8 @@ def evaluate(
             "requests": len(workload),
             "duration_s": float(workload.duration_s),
             "initial_replicas": initial,
+            "capacity_scale": spec.capacity_scale,
+            "calibration": calibration,
             "gpus_per_replica": spec.gpus_per_replica,
         }
     )

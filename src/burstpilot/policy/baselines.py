@@ -29,7 +29,7 @@ import numpy as np
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.policy import core
-from burstpilot.policy.capacity import replica_rate
+from burstpilot.policy.capacity import concurrency_at, replica_rate
 from burstpilot.policy.core import Decision, Observation
 from burstpilot.policy.spec import PoolSpec
 
@@ -135,16 +135,18 @@ def hpa_step(
     return _clamp(spec, target), rec, why
 
 
-def _concurrency_target(spec: PoolSpec, state: dict[str, Any], obs: Observation) -> float:
+def _concurrency_target(spec: PoolSpec, state: dict[str, Any], obs: Observation, utilization: float) -> float:
+    """Per-replica concurrency at ``utilization`` of the replica's rate at the SLO: the target an operator
+    would read off a load test of one replica."""
     p, o = _lengths(state, obs)
-    return replica_rate(spec, p, o).concurrency * spec.target_utilization
+    return concurrency_at(spec, p, o, replica_rate(spec, p, o).rate * utilization)
 
 
 def hpa() -> Policy:
     def decide(spec, obs, state):
         state = dict(state)
         total = None if obs.running is None or obs.waiting is None else obs.running + obs.waiting
-        tgt = _concurrency_target(spec, state, obs)
+        tgt = _concurrency_target(spec, state, obs, spec.target_utilization)
         n, rec, why = hpa_step(spec, state, obs.time_s, obs.current, obs.ready, total, tgt)
         return _decision(spec, n, rec, f"hpa: {why}", "concurrency"), state
 
@@ -178,7 +180,7 @@ def kpa() -> Policy:
     def decide(spec, obs, state):
         state = dict(state)
         t = float(obs.time_s)
-        tgt = _concurrency_target(spec, state, obs) / spec.target_utilization * KPA_TARGET_UTILIZATION
+        tgt = _concurrency_target(spec, state, obs, KPA_TARGET_UTILIZATION)
         samples = [s for s in state.get("kpa_samples", []) if s[0] > t - KPA_STABLE_S]
         if obs.running is not None and obs.waiting is not None:
             samples.append([t, float(obs.running + obs.waiting)])

@@ -28,7 +28,18 @@ _CACHE: dict[tuple, ReplicaRate] = {}
 
 
 def replica_rate(spec: PoolSpec, prompt_tokens: float, output_tokens: float) -> ReplicaRate:
-    """Sustainable request rate of one replica for requests of the given mean lengths."""
+    """Sustainable request rate of one replica for requests of the given mean lengths, times the spec's
+    ``capacity_scale`` (the measured over the modelled rate, from a calibration run)."""
+    base = _model_rate(spec, prompt_tokens, output_tokens)
+    if spec.capacity_scale == 1.0:
+        return base
+    k = spec.capacity_scale
+    return ReplicaRate(
+        rate=base.rate * k, tpot_s=base.tpot_s, concurrency=base.concurrency, latency_s=base.latency_s
+    )
+
+
+def _model_rate(spec: PoolSpec, prompt_tokens: float, output_tokens: float) -> ReplicaRate:
     p_mean = max(1.0, float(prompt_tokens))
     o_mean = max(1.0, float(output_tokens))
     if spec.capacity is not None:
@@ -46,6 +57,34 @@ def replica_rate(spec: PoolSpec, prompt_tokens: float, output_tokens: float) -> 
             _CACHE.clear()
         _CACHE[key] = hit
     return hit
+
+
+def concurrency_at(spec: PoolSpec, prompt_tokens: float, output_tokens: float, rate: float) -> float:
+    """Requests in flight on one replica serving ``rate`` requests per second (Little's law on the same model;
+    a calibrated spec maps ``rate`` to the model's load point ``rate / capacity_scale``)."""
+    rate = rate / spec.capacity_scale
+    p_mean = max(1.0, float(prompt_tokens))
+    o_mean = max(1.0, float(output_tokens))
+    if spec.capacity is not None:  # no batch model: every request takes the SLO's TPOT
+        return rate * _model_rate(spec, p_mean, o_mean).latency_s
+    key = ("conc", id(spec.profile_obj), _q(p_mean), _q(o_mean), round(rate, 3))
+    hit = _CACHE.get(key)
+    if hit is None:
+        profile = spec.profile_obj
+        ctx = _q(p_mean) + _q(o_mean) / 2.0
+        pf = profile.prefill_ms(int(round(_q(p_mean)))) / 1000.0
+        max_seqs = int(getattr(profile, "max_num_seqs", 0) or 256)
+        n = 1
+        while n < max_seqs:
+            t = profile.decode_ms(n, int(n * ctx)) / 1000.0
+            if n / (_q(o_mean) * t + n * pf) >= rate:
+                break
+            n += 1
+        hit = ReplicaRate(
+            rate=rate, tpot_s=math.nan, concurrency=float(n), latency_s=n / rate if rate > 0 else 0.0
+        )
+        _CACHE[key] = hit
+    return hit.concurrency
 
 
 def kv_capacity_tokens(spec: PoolSpec) -> int:

@@ -113,9 +113,13 @@ def decide(spec: PoolSpec, obs: Observation, state: dict[str, Any] | None) -> tu
 
 
 def sizing(
-    spec: PoolSpec, obs: Observation, state: dict[str, Any], rate: float
+    spec: PoolSpec, obs: Observation, state: dict[str, Any], rate: float, peak_rate: float | None = None
 ) -> tuple[int, str, dict[str, int]]:
-    """Replicas needed for ``rate`` requests per second (the forecast) and the current backlog.
+    """Replicas needed for ``rate`` requests per second sustained over the horizon (the forecast), its
+    ``peak_rate`` (the busiest step), and the current backlog.
+
+    The sustained rate is sized at the target utilization; the peak step may use a replica's full rate at the
+    SLO (a queue of one step's excess drains well within the TTFT target).
 
     Returns (replicas, the bound that applied, every bound's value). Exposed for the baselines and the oracle,
     which size with the same capacity model.
@@ -125,7 +129,7 @@ def sizing(
     rr = replica_rate(spec, p_mean, o_mean)
     per_replica = rr.rate * spec.target_utilization
     bounds: dict[str, int] = {"min": spec.min_replicas}
-    bounds["throughput"] = _ceil(rate / per_replica)
+    bounds["throughput"] = max(_ceil(rate / per_replica), _ceil((peak_rate or 0.0) / rr.rate))
     kv_cap = kv_capacity_tokens(spec)
     if kv_cap > 0:
         ctx = p_mean + o_mean / 2.0
@@ -155,15 +159,17 @@ def _size(spec, obs, state, forecaster):
     f = forecaster.forecast(horizon_s=horizon, quantiles=(q,))
     window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
     now_rate = (obs.requests or 0.0) / window
-    rate = max(_quantile(f.peak_quantiles, q), now_rate)
+    rate = max(_quantile(f.rate_quantiles, q), now_rate)
+    peak = max(_quantile(f.peak_quantiles, q), now_rate)
     fc = {
         "model": f.model,
         "quantile": q,
         "horizon_s": horizon,
         "rate": rate,
+        "peak_rate": peak,
         "mean_rate": float(f.mean_rate),
     }
-    rec, bound, bounds = sizing(spec, obs, state, rate)
+    rec, bound, bounds = sizing(spec, obs, state, rate, peak)
     return rec, bound, bounds, fc
 
 

@@ -48,13 +48,14 @@ class PoolSpec:
     gpus_per_replica: int = 1
     profile: str | None = None
     capacity: Capacity | None = None
+    capacity_scale: float = 1.0  # measured / modelled per-replica rate (see burstpilot.evaluation.calibrate)
     slo: SLO = field(default_factory=SLO)
     cold_start_s: float = 120.0
     forecast_model: str = "burst"
     forecast_quantile: float = 0.95
     forecast_step_s: float = 10.0
     interval_s: float = 10.0
-    scale_down_stabilization_s: float = 300.0
+    scale_down_stabilization_s: float = 180.0  # the forecast already covers the cold start: shorter than HPA
     max_step: int = 0  # most replicas added or removed by one decision; 0 = no limit
     target_utilization: float = 0.85
     missing_metrics: str = "hold"
@@ -73,6 +74,7 @@ class PoolSpec:
             self.max_replicas >= max(self.min_replicas, 1), "maxReplicas", "must be >= minReplicas and >= 1"
         )
         _check(self.gpus_per_replica >= 1, "gpusPerReplica", "must be >= 1")
+        _check(0 < self.capacity_scale <= 10, "profile.capacityScale", "must be in (0, 10]")
         _check(self.slo.ttft_s > 0, "slo.ttftSeconds", "must be > 0")
         _check(self.slo.tpot_s > 0, "slo.tpotSeconds", "must be > 0")
         _check(0 < self.slo.attainment <= 1, "slo.attainment", "must be in (0, 1]")
@@ -114,7 +116,7 @@ class PoolSpec:
         """Build from a ServingPool ``spec`` (camelCase, as stored by the API server).
 
         Fields read (all optional except a profile): ``minReplicas``, ``maxReplicas``, ``gpusPerReplica``,
-        ``profile`` (a name, ``{"name": ...}``, or ``{"decodeTokensPerSecond", "prefillTokensPerSecond",
+        ``profile`` (a name, ``{"name": ..., "capacityScale": ...}``, or ``{"decodeTokensPerSecond", "prefillTokensPerSecond",
         "kvCapacityTokens", "maxNumSeqs"}``), ``slo.{ttftSeconds,tpotSeconds,attainment}``, ``coldStartSeconds``,
         ``forecasting.{model,quantile,stepSeconds}``, ``scaling.{intervalSeconds,scaleDownStabilizationSeconds,
         maxStep,targetUtilization}``, ``missingMetrics.{policy,floorReplicas,stalenessLimitSeconds}`` (policy
@@ -125,6 +127,7 @@ class PoolSpec:
             raise BurstpilotError(f"ServingPool {name}: spec must be an object")
         d = _Defaults
         profile, capacity = _profile_from_crd(spec.get("profile"), name)
+        pr = spec.get("profile") if isinstance(spec.get("profile"), Mapping) else {}
         slo = _section(spec, "slo", name)
         fc = _section(spec, "forecasting", name)
         sc = _section(spec, "scaling", name)
@@ -139,6 +142,7 @@ class PoolSpec:
             gpus_per_replica=_int(spec, "gpusPerReplica", d.gpus_per_replica, name),
             profile=profile,
             capacity=capacity,
+            capacity_scale=_num(pr, "capacityScale", d.capacity_scale, name, "profile."),
             slo=SLO(
                 ttft_s=_num(slo, "ttftSeconds", d.slo.ttft_s, name, "slo."),
                 tpot_s=_num(slo, "tpotSeconds", d.slo.tpot_s, name, "slo."),
