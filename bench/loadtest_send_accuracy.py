@@ -25,6 +25,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -407,6 +408,8 @@ def main() -> int:
     ap.add_argument("--install-timeout", type=float, default=1500.0)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "loadtest.json")
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C: the running tool and the fake server are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rates = [float(r) for r in args.rates.split(",")]
     tools = [t.strip() for t in args.tools.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bp-loadtest-bench-"))

@@ -99,34 +99,56 @@ def _session(options: ReplayOptions) -> aiohttp.ClientSession:
     )
 
 
-async def send_loop(
-    sched: Schedule,
-    targets: list[str],
-    options: ReplayOptions,
-    model: str,
-    t0: float,
-    writer: rec_io.JsonlWriter,
-    stats: Stats,
-    stop: asyncio.Event,
-    shard_label: str,
-    worker: int,
-) -> int:
-    """Send ``sched`` open-loop from clock origin ``t0`` (perf_counter); returns the number sent."""
-    prompts = PromptBuilder(options.tokenizer)
-    urls = [endpoint_url(t, options.api) for t in targets]
-    outstanding = [0] * len(urls)
-    sem = asyncio.Semaphore(options.max_concurrency) if options.max_concurrency else None
-    tasks: set[asyncio.Task] = set()
-    session: aiohttp.ClientSession | None = None
+class Sender:
+    """The send loop of one process: ``prepare`` (before the clock), then ``run(t0)``, then ``close``."""
 
-    async def one(j: int, k: int) -> None:
+    def __init__(self, sched, targets, options, model, writer, stats, stop, shard_label, worker):
+        self.sched, self.targets, self.options, self.model = sched, targets, options, model
+        self.writer, self.stats, self.stop = writer, stats, stop
+        self.shard_label, self.worker = shard_label, worker
+        self.prompts = PromptBuilder(options.tokenizer)
+        self.urls = [endpoint_url(t, options.api) for t in targets]
+        self.outstanding = [0] * len(targets)
+        self.sem = asyncio.Semaphore(options.max_concurrency) if options.max_concurrency else None
+        self.tasks: set[asyncio.Task] = set()
+        self.session: aiohttp.ClientSession | None = None
+        self._gc_threshold = gc.get_threshold()
+
+    async def prepare(self, warm_connections: int = 4) -> None:
+        """Open the connection pool (a few keep-alive connections per target), then freeze the heap.
+
+        Everything slow happens here, before the clock origin is chosen: lazy imports, first
+        connections, a full garbage collection. While sending, the young generations are collected
+        less often, so a collection cannot stall the loop for milliseconds.
+        """
+        self.session = _session(self.options)
+        models = [t.rstrip("/").removesuffix("/v1") + "/v1/models" for t in self.targets]
+
+        async def touch(url: str) -> None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    await resp.read()
+
+        await asyncio.gather(*(touch(u) for u in models for _ in range(warm_connections)))
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 1000)
+
+    async def close(self) -> None:
+        gc.set_threshold(*self._gc_threshold)
+        gc.unfreeze()
+        if self.session is not None:
+            await self.session.close()
+
+    async def _one(self, j: int, k: int, t0: float) -> None:
+        sched, stats = self.sched, self.stats
         p_tokens = int(sched.prompt_tokens[j])
         o_tokens = int(sched.output_tokens[j])
         rec = {
             "index": int(sched.index[j]),
-            "shard": shard_label,
-            "worker": worker,
-            "target": targets[k],
+            "shard": self.shard_label,
+            "worker": self.worker,
+            "target": self.targets[k],
             "scheduled_s": float(sched.scheduled_s[j]),
             "sent_s": None,
             "dispatch_lag_s": None,
@@ -143,71 +165,62 @@ async def send_loop(
             "error": "",
             "error_detail": "",
         }
-        body = request_body(options.api, model, prompts.prompt(p_tokens), p_tokens, o_tokens, options.stream)
+        opts = self.options
+        body = request_body(
+            opts.api, self.model, self.prompts.prompt(p_tokens), p_tokens, o_tokens, opts.stream
+        )
         stats.inflight += 1
         try:
-            if sem is None:
+            if self.sem is None:
                 stats.sent += 1
-                await send(session, urls[k], body, rec, options.timeouts, t0)
+                await send(self.session, self.urls[k], body, rec, opts.timeouts, t0)
             else:
-                async with sem:
+                async with self.sem:
                     stats.sent += 1
-                    await send(session, urls[k], body, rec, options.timeouts, t0)
+                    await send(self.session, self.urls[k], body, rec, opts.timeouts, t0)
         finally:
             stats.inflight -= 1
-            outstanding[k] -= 1
+            self.outstanding[k] -= 1
             stats.done += 1
             if rec["error"]:
                 stats.errors += 1
             elif rec["ttft_s"] is not None:
                 stats.new_ttfts.append(rec["ttft_s"])
             if rec["sent_s"] is not None:
-                writer.add(rec)
+                self.writer.add(rec)
 
-    # A full collection over many live request objects stalls the loop for milliseconds; freeze what
-    # exists before the clock starts and collect the young generations less often while sending.
-    gc.collect()
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(50_000, 50, 1000)
-    try:
-        async with _session(options) as session:
-            return await _dispatch(sched, options, len(urls), outstanding, one, tasks, stop, t0)
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-async def _dispatch(sched, options, n_targets, outstanding, one, tasks, stop, t0) -> int:
-    """Start each request at its deadline; after a stop, wait out the grace period. Returns the count sent."""
-    rr = 0
-    n = len(sched)
-    times = sched.scheduled_s
-    i = 0
-    while i < n and not stop.is_set():
-        now = time.perf_counter() - t0
-        due = times[i]
-        if due > now + 2e-4:
-            await asyncio.sleep(min(due - now, 0.2))
-            continue
-        while i < n and times[i] <= now + 2e-4:
-            if options.balance == "least-outstanding":
-                k = min(range(n_targets), key=lambda x: (outstanding[x], (x - rr) % n_targets))
-            else:
-                k = rr
-            rr = (k + 1) % n_targets
-            outstanding[k] += 1
-            t = asyncio.create_task(one(i, k))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-            i += 1
-    if stop.is_set() and tasks:
-        _, pending = await asyncio.wait(set(tasks), timeout=options.grace_s)
-        for t in pending:
-            t.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return i
+    async def run(self, t0: float) -> int:
+        """Start each request at ``t0 + scheduled_s`` (perf_counter clock); after a stop, wait out the
+        grace period and cancel what is left. Returns the number of requests started."""
+        times = self.sched.scheduled_s
+        n, n_targets = len(self.sched), len(self.targets)
+        least = self.options.balance == "least-outstanding"
+        outstanding, tasks, stop = self.outstanding, self.tasks, self.stop
+        i = rr = 0
+        while i < n and not stop.is_set():
+            now = time.perf_counter() - t0
+            due = times[i]
+            if due > now + 2e-4:
+                await asyncio.sleep(min(due - now, 0.2))
+                continue
+            while i < n and times[i] <= now + 2e-4:
+                if least:
+                    k = min(range(n_targets), key=lambda x: (outstanding[x], (x - rr) % n_targets))
+                else:
+                    k = rr
+                rr = (k + 1) % n_targets
+                outstanding[k] += 1
+                t = asyncio.create_task(self._one(i, k, t0))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                i += 1
+        if stop.is_set() and tasks:
+            _, pending = await asyncio.wait(set(tasks), timeout=self.options.grace_s)
+            for t in pending:
+                t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return i
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,19 +266,24 @@ def _worker_main(worker, sched, targets, options, model, out_dir, shard_label, c
             loop.add_signal_handler(sig, stop.set)
         writer = rec_io.JsonlWriter(Path(out_dir) / f"requests-w{worker}.jsonl", options.flush_s)
         stats = Stats()
-        conn.send("ready")
-        t0 = await loop.run_in_executor(None, conn.recv)
-
-        async def report() -> None:
-            while True:
-                await asyncio.sleep(0.5)
-                conn.send(stats.take())
-
-        reporter = asyncio.create_task(report())
+        sender = Sender(sched, targets, options, model, writer, stats, stop, shard_label, worker)
+        reporter = None
         try:
-            await send_loop(sched, targets, options, model, t0, writer, stats, stop, shard_label, worker)
+            await sender.prepare()
+            conn.send("ready")
+            t0 = await loop.run_in_executor(None, conn.recv)
+
+            async def report() -> None:
+                while True:
+                    await asyncio.sleep(0.5)
+                    conn.send(stats.take())
+
+            reporter = asyncio.create_task(report())
+            await sender.run(t0)
         finally:
-            reporter.cancel()
+            if reporter is not None:
+                reporter.cancel()
+            await sender.close()
             writer.close()
             conn.send(stats.take())
             conn.send("done")
@@ -470,18 +488,22 @@ async def replay(workload, targets: list[str], out_dir: Path, options: ReplayOpt
 async def _run_inline(sched, targets, options, model, out_dir, shard_label, stop, progress) -> None:
     writer = rec_io.JsonlWriter(out_dir / rec_io.JSONL_NAME, options.flush_s)
     stats = Stats()
+    sender = Sender(sched, targets, options, model, writer, stats, stop, shard_label, 0)
 
     async def report() -> None:
         while True:
             await asyncio.sleep(0.5)
             progress.update(*stats.take())
 
-    reporter = asyncio.create_task(report())
+    reporter = None
     try:
-        t0 = time.perf_counter() + 0.05 - float(sched.scheduled_s[0])
-        await send_loop(sched, targets, options, model, t0, writer, stats, stop, shard_label, 0)
+        await sender.prepare()
+        reporter = asyncio.create_task(report())
+        await sender.run(time.perf_counter() + 0.02 - float(sched.scheduled_s[0]))
     finally:
-        reporter.cancel()
+        if reporter is not None:
+            reporter.cancel()
+        await sender.close()
         writer.close()
         progress.update(*stats.take())
 
@@ -508,7 +530,7 @@ async def _run_workers(sched, targets, options, model, out_dir, shard_label, sto
         for c in conns:  # wait until every worker is ready, then start one clock for all
             if await loop.run_in_executor(None, c.recv) != "ready":
                 raise BurstpilotError("replay worker failed to start")
-        t0 = time.perf_counter() + 0.1 - float(sched.scheduled_s[0])
+        t0 = time.perf_counter() + 0.05 - float(sched.scheduled_s[0])
         for c in conns:
             c.send(t0)
         totals = np.zeros((k_workers, 4), dtype=np.int64)
