@@ -35,36 +35,36 @@ def _gamma_renewal(rng, edges, rates, shapes) -> np.ndarray:
     """Arrivals of a Gamma renewal process with a piecewise-constant rate and shape.
 
     ``edges`` are window boundaries (len W+1); in window w gaps are Gamma(shape_w, 1/(shape_w rate_w)).
-    The process runs in operational time (expected count), so a window's parameters apply from the
-    last arrival before it; the gap that crosses a boundary is redrawn with the next window's shape.
+    The process runs in operational time (expected count), where every gap has mean 1: a gap takes
+    the shape of the window its earlier arrival lies in, and the gap that crosses a boundary is
+    kept (redrawing it would shorten long gaps and add arrivals).
     """
-    out = []
     widths = np.diff(edges)
     op_edges = np.concatenate([[0.0], np.cumsum(rates * widths)])
+    total = op_edges[-1]
+    out = []
     u = 0.0  # operational time of the last arrival
-    for w in range(len(rates)):
-        lam, k = rates[w], shapes[w]
+    w = 0
+    while w < len(rates) and u < total:
         end = op_edges[w + 1]
-        if lam <= 0 or end <= u:
-            u = max(u, end)
+        if u >= end:
+            w += 1
             continue
-        need = end - u
-        pieces = []
-        while True:
-            m = int(need * 1.3 + 6 * np.sqrt(need) + 16)
-            gaps = rng.gamma(k, 1.0 / k, m)
-            pts = u + np.cumsum(gaps)
-            inside = pts[pts < end]
-            pieces.append(inside)
-            if len(inside) < m:
-                break
-            u = inside[-1]
-            need = end - u
-        got = np.concatenate(pieces)
-        if len(got):
-            u = got[-1]
-        out.append(edges[w] + (got - op_edges[w]) / lam)
-    return np.concatenate(out) if out else np.zeros(0)
+        k = shapes[w]
+        m = int((end - u) * 1.3 + 6 * np.sqrt(end - u) + 16)
+        pts = u + np.cumsum(rng.gamma(k, 1.0 / k, m))
+        n_in = int(np.searchsorted(pts, end))
+        if n_in < m:
+            out.append(pts[: n_in + 1])  # the crossing arrival belongs to a later window
+            w += 1
+        else:
+            out.append(pts)
+        u = out[-1][-1]
+    if not out:
+        return np.zeros(0)
+    op = np.concatenate(out)
+    op = op[op < total]
+    return np.interp(op, op_edges, edges)
 
 
 def _spliced_lengths(rng, n, median, sigma, tail_p, alpha, cap) -> np.ndarray:
