@@ -37,16 +37,22 @@ from scipy import special, stats
 
 from burstpilot.errors import BurstpilotError
 
-ALPHAS = (0.05, 0.15, 0.35, 0.7)
+ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)
+# Persistence of a detected burst within the horizon: the excess decays by rho per step.
+RHOS = (0.0, 0.5, 0.8, 0.9, 0.97, 1.0)
+# Origins inside detected bursts needed before their persistence is learned from the ring.
+MIN_BURST_ORIGINS = 6
 NUMERIC = (
     "rise_z",
     "rise_z2",
-    "rise_gain",
+    "rise_p",
+    "rise_p2",
     "disp_decay",
     "trend_decay",
     "trend_damping",
     "level_cv",
     "prior_weight",
+    "combine_power",
 )
 
 
@@ -69,17 +75,20 @@ class BurstForecaster(Forecaster):
     name = "burst"
     defaults = {
         "alphas": ALPHAS,
-        "rise_z": 3.0,
+        "rhos": RHOS,
+        "rise_z": 3.5,
         "rise_z2": 2.0,
-        "rise_gain": 0.8,
+        "rise_p": 0.01,
+        "rise_p2": 0.05,
         "disp_decay": 0.02,
         "trend_decay": 0.1,
-        "trend_damping": 0.8,
+        "trend_damping": 0.9,
         "level_cv": 0.2,
         "prior_weight": 20.0,
         "peak_nodes": 8,
+        "combine_power": 8.0,
     }
-    state_fields = ("levels", "trend", "prev_x", "prev_ref", "dsq", "dmean", "streak", "rises")
+    state_fields = ("levels", "trends", "burst", "prev_x", "dsq", "dmean", "streak", "rises")
 
     def _init_model(self) -> None:
         p = self.params
@@ -90,6 +99,13 @@ class BurstForecaster(Forecaster):
         if not all(0.0 < a <= 1.0 for a in self.alphas):
             raise BurstpilotError(f"model 'burst': every alpha must be in (0, 1], got {alphas!r}")
         self.params["alphas"] = list(self.alphas)
+        rhos = p["rhos"]
+        if not isinstance(rhos, list | tuple) or not rhos or not all(0.0 <= float(r) <= 1.0 for r in rhos):
+            raise BurstpilotError(
+                f"model 'burst': rhos must be a non-empty list of values in [0, 1], got {rhos!r}"
+            )
+        self.rhos = [float(r) for r in rhos]
+        self.params["rhos"] = list(self.rhos)
         for key in (*NUMERIC, "peak_nodes"):
             try:
                 p[key] = float(p[key]) if key != "peak_nodes" else int(p[key])
@@ -98,7 +114,7 @@ class BurstForecaster(Forecaster):
         for key in ("rise_z", "rise_z2", "level_cv", "prior_weight"):
             if not float(p[key]) >= 0.0:
                 raise BurstpilotError(f"model 'burst': {key} must be >= 0, got {p[key]!r}")
-        for key in ("rise_gain", "disp_decay", "trend_decay"):
+        for key in ("disp_decay", "trend_decay"):
             if not 0.0 < float(p[key]) <= 1.0:
                 raise BurstpilotError(f"model 'burst': {key} must be in (0, 1], got {p[key]!r}")
         if not 0.0 <= float(p["trend_damping"]) < 1.0:
@@ -109,17 +125,17 @@ class BurstForecaster(Forecaster):
             raise BurstpilotError(f"model 'burst': peak_nodes must be >= 1, got {p['peak_nodes']!r}")
         self.ref = min(range(len(self.alphas)), key=lambda i: abs(self.alphas[i] - 0.15))
         self.levels = [math.nan] * len(self.alphas)
-        self.trend = 0.0
+        self.trends = [0.0] * len(self.alphas)  # per level: EW mean of its smoothing increments
+        self.burst = 0.0  # excess of the fastest level over the reference while a rise is on
         self.prev_x = math.nan
-        self.prev_ref = math.nan
         self.dsq = math.nan  # EW mean of (x_t - x_{t-1})^2 / 2
         self.dmean = math.nan  # EW mean of x
-        self.streak = 0  # consecutive steps above rise_z2
+        self.streak = 0  # consecutive steps above rise_z2 (and in the upper rise_p2 tail)
         self.rises = 0  # rise detections so far
 
     @property
     def snapshot_width(self) -> int:  # type: ignore[override]
-        return len(self.params.get("alphas", ALPHAS)) + 2
+        return 2 * len(self.params.get("alphas", ALPHAS)) + 2
 
     # -- per step -------------------------------------------------------------------------------------
 
@@ -134,12 +150,11 @@ class BurstForecaster(Forecaster):
         if math.isnan(self.levels[0]):
             self.levels = [x] * len(self.alphas)
             self.dmean = x
-            self.prev_x = self.prev_ref = x
+            self.prev_x = x
             return
         d = self.dispersion()
         ref = self.levels[self.ref]
-        sd = math.sqrt(d * max(ref, 1.0))
-        z = (x - ref) / sd
+        z = (x - ref) / math.sqrt(d * max(ref, 1.0))
         # Dispersion: successive differences, Huber-clipped so one burst does not blow it up for long.
         if not math.isnan(self.prev_x):
             half_sq = 0.5 * (x - self.prev_x) ** 2
@@ -147,17 +162,42 @@ class BurstForecaster(Forecaster):
             self.dsq = half_sq if math.isnan(self.dsq) else self.dsq
             self.dsq += p["disp_decay"] * (min(half_sq, cap) - self.dsq)
         self.dmean += p["disp_decay"] * (x - self.dmean)
-        self.prev_x = x
+        beta = p["trend_decay"]
         for i, a in enumerate(self.alphas):
-            self.levels[i] += a * (x - self.levels[i])
-        self.streak = self.streak + 1 if z > p["rise_z2"] else 0
-        if z > p["rise_z"] or self.streak >= 2:
-            self.rises += 1
-            gain = p["rise_gain"]
-            self.levels = [lv + gain * (x - lv) if x > lv else lv for lv in self.levels]
+            step = a * (x - self.levels[i])
+            self.levels[i] += step
+            self.trends[i] += beta * (step - self.trends[i])
+        # Rise detector: one count far out (z > rise_z and in the upper rise_p tail of the ring's
+        # residuals), or two in a row beyond rise_z2 / rise_p2.
+        up = self._tail_probability(x, ref) if z > p["rise_z2"] else 1.0
+        self.streak = self.streak + 1 if up < p["rise_p2"] else 0
+        onset = self.streak >= 2 or z > p["rise_z"] and up < p["rise_p"]
         new_ref = self.levels[self.ref]
-        self.trend += p["trend_decay"] * ((new_ref - self.prev_ref) - self.trend)
-        self.prev_ref = new_ref
+        excess = max(x if self.streak < 2 else 0.5 * (x + self.prev_x), self.levels[-1]) - new_ref
+        if onset:
+            if self.burst == 0.0:
+                self.rises += 1
+            self.burst = max(excess, 0.0)
+        elif self.burst > 0.0:
+            # The burst lasts while the fastest level stays a step's standard deviation above the reference.
+            fast_excess = self.levels[-1] - new_ref
+            self.burst = fast_excess if fast_excess > math.sqrt(d * max(new_ref, 1.0)) else 0.0
+        self.prev_x = x
+
+    def _tail_probability(self, x: float, ref: float) -> float:
+        """Share of the ring's one-step residuals (count minus the previous reference level, over the
+        square root of that level) at least as large as this one; 0 while the ring is short. Heavy-tailed series (token counts) thus need a larger jump to count as
+        a rise than the dispersion alone says."""
+        rows = self._ring.ordered()
+        if len(rows) <= MIN_CALIBRATION:
+            return 0.0
+        prev = rows[:-1, 1 + self.ref]
+        resid = (rows[1:, 0] - prev) / np.sqrt(np.maximum(prev, 1.0))
+        resid = resid[~np.isnan(resid)]
+        if len(resid) < MIN_CALIBRATION:
+            return 0.0
+        s = (x - ref) / math.sqrt(max(ref, 1.0))
+        return float(np.mean(resid >= s))
 
     def _observe_missing(self) -> None:
         # No difference across a gap, and a rise needs two consecutive observed steps.
@@ -165,7 +205,7 @@ class BurstForecaster(Forecaster):
         self.streak = 0
 
     def _snapshot(self) -> tuple[float, ...]:
-        return (*self.levels, self.trend, self.dispersion())
+        return (*self.levels, *self.trends, self.burst, self.dispersion())
 
     def trend_weight(self, h: int) -> float:
         phi = float(self.params["trend_damping"])
@@ -173,36 +213,55 @@ class BurstForecaster(Forecaster):
             return 0.0
         return float(np.cumsum(phi ** np.arange(1, h + 1)).mean())
 
+    def burst_weights(self, h: int) -> np.ndarray:
+        """Mean over i = 1..h of rho^i, per persistence option."""
+        steps = np.arange(1, h + 1)
+        return np.array([float(np.mean(r**steps)) for r in self.rhos])
+
+    def _options(self, levels: np.ndarray, trends: np.ndarray, burst: np.ndarray, h: int) -> np.ndarray:
+        """Predictions of every option (level x flat/trend x burst persistence) per row: shape (n, 2K*R)."""
+        base = np.concatenate([levels, levels + trends * self.trend_weight(h)], axis=1)
+        lift = burst[:, None] * self.burst_weights(h)[None, :]
+        return np.maximum(base[:, :, None] + lift[:, None, :], 0.0).reshape(len(levels), -1)
+
     # -- forecast -------------------------------------------------------------------------------------
 
-    def _select(self, h: int) -> tuple[int, bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Choose (level index, use trend) on the ring; return it with the past origins' data."""
+    def _select(
+        self, h: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Weights of the options (each level, flat or with its damped trend, plus the burst excess with
+        each persistence rho) from the squared error of their past h-step means on the ring
+        (inverse-MSE^combine_power weights); with the past origins' realized sums and peaks, combined
+        predictions and dispersions. Until the ring holds MIN_BURST_ORIGINS origins inside detected bursts,
+        a burst is taken to last the whole horizon (the largest rho), the cautious choice."""
         rows = self._ring.ordered()
         idx, sums, peaks = realized(rows[:, 0], h)
-        k = len(self.alphas)
+        k, r = len(self.alphas), len(self.rhos)
+        w = np.zeros((2 * k, r))
+        persist = int(np.argmax(self.rhos))
         if len(idx) < MIN_CALIBRATION:
-            return self.ref, False, idx, sums, peaks, np.zeros(0), np.zeros(0)
+            w[self.ref, persist] = 1.0
+            return w.ravel(), idx, sums, peaks, np.zeros(0), np.zeros(0)
         levels = rows[idx, 1 : 1 + k]
-        trend = rows[idx, 1 + k] * self.trend_weight(h)
-        disp = rows[idx, 2 + k]
-        target = sums / h
-        best = (math.inf, self.ref, False)
-        for use_trend in (False, True):
-            pred = np.maximum(levels + (trend[:, None] if use_trend else 0.0), 0.0)
-            mse = ((pred - target[:, None]) ** 2).mean(axis=0)
-            i = int(np.argmin(mse))
-            if mse[i] < best[0] - 1e-12:
-                best = (float(mse[i]), i, use_trend)
-        _, i, use_trend = best
-        pred = np.maximum(levels[:, i] + (trend if use_trend else 0.0), 0.0)
-        return i, use_trend, idx, sums, peaks, pred, disp
+        trends = rows[idx, 1 + k : 1 + 2 * k]
+        burst = rows[idx, 1 + 2 * k]
+        disp = rows[idx, 2 + 2 * k]
+        options = self._options(levels, trends, burst, h)
+        mse = ((options - (sums / h)[:, None]) ** 2).mean(axis=0).reshape(2 * k, r)
+        if np.count_nonzero(burst > 0) < MIN_BURST_ORIGINS:
+            mse = np.where(np.arange(r)[None, :] == persist, mse, np.inf)
+        w = (mse.min() / np.maximum(mse, 1e-300)) ** float(self.params["combine_power"])
+        w = (w / w.sum()).ravel()
+        return w, idx, sums, peaks, options @ w, disp
 
     def _point(self, h: int) -> float:
-        i, use_trend, *_ = self._select(h)
-        return self.levels[i] + (self.trend * self.trend_weight(h) if use_trend else 0.0)
+        w = self._select(h)[0]
+        one = np.asarray
+        options = self._options(one([self.levels]), one([self.trends]), one([self.burst]), h)
+        return float(options[0] @ w)
 
     def _bands(self, h: int, mean_count: float, qs: tuple[float, ...]) -> tuple[list[float], list[float]]:
-        _, _, idx, sums, peaks, pred, disp = self._select(h)
+        _, idx, sums, peaks, pred, disp = self._select(h)
         d_now = self.dispersion()
         v_prior = float(self.params["level_cv"]) ** 2
         qs_arr = np.asarray(qs)

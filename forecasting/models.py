@@ -80,7 +80,7 @@ class _Smoothing(Forecaster):
     observed counts of the calibration window (missing steps are dropped from the fit)."""
 
     defaults = {"refit_every": 360, "min_fit": 30}
-    state_fields = ("level", "trend", "alpha", "beta", "phi", "since_fit")
+    state_fields = ("level", "trend", "alpha", "beta", "phi", "since_fit", "fit_n")
 
     def _init_model(self) -> None:
         self.refit_every = _check_positive_int(self.params, "refit_every", self.name)
@@ -90,12 +90,15 @@ class _Smoothing(Forecaster):
         # Until the first fit: a plain, cautious smoother.
         self.alpha, self.beta, self.phi = 0.3, 0.05, self._initial_phi()
         self.since_fit = -1  # -1: never fitted
+        self.fit_n = 0  # observations at the last fit
 
     def _initial_phi(self) -> float:
         return 1.0
 
     def _observe(self, x: float) -> None:
-        if self.since_fit == -1 and self.n_observed >= self.min_fit or self.since_fit >= self.refit_every:
+        # Refit when the history has doubled since the last fit (early on), then every refit_every steps.
+        due = self.since_fit >= min(self.refit_every, self.fit_n)
+        if self.since_fit == -1 and self.n_observed >= self.min_fit or self.since_fit >= 0 and due:
             history = self._ring.ordered()[:, 0]
             self._refit(np.append(history[~np.isnan(history)], x))
             return
@@ -115,6 +118,7 @@ class _Smoothing(Forecaster):
 
     def _refit(self, y: np.ndarray) -> None:
         self.since_fit = 0
+        self.fit_n = len(y)
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
