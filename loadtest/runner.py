@@ -302,6 +302,7 @@ class _Progress:
         self.sent_hist: collections.deque[tuple[float, int]] = collections.deque()
         self.live = None
         self.gauges = None
+        self.http = None
         self.initial_done = initial_done
         if options.progress:
             from rich.live import Live
@@ -322,7 +323,7 @@ class _Progress:
             }
             self.gauges = {k: Gauge(f"burstpilot_replay_{k}", v, registry=reg) for k, v in names.items()}
             try:
-                start_http_server(options.metrics_port, addr=options.metrics_addr, registry=reg)
+                self.http = start_http_server(options.metrics_port, addr=options.metrics_addr, registry=reg)
             except OSError as exc:
                 raise BurstpilotError(f"--metrics-port {options.metrics_port}: {exc}") from exc
 
@@ -369,6 +370,11 @@ class _Progress:
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
+        if self.http is not None:
+            httpd, thread = self.http
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join()
 
 
 # ---------------------------------------------------------------------------------------------
