@@ -73,5 +73,7 @@ def test_metrics_port_serves_live_counters(tmp_path):
     assert summary["requests"]["completed"] == 60
     assert seen and max(seen) > 0
     assert json.loads((tmp_path / "summary.json").read_text())["requests"]["completed"] == 60
-    with socket.socket() as sock:  # the exporter is gone with the run
+    with socket.socket() as sock:  # the exporter is gone with the run (only TIME_WAIT may remain)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+        sock.listen()
