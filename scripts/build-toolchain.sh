@@ -123,7 +123,7 @@ go_install() { # NAME VERSION LDFLAGS PACKAGE...
   log "$name built in $((SECONDS - t0)) s"
 }
 
-fetch_prometheus() { # -> prints the binary's path
+fetch_prometheus() { # -> sets PROM_VERSION and prometheus (the binary's path)
   if [ -z "$PROM_VERSION" ]; then
     local cached
     cached=$(ls -1d "$CACHE"/prometheus/*/.complete 2>/dev/null | sort -V | tail -1 || true)
@@ -151,11 +151,11 @@ fetch_prometheus() { # -> prints the binary's path
     finish "$dest.tmp" $((SECONDS - t0))
     rm -rf "$dest" && mv "$dest.tmp" "$dest"
   fi
-  echo "$dest/usr/bin/prometheus"
+  prometheus="$dest/usr/bin/prometheus"
 }
 
 t_all=$SECONDS
-prometheus=$(fetch_prometheus)
+fetch_prometheus
 # Helm's default Kubernetes version (helm lint/template without a cluster) is that of its client-go, as in
 # Helm's own Makefile; without these ldflags it says v1.20.
 helm_kminor=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p' |
