@@ -318,3 +318,46 @@ def test_workers_share_one_schedule(tmp_path):
         "requests-w0.jsonl",
         "requests-w1.jsonl",
     ]
+
+
+def test_connect_timeout_is_recorded():
+    """A listener whose accept queue is full drops SYNs on loopback: the connect times out."""
+    import socket as sk
+
+    from burstpilot.loadtest.client import send
+    from burstpilot.loadtest.runner import ReplayOptions as Opts
+    from burstpilot.loadtest.runner import _session
+
+    listener = sk.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the accept queue (never accepted)
+        c = sk.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.1)
+
+    async def go():
+        opts = Opts(timeouts=Timeouts(connect_s=0.3, first_token_s=5, total_s=5))
+        rec = {"scheduled_s": 0.0}
+        async with _session(opts) as session:
+            await send(
+                session,
+                f"http://127.0.0.1:{port}/v1/completions",
+                b"{}",
+                rec,
+                opts.timeouts,
+                time.perf_counter(),
+            )
+        return rec
+
+    try:
+        rec = run(go())
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()
+    assert rec["error"] == "connect_timeout", rec
