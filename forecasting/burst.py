@@ -250,7 +250,8 @@ class BurstForecaster(Forecaster):
         mse = ((options - (sums / h)[:, None]) ** 2).mean(axis=0).reshape(2 * k, r)
         if np.count_nonzero(burst > 0) < MIN_BURST_ORIGINS:
             mse = np.where(np.arange(r)[None, :] == persist, mse, np.inf)
-        w = (mse.min() / np.maximum(mse, 1e-300)) ** float(self.params["combine_power"])
+        floor = max(float(mse.min()), 1e-12 * (1.0 + float(np.mean(sums / h)) ** 2))  # ties: equal weights
+        w = (floor / np.maximum(mse, floor)) ** float(self.params["combine_power"])
         w = (w / w.sum()).ravel()
         return w, idx, sums, peaks, options @ w, disp
 
