@@ -167,6 +167,16 @@ done
 go_install helm "$HELM_VERSION" "$helm_ld" helm.sh/helm/v3/cmd/helm
 go_install kwok "$KWOK_VERSION" "" \
   sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+# kwok's own stage configurations (from the same module): fast node and pod lifecycles, node heartbeats by Lease.
+kwok_stages="$CACHE/kwok/$KWOK_VERSION/stages.yaml"
+if [ ! -f "$kwok_stages" ]; then
+  kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  for f in "$kwok_dir"/kustomize/stage/node/fast/node-*.yaml "$kwok_dir"/kustomize/stage/node/heartbeat-with-lease/node-*.yaml \
+    "$kwok_dir"/kustomize/stage/pod/fast/pod-*.yaml; do
+    echo "---"; cat "$f"
+  done >"$kwok_stages.tmp"
+  mv "$kwok_stages.tmp" "$kwok_stages"
+fi
 build_etcd
 k8s_bin=
 for v in $K8S_VERSIONS; do
@@ -191,6 +201,7 @@ cat >"$manifest.tmp" <<EOF
   "etcd": "$CACHE/etcd/$ETCD_VERSION/bin/etcd",
   "kwok": "$CACHE/kwok/$KWOK_VERSION/bin/kwok",
   "kwokctl": "$CACHE/kwok/$KWOK_VERSION/bin/kwokctl",
+  "kwok-stages": "$kwok_stages",
   "helm": "$CACHE/helm/$HELM_VERSION/bin/helm",
   "prometheus": "$prometheus"
 }

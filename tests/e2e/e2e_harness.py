@@ -233,8 +233,6 @@ class Cluster:
             "--bind-address=127.0.0.1",
             "--leader-elect=false",
             "--profiling=false",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
         ]
         p.start(
             "kube-controller-manager",
@@ -244,8 +242,6 @@ class Cluster:
                 f"--secure-port={free_port()}",
                 f"--service-account-private-key-file={d / 'sa.key'}",
                 "--use-service-account-credentials=false",
-                "--controllers=*,-nodeipam,-nodelifecycle,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,"
-                "-route,-cloud-node-lifecycle,-service-lb-controller",
                 "--concurrent-deployment-syncs=2",
                 "--concurrent-replicaset-syncs=2",
             ],
@@ -260,6 +256,7 @@ class Cluster:
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--cidr=10.0.0.0/16",
                 "--node-ip=127.0.0.1",
+                f"--config={t['kwok-stages']}",
                 f"--server-address=127.0.0.1:{free_port()}",
             ],
         )

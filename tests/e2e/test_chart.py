@@ -67,25 +67,30 @@ def test_installed_operator_pod_is_hardened(cluster, chart_installed):
 
 
 @pytest.mark.parametrize(
-    ("verb", "resource", "allowed"),
+    ("verb", "resource", "subresource", "allowed"),
     [
-        ("patch", "servingpools.burstpilot.io", True),
-        ("patch", "servingpools.burstpilot.io/status", True),
-        ("patch", "deployments.apps/scale", True),
-        ("list", "pods", True),
-        ("create", "events", True),
-        ("get", "secrets", False),
-        ("patch", "deployments.apps", False),
-        ("delete", "pods", False),
-        ("create", "servingpools.burstpilot.io", False),
+        ("watch", "servingpools.burstpilot.io", "", True),
+        ("patch", "servingpools.burstpilot.io", "status", True),
+        ("patch", "deployments.apps", "scale", True),
+        ("patch", "statefulsets.apps", "scale", True),
+        ("list", "pods", "", True),
+        ("create", "events", "", True),
+        ("get", "secrets", "", False),
+        ("patch", "deployments.apps", "", False),
+        ("delete", "pods", "", False),
+        ("create", "servingpools.burstpilot.io", "", False),
+        ("update", "servingpools.burstpilot.io", "status", False),
     ],
 )
-def test_service_account_has_least_privilege(cluster, chart_installed, verb, resource, allowed):
+def test_service_account_has_least_privilege(cluster, chart_installed, verb, resource, subresource, allowed):
     sa = cluster.get_json("serviceaccount", "-n", RELEASE_NS, "-l", f"app.kubernetes.io/instance={RELEASE}")[
         "items"
     ][0]
     who = f"system:serviceaccount:{RELEASE_NS}:{sa['metadata']['name']}"
-    res = cluster.kubectl("auth", "can-i", verb, resource, "-n", "default", f"--as={who}", check=False)
+    extra = [f"--subresource={subresource}"] if subresource else []
+    res = cluster.kubectl(
+        "auth", "can-i", verb, resource, *extra, "-n", "default", f"--as={who}", check=False
+    )
     assert res.stdout.strip() == ("yes" if allowed else "no"), res.stderr
 
 
