@@ -132,6 +132,7 @@ class BurstForecaster(Forecaster):
         self.dmean = math.nan  # EW mean of x
         self.streak = 0  # consecutive steps above rise_z2 (and in the upper rise_p2 tail)
         self.rises = 0  # rise detections so far
+        self._selection = None  # (n_steps, h) -> the last _select result; derived, not state
 
     @property
     def snapshot_width(self) -> int:  # type: ignore[override]
@@ -234,6 +235,14 @@ class BurstForecaster(Forecaster):
         (inverse-MSE^combine_power weights); with the past origins' realized sums and peaks, combined
         predictions and dispersions. Until the ring holds MIN_BURST_ORIGINS origins inside detected bursts,
         a burst is taken to last the whole horizon (the largest rho), the cautious choice."""
+        key = (self.n_steps, h)
+        if self._selection is not None and self._selection[0] == key:
+            return self._selection[1]
+        result = self._select_uncached(h)
+        self._selection = (key, result)  # forecast() asks twice (point, then bands) per call
+        return result
+
+    def _select_uncached(self, h: int) -> tuple[np.ndarray, ...]:
         rows = self._ring.ordered()
         idx, sums, peaks = realized(rows[:, 0], h)
         k, r = len(self.alphas), len(self.rhos)
@@ -322,7 +331,7 @@ class BurstForecaster(Forecaster):
         if hi <= 400:
             grid = np.arange(0.0, hi + 1.0)
         else:
-            grid = np.unique(np.concatenate([np.arange(0.0, 400.0), np.round(np.geomspace(400.0, hi, 600))]))
+            grid = np.unique(np.concatenate([np.arange(0.0, 400.0), np.round(np.geomspace(400.0, hi, 300))]))
         cdf = self._peak_cdf(grid, np.full(len(grid), mu), np.full(len(grid), disp), v, h)
         pos = np.searchsorted(cdf, qs, side="left")
         return grid[np.minimum(pos, len(grid) - 1)]
