@@ -193,6 +193,14 @@ class PoolReconciler:
         if scaled:
             direction = "up" if replicas > scale.spec_replicas else "down"
             opmetrics.SCALES.labels(*labels, direction).inc()
+            log.info(
+                "%s/%s: %s -> %s: %s",
+                self.namespace,
+                self.name,
+                scale.spec_replicas,
+                replicas,
+                decision.reason,
+            )
             self.emit(
                 "Normal",
                 f"Scaled{direction.capitalize()}",
@@ -330,5 +338,17 @@ class PoolReconciler:
             self.emit(
                 "Normal" if ok else "Warning", c.reason, f"{c.type}={c.status_str}: {c.message}".rstrip(": ")
             )
+        patch = _json_safe(patch)
         await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, patch)
         self.written = {**self.written, **patch}
+
+
+def _json_safe(value: Any) -> Any:
+    """The status patch with non-finite numbers (a forecast with no data yet) as null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value

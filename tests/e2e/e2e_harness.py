@@ -257,6 +257,7 @@ class Cluster:
                 "--cidr=10.0.0.0/16",
                 "--node-ip=127.0.0.1",
                 f"--config={t['kwok-stages']}",
+                "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{free_port()}",
             ],
         )

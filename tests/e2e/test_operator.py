@@ -166,6 +166,7 @@ def test_burst_scales_up_on_gpu_nodes_then_down(cluster, operator, prometheus, f
             history.append(st)
             time.sleep(1.0)
         out, _ = replay.communicate(timeout=30)
+        (tmp_path / "history.json").write_text(json.dumps(history, indent=1))
         assert replay.returncode == 0, out
         burst = [h for h in history if 20 <= h["t"] <= 50]
         peak = max(h.get("desiredReplicas", 0) for h in burst)
@@ -198,7 +199,6 @@ def test_burst_scales_up_on_gpu_nodes_then_down(cluster, operator, prometheus, f
         'burstpilot_operator_scale_operations_total{direction="up",namespace="e2e-burst",pool="llm"}'
         in metrics
     )
-    (tmp_path / "history.json").write_text(json.dumps(history))
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 

@@ -212,3 +212,13 @@ def test_invalid_spec_is_a_condition():
 )
 def test_cold_start_uses_a_high_quantile_once_measured(samples, expected):
     assert measured_cold_start(samples) == expected
+
+
+def test_status_patch_has_no_nan():
+    """A forecast without data can be NaN; the API server refuses NaN in JSON, so it goes out as null."""
+    from burstpilot.operator.reconcile import _json_safe
+
+    assert _json_safe({"forecast": {"rate": float("nan"), "quantile": 0.9}, "c": [float("inf"), 1]}) == {
+        "forecast": {"rate": None, "quantile": 0.9},
+        "c": [None, 1],
+    }
