@@ -3,18 +3,23 @@
 Shape: 32 layers, hidden 4096, 32 query heads and 8 KV heads of 128, MLP 14336 (SwiGLU), vocab 128256,
 RMSNorm and rotary embeddings. Timing does not depend on weight values, so the weights are random.
 
-Three tables, one CSV (``kind,batch,context_len,prefill_tokens,ms``):
+Three tables, one CSV (``kind,batch,context_len,prefill_tokens,ms``), every step captured in a CUDA graph as
+serving engines do and replayed (median of the replays, CUDA events):
 
-* ``decode``: one decode step for ``batch`` sequences of ``context_len`` tokens each (the step writes the new
-  token's K/V and attends over the cache), captured in a CUDA graph as serving engines do, replayed; the median
-  of the replays. Decode attention uses the GQA-as-queries form: the 4 query heads that share a KV head are
-  passed as 4 query rows against that head's keys, which reads each K/V byte once, like a paged decode kernel.
-* ``prefill``: one prompt of ``prefill_tokens`` tokens (causal attention), logits for the last token only,
-  also captured in a graph (vLLM captures the non-attention parts of prefill too), median of replays.
+* ``decode``: one decode step for ``batch`` sequences of ``context_len`` tokens each, attending over the cache.
+  Decode attention uses the GQA-as-queries form: the 4 query heads that share a KV head are passed as 4 query
+  rows against that head's keys, which reads each K/V byte once, like a paged decode kernel.
+* ``prefill``: one prompt of ``prefill_tokens`` tokens (causal attention), logits for the last token only.
 * ``mixed``: one step that carries a prefill chunk and a decoding batch through the same dense layers
-  (vLLM's chunked prefill), to check how the two costs combine.
+  (vLLM's chunked prefill).
 
-Usage: python3 calibration/measure_h100.py --out calibration/h100_llama3_8b_raw.csv
+``--fused`` runs the step through ``torch.compile`` first, which fuses the norms, rotary and activation kernels
+as vLLM's compiled model does (the in-place write of the step's new K/V, one token per sequence, is left out:
+compiling it would copy the whole cache). The shipped profile is fitted to the fused table.
+
+Usage, on the GPU:
+    python3 calibration/measure_h100.py --fused --deadline-s 530 --out calibration/h100_llama3_8b_raw.csv
+    python3 calibration/measure_h100.py --out calibration/h100_llama3_8b_unfused_raw.csv
 (``--tiny --device cpu`` runs a scaled-down model to test the script without a GPU.)
 """
 
@@ -87,7 +92,7 @@ class Model:
         x1, x2 = x[..., ::2], x[..., 1::2]
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
-    def forward(self, tokens, pos, n_prefill: int, batch: int, ctx: int):
+    def forward(self, tokens, pos, n_prefill: int, batch: int, ctx: int, write_kv: bool = True):
         """Tokens: the prefill chunk's tokens (n_prefill) followed by one token per decoding sequence (batch).
 
         Decoding sequences hold ``ctx`` tokens each (the last one is this step's token, written here).
@@ -110,8 +115,9 @@ class Model:
                 outs.append(F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)[0].transpose(0, 1))
             if batch:
                 kc, vc = self.cache(li, batch, ctx)
-                kc[:, :, ctx - 1] = k[n_prefill:]
-                vc[:, :, ctx - 1] = v[n_prefill:]
+                if write_kv:  # torch.compile would copy the whole cache to functionalize this write
+                    kc[:, :, ctx - 1] = k[n_prefill:]
+                    vc[:, :, ctx - 1] = v[n_prefill:]
                 qd = q[n_prefill:].view(batch, s.kv_heads, s.group, s.head_dim)
                 od = F.scaled_dot_product_attention(qd, kc, vc)  # [B, KVH, G, D]
                 outs.append(od.reshape(batch, s.heads, s.head_dim))
@@ -159,12 +165,13 @@ def inputs(m: Model, n_prefill: int, batch: int, ctx: int):
     return tokens, pos
 
 
-def measure(m: Model, n_prefill: int, batch: int, ctx: int, reps: int, graphs: bool) -> float:
+def measure(m: Model, n_prefill: int, batch: int, ctx: int, reps: int, graphs: bool, forward=None) -> float:
     """Median time of one step; on a GPU the step is captured in a CUDA graph and replayed."""
     tokens, pos = inputs(m, n_prefill, batch, ctx)
+    forward = forward or m.forward
 
     def run():
-        m.forward(tokens, pos, n_prefill, batch, ctx)
+        forward(tokens, pos, n_prefill, batch, ctx)
 
     with torch.inference_mode():
         for _ in range(2):
@@ -193,7 +200,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="scaled-down model (tests the script on a CPU)")
     ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--max-kv-tokens", type=int, default=262144)
+    ap.add_argument("--max-kv-tokens", type=int, default=393216)
+    ap.add_argument(
+        "--fused", action="store_true", help="run every step through torch.compile (fused kernels)"
+    )
+    ap.add_argument("--deadline-s", type=float, default=1e9, help="measure no further point after this")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16
@@ -203,47 +214,64 @@ def main(argv=None) -> int:
         prefills, mixed = [16, 64, 256], [(64, 4, 256)]
     else:
         batches = [1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256]
-        ctxs = [128, 512, 1024, 2048, 4096, 8192]
+        ctxs = [128, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384]
+        if args.fused:  # each new shape may compile: a smaller grid over the same range
+            batches = [1, 2, 4, 8, 16, 32, 64, 128, 192, 256]
+            ctxs = [128, 512, 1024, 2048, 3072, 4096, 8192, 16384]
         prefills = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
         mixed = [
+            (128, 8, 1024),
             (256, 32, 1024),
+            (256, 128, 1024),
             (512, 64, 1024),
-            (1024, 64, 2048),
-            (2048, 128, 1024),
             (512, 128, 2048),
+            (512, 256, 1536),
+            (1024, 16, 512),
+            (1024, 64, 2048),
+            (1024, 128, 1024),
             (2048, 16, 4096),
+            (2048, 128, 1024),
+            (2048, 256, 1024),
+            (4096, 32, 2048),
+            (7936, 256, 512),
         ]
     graphs = device.type == "cuda"
     torch.manual_seed(0)
     t0 = time.time()
     m = Model(shape, device, dtype, args.max_kv_tokens)
+    forward = m.forward
     info = {"torch": torch.__version__, "python": platform.python_version()}
+    if args.fused:
+        import torch._dynamo as dynamo
+
+        dynamo.config.cache_size_limit = 64
+        compiled = torch.compile(m.forward)
+
+        def forward(*a):
+            # torch.compile would copy the whole cache to functionalize the in-place K/V write of this
+            # step's token; the write is one token per sequence, so the fused step leaves it out
+            return compiled(*a, write_kv=False)
+
+        info["kernels"] = "torch.compile"
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
         torch.backends.cuda.matmul.allow_tf32 = True
     print("# " + " ".join(f"{k}={v}" for k, v in info.items()), f"init {time.time() - t0:.1f}s", flush=True)
+    points = [("decode", 0, b, ctx) for ctx in ctxs for b in batches if b * ctx <= args.max_kv_tokens]
+    points += [("prefill", n, 0, 0) for n in prefills] + [("mixed", n, b, ctx) for n, b, ctx in mixed]
     with open(args.out, "w", newline="") as fh:
         fh.write("# " + " ".join(f"{k}={v}" for k, v in info.items()) + "\n")
         w = csv.writer(fh)
         w.writerow(["kind", "batch", "context_len", "prefill_tokens", "ms"])
-        for ctx in ctxs:
-            for b in batches:
-                if b * ctx > args.max_kv_tokens:
-                    continue
-                ms = measure(m, 0, b, ctx, args.reps, graphs)
-                w.writerow(["decode", b, ctx, 0, f"{ms:.4f}"])
-                fh.flush()
-                print(f"decode batch={b:4d} ctx={ctx:5d} {ms:8.3f} ms", flush=True)
-        for n in prefills:
-            ms = measure(m, n, 0, 0, max(5, args.reps // 3), graphs)
-            w.writerow(["prefill", 0, 0, n, f"{ms:.4f}"])
+        for kind, n, b, ctx in points:
+            if time.time() - t0 > args.deadline_s:
+                print(f"{kind} prefill={n} batch={b} ctx={ctx}: skipped, past the deadline", flush=True)
+                continue
+            reps = args.reps if kind == "decode" else max(5, args.reps // 3)
+            ms = measure(m, n, b, ctx, reps, graphs, forward=forward)
+            w.writerow([kind, b, ctx, n, f"{ms:.4f}"])
             fh.flush()
-            print(f"prefill tokens={n:5d} {ms:8.3f} ms", flush=True)
-        for n, b, ctx in mixed:
-            ms = measure(m, n, b, ctx, max(5, args.reps // 3), graphs)
-            w.writerow(["mixed", b, ctx, n, f"{ms:.4f}"])
-            fh.flush()
-            print(f"mixed prefill={n} batch={b} ctx={ctx} {ms:8.3f} ms", flush=True)
+            print(f"{kind:7s} prefill={n:5d} batch={b:4d} ctx={ctx:5d} {ms:8.3f} ms", flush=True)
     print(f"done in {time.time() - t0:.1f}s", flush=True)
     return 0
 

@@ -37,7 +37,7 @@ def test_burst_vs_poisson_same_mean_rate():
     # the BurstGPT finding: same mean load, Gamma(0.5) arrivals fill the KV cache in bursts and preempt
     out = {}
     for shape in (1.0, 0.5):
-        w = synthetic(3.4, 3600, shape=shape, seed=1, prompt_median=3000, output_median=600, sigma=0.6)
+        w = synthetic(3.8, 3600, shape=shape, seed=1, prompt_median=3000, output_median=600, sigma=0.6)
         out[shape] = simulate(w, PROFILE, replicas=1).summary()
         s = out[shape]
         print(f"shape {shape}: {s['requests']} requests, p99 TTFT {s['ttft_p99_s']:.3f} s, "

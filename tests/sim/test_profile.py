@@ -9,12 +9,12 @@ from burstpilot.errors import BurstpilotError
 from burstpilot.sim import list_profiles, load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLE = ROOT / "calibration" / "h100_llama3_8b_raw.csv"
 
 
 def test_fit_within_15_percent_of_every_measurement():
     prof = load_profile("h100-llama3-8b")
-    rows = list(csv.DictReader(line for line in TABLE.open() if not line.startswith("#")))
+    table = ROOT / prof.calibration["table"]
+    rows = list(csv.DictReader(line for line in table.open() if not line.startswith("#")))
     kinds = {r["kind"] for r in rows}
     assert kinds == {"decode", "prefill", "mixed"} and len(rows) > 50
     worst = 0.0

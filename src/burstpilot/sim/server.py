@@ -377,46 +377,47 @@ class Replica:
 
     async def _stream(self, request, st: Stream, rid, created, chat, prompt_tokens, include_usage):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{json.dumps(self.model_name)},"choices":['
-        if chat:
-            first = {
-                "index": 0,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-            await resp.write(f"data: {head}{json.dumps(first)}]}}\n\n".encode())
-        sent = 0
-        while True:
-            await st.event.wait()
-            st.event.clear()
-            parts = []
-            while sent < st.avail:
-                word = " " + WORDS[sent % len(WORDS)]
-                sent += 1
-                fin = json.dumps(st.reason) if (st.done and sent == st.avail) else "null"
-                if chat:
-                    choice = (
-                        f'{{"index":0,"delta":{{"content":"{word}"}},"logprobs":null,"finish_reason":{fin}}}'
-                    )
-                else:
-                    choice = f'{{"index":0,"text":"{word}","logprobs":null,"finish_reason":{fin}}}'
-                parts.append(f"data: {head}{choice}]}}\n\n")
-            if parts:
-                await resp.write("".join(parts).encode())
-            if st.done and sent >= st.avail:
-                break
-        if include_usage:
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": sent,
-                "total_tokens": prompt_tokens + sent,
-            }
-            await resp.write(f'data: {head}],"usage":{json.dumps(usage)}}}\n\n'.encode())
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
+        try:
+            await resp.prepare(request)
+            obj = "chat.completion.chunk" if chat else "text_completion"
+            head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{json.dumps(self.model_name)},"choices":['
+            if chat:
+                first = {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+                await resp.write(f"data: {head}{json.dumps(first)}]}}\n\n".encode())
+            sent = 0
+            while True:
+                await st.event.wait()
+                st.event.clear()
+                parts = []
+                while sent < st.avail:
+                    word = " " + WORDS[sent % len(WORDS)]
+                    sent += 1
+                    fin = json.dumps(st.reason) if (st.done and sent == st.avail) else "null"
+                    if chat:
+                        choice = f'{{"index":0,"delta":{{"content":"{word}"}},"logprobs":null,"finish_reason":{fin}}}'
+                    else:
+                        choice = f'{{"index":0,"text":"{word}","logprobs":null,"finish_reason":{fin}}}'
+                    parts.append(f"data: {head}{choice}]}}\n\n")
+                if parts:
+                    await resp.write("".join(parts).encode())
+                if st.done and sent >= st.avail:
+                    break
+            if include_usage:
+                usage = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": sent,
+                    "total_tokens": prompt_tokens + sent,
+                }
+                await resp.write(f'data: {head}],"usage":{json.dumps(usage)}}}\n\n'.encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except ConnectionResetError:  # the client went away: release() aborts its sequence
+            pass
         return resp
 
     def _parse(self, body: dict, chat: bool):
