@@ -163,3 +163,13 @@ def test_cli_analyze_with_filters(tmp_path, capsys):
     assert {g["log_type"] for g in s["groups"]} == {"API log"}
     assert s["rows"] == int((trace.log_type == "API log").sum())
     assert "report:" in capsys.readouterr().out
+
+
+def test_degenerate_traces_get_clear_errors():
+    from burstpilot.errors import BurstpilotError
+    from burstpilot.traces import make_trace
+
+    with pytest.raises(BurstpilotError, match="all 4 requests arrive at the same time"):
+        summarize(make_trace([5, 5, 5, 5], [1, 2, 3, 4], [1, 1, 1, 1]))
+    with pytest.raises(BurstpilotError, match="at least 2 requests"):
+        summarize(make_trace([5], [1], [1]))

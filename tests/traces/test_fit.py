@@ -76,3 +76,14 @@ def test_windowed_refits_follow_a_planted_change():
 def test_too_few_gaps_gives_no_fit():
     fit = fit_interarrival(np.array([1.0, 2.0, 0.5]), 0.0)
     assert fit["gamma_shape"] is None and fit["n"] == 3
+
+
+@pytest.mark.parametrize("tick", [1.0, 0.0])
+def test_regular_arrivals_hit_the_shape_cap(tick):
+    a = np.arange(100) * (1.0 if tick else 0.12345678)
+    fit = fit_interarrival(np.diff(a), tick)
+    assert fit["gamma_shape"] == 1000.0 and fit["gamma_shape"] * fit["gamma_scale"] == pytest.approx(
+        np.diff(a)[0]
+    )
+    w = fit_windows(a, 1200.0, tick)
+    assert w["gamma_shape"] == [1000.0]

@@ -327,10 +327,16 @@ def group_summary(sub: Trace, t0: float, t1: float, resolution: float, window_s:
 def summarize(trace: Trace, window_s: float = 1200.0, progress=None) -> dict:
     """The characterization of ``trace`` as a JSON-serializable dict."""
     if len(trace) < 2:
-        raise BurstpilotError(f"{trace.source}: need at least 2 requests to analyze, got {len(trace)}")
+        raise BurstpilotError(
+            f"{trace.source or 'trace'}: need at least 2 requests to analyze, got {len(trace)}"
+        )
     if window_s <= 0:
         raise BurstpilotError("--window must be positive")
     t0, t1 = float(trace.arrival_s[0]), float(trace.arrival_s[-1])
+    if t1 <= t0:
+        raise BurstpilotError(
+            f"{trace.source or 'trace'}: all {len(trace)} requests arrive at the same time; nothing to analyze"
+        )
     resolution = detect_resolution(trace.arrival_s)
     clock = trace.clock_offset_s if trace.clock_offset_s is not None else 0.0
     weekday0 = None

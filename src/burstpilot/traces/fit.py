@@ -22,6 +22,7 @@ from scipy import optimize, special
 DCUT = 50  # ticks: exact interval probabilities below, the density above
 RESOLUTIONS = (1.0, 0.1, 0.01, 0.001)
 MIN_GAPS = 20
+MAX_SHAPE = 1000.0  # shapes are reported at most this (CV 3%): regular, not bursty
 
 
 def detect_resolution(arrival_s: np.ndarray) -> float:
@@ -184,6 +185,8 @@ def fit_interarrival(gaps_s: np.ndarray, resolution: float) -> dict:
         k0 = float(_window_shapes_discrete(d, np.zeros(len(d), np.int64), 1)[0][0])
         k0 = k0 if np.isfinite(k0) else 1.0
         (k, s), _ = _mle_discrete("gamma", values_f, counts, (k0, m / k0))
+        if k > MAX_SHAPE:  # (nearly) regular arrivals: the likelihood keeps rising with the shape
+            k, s = MAX_SHAPE, m / MAX_SHAPE
         ks_g = _ks_discrete(values_f, counts, "gamma", k, s)
         (wk, wl), _ = _mle_discrete("weibull", values_f, counts, (min(max(k0**0.5, 0.1), 5.0), m))
         ks_w = _ks_discrete(values_f, counts, "weibull", wk, wl)
@@ -225,11 +228,12 @@ def gamma_mle(x: np.ndarray) -> tuple[float, float]:
     """Continuous Gamma MLE (shape, scale): Minka's approximation polished by Newton steps."""
     m = float(x.mean())
     sst = np.log(m) - float(np.mean(np.log(x)))
-    if sst <= 0:
-        return float("inf"), 0.0
-    k = (3 - sst + np.sqrt((sst - 3) ** 2 + 24 * sst)) / (12 * sst)
+    if sst <= 1e-12:  # equal gaps
+        return MAX_SHAPE, m / MAX_SHAPE
+    k = min((3 - sst + np.sqrt((sst - 3) ** 2 + 24 * sst)) / (12 * sst), MAX_SHAPE)
     for _ in range(6):
         k -= (np.log(k) - special.digamma(k) - sst) / (1 / k - special.polygamma(1, k))
+        k = float(np.clip(np.nan_to_num(k, nan=MAX_SHAPE), 1e-3, MAX_SHAPE))
     return float(k), m / float(k)
 
 
@@ -316,14 +320,16 @@ def _window_shapes_continuous(gaps, gw, nwin):
     with np.errstate(divide="ignore", invalid="ignore"):
         m = np.bincount(gw[pos], x[pos], minlength=nwin) / n
         mlog = np.bincount(gw[pos], np.log(x[pos]), minlength=nwin) / n
-        s = np.log(m) - mlog
-        k = (3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
+        s = np.maximum(np.log(m) - mlog, 1e-12)  # 0 for equal gaps: shape at the cap
+        k = np.clip((3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s), 1e-3, MAX_SHAPE)
         for _ in range(4):
             k = k - (np.log(k) - special.digamma(k) - s) / (1 / k - special.polygamma(1, k))
+            k = np.clip(np.nan_to_num(k, nan=MAX_SHAPE), 1e-3, MAX_SHAPE)
     return k, m
 
 
-_KGRID = np.exp(np.linspace(np.log(0.03), np.log(30.0), 28))
+_KGRID = np.exp(np.linspace(np.log(0.03), np.log(MAX_SHAPE), 44))
+_KGRID[[0, -1]] = 0.03, MAX_SHAPE
 _WCUT = 16  # ticks: window fits use exact interval probabilities below, the density above
 _TH_GRID = np.linspace(np.log(1e-5), np.log(1e7), 721)  # log scale in ticks, 4% steps
 _TABLE: np.ndarray | None = None
@@ -365,7 +371,8 @@ def _profile_loglik(hist, nl, s1, s2, m):
 def _grid_argmax(ll):
     """Best shape per row of a (W, K) log-likelihood grid, refined by a parabola in log shape."""
     K = _KGRID
-    j = np.clip(np.argmax(ll, axis=1), 1, len(K) - 2)
+    best = np.argmax(ll, axis=1)
+    j = np.clip(best, 1, len(K) - 2)
     rows = np.arange(len(ll))
     y0, y1, y2 = ll[rows, j - 1], ll[rows, j], ll[rows, j + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -373,6 +380,7 @@ def _grid_argmax(ll):
         delta = np.where(denom < 0, 0.5 * (y0 - y2) / denom, 0.0)
     delta = np.clip(np.nan_to_num(delta), -1, 1)
     k = np.exp(np.log(K[j]) + delta * np.log(K[1] / K[0]))
+    k[best == 0], k[best == len(K) - 1] = K[0], K[-1]  # at an end of the grid: the bound
     k[~np.isfinite(y1)] = np.nan
     return k
 
