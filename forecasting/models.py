@@ -117,17 +117,17 @@ class _Smoothing(Forecaster):
         raise NotImplementedError
 
     def _refit(self, y: np.ndarray) -> None:
-        self.since_fit = 0
-        self.fit_n = len(y)
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 alpha, beta, phi, level, trend = self._fit(y)
         except (ValueError, np.linalg.LinAlgError):
-            alpha = math.nan
+            alpha = beta = phi = level = trend = math.nan
         if not all(math.isfinite(v) for v in (alpha, beta, phi, level, trend)):
             # statsmodels could not fit (e.g. a constant series): keep the previous parameters.
             alpha, beta, phi, level, trend = self.alpha, self.beta, self.phi, float(y[0]), 0.0
+        self.since_fit = 0
+        self.fit_n = len(y)
         self.alpha = min(max(alpha, 1e-4), 1.0)
         self.beta = min(max(beta, 0.0), 1.0)
         self.phi = min(max(phi, 0.0), 1.0)
@@ -182,7 +182,13 @@ class ETS(_Smoothing):
     def _fit(self, y: np.ndarray) -> tuple[float, float, float, float, float]:
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
-        res = ETSModel(y, error="add", trend="add", damped_trend=True).fit(disp=False)
+        model = ETSModel(y, error="add", trend="add", damped_trend=True)
+        start = None
+        if self.since_fit >= 0:  # warm start from the previous fit: about 3x fewer optimizer steps
+            alpha = min(max(self.alpha, 1e-3), 0.999)
+            beta = min(max(self.beta, 1e-4), alpha * 0.999)
+            start = np.array([alpha, beta, min(max(self.phi, 0.81), 0.979), float(y[:10].mean()), 0.0])
+        res = model.fit(disp=False, start_params=start)
         p = dict(zip(res.param_names, res.params, strict=True))
         return (
             p["smoothing_level"],

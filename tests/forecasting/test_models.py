@@ -249,3 +249,12 @@ def test_seasonal_uses_the_daily_profile_after_two_days():
     # The next hour is half night (10) and half day (100) per step: 55 per step on average.
     assert f.forecast(3600).mean_rate * step == pytest.approx(55.0, rel=0.1)
     assert e.forecast(3600).mean_rate * step == pytest.approx(10.0, rel=0.1)
+
+
+@pytest.mark.parametrize("name", ["holt", "ets"])
+def test_statsmodels_models_survive_a_constant_series(name):
+    f = make_forecaster(name, STEP, refit_every=20)
+    feed(f, [0.0] * 120)
+    assert f.forecast(60).mean_rate == pytest.approx(0.0, abs=1e-6)
+    feed(f, [7.0] * 60)
+    assert f.forecast(60).mean_rate == pytest.approx(0.7, rel=0.05)
