@@ -10,27 +10,40 @@ PROFILE = load_profile("h100-llama3-8b")
 
 
 def step_by_step(w):
-    """The engine driven one step at a time, as the real-time server drives it."""
+    """The engine driven one step at a time, as the real-time server drives it; token times recorded."""
     e, i, n, t, seqs = Engine(PROFILE), 0, len(w), 0.0, []
+    times: dict[int, list] = {}
     while i < n or e.has_work():
         if not e.has_work():
             t = max(t, w.arrival_s[i])
         while i < n and w.arrival_s[i] <= t:
-            seqs.append(e.add(i, w.request_tokens[i], w.response_tokens[i], w.arrival_s[i]))
+            seqs.append(e.add(i, w.request_tokens[i], w.response_tokens[i], w.arrival_s[i], tag=i))
             i += 1
         plan = e.plan(t)
         if plan is not None:
-            t = e.commit(plan, 1).end
-    return seqs, e
+            decoding = e.decoding() if plan.batch else []
+            out = e.commit(plan, 1)
+            for s in list(decoding) + out.first:
+                times.setdefault(s.tag, []).append(out.end)
+            t = out.end
+    return seqs, e, times
 
 
-def test_skipping_ahead_matches_single_steps_under_preemption():
+def test_skipping_ahead_matches_single_steps_under_preemption(monkeypatch):
+    from burstpilot.sim.engine import StepLog
+
+    monkeypatch.setattr(StepLog, "TRIM_AT", 512)  # exercise dropping old steps from the log
     w = synthetic(30, 60, shape=0.3, seed=2, prompt_median=2000, output_median=400)
     res = simulate(w, PROFILE, replicas=1)
-    seqs, eng = step_by_step(w)
+    seqs, eng, times = step_by_step(w)
     assert eng.preemptions > 0 and res.preemptions == eng.preemptions
     np.testing.assert_allclose(res.ttft_s, [s.first_token_time - s.arrival for s in seqs], atol=1e-9)
     np.testing.assert_allclose(res.e2e_s, [s.finish_time - s.arrival for s in seqs], atol=1e-9)
+    itl = []
+    for s in seqs:
+        gaps = np.sort(np.diff(times[s.tag]))
+        itl.append(gaps[int(np.ceil(0.99 * len(gaps))) - 1] if len(gaps) else np.nan)
+    np.testing.assert_allclose(res.itl_p99_s, itl, atol=1e-9)
 
 
 def test_burst_vs_poisson_same_mean_rate():

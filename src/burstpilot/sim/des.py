@@ -398,13 +398,12 @@ class SimCluster:
                 self.ttft[s.tag] = s.first_token_time - s.arrival
                 self.queue[s.tag] = s.scheduled_time - s.arrival
                 self._ttft_recent.append(self.ttft[s.tag])
-        log = r.engine.log
         for s in out.finished:
             i = s.tag
             self.e2e[i] = s.finish_time - s.arrival
             if s.max_tokens > 1:
                 self.tpot[i] = (s.finish_time - s.first_token_time) / (s.max_tokens - 1)
-                gaps = log.gaps(s)
+                gaps = r.engine.gaps(s)
                 if len(gaps):
                     rank = max(1, math.ceil(0.99 * len(gaps)))
                     self.itl_p99[i] = float(np.partition(gaps, rank - 1)[rank - 1])

@@ -51,7 +51,9 @@ class Seq:
         "finish_time",
         "scheduled_time",
         "preemptions",
-        "runs",
+        "join_time",
+        "last_end",
+        "gap_parts",
         "tag",
     )
 
@@ -73,8 +75,10 @@ class Seq:
         self.finish_time = None
         self.scheduled_time = None
         self.preemptions = 0
-        # decode runs: [join_step, join_time, end_step, end_time]
-        self.runs: list[list] = []
+        # inter-token gaps of the decode runs closed so far (a gap across a preemption included)
+        self.join_time = 0.0
+        self.last_end: float | None = None
+        self.gap_parts: list[np.ndarray] = []
         self.tag = tag
 
 
@@ -122,11 +126,17 @@ class Outcome:
 
 
 class StepLog:
-    """Durations of every step of one engine (seconds), for per-request inter-token gaps."""
+    """Durations (seconds) of the engine's recent steps, for per-request inter-token gaps.
+
+    ``buf[i]`` is the duration of step ``base + i + 1``; steps older than every open decode run are dropped.
+    """
+
+    TRIM_AT = 1 << 18
 
     def __init__(self):
         self.buf = np.empty(4096)
         self.n = 0
+        self.base = 0
 
     def add(self, first_ms: float, inc_ms: float, k: int):
         if self.n + k > len(self.buf):
@@ -139,16 +149,16 @@ class StepLog:
             self.buf[self.n : self.n + k] = (first_ms + inc_ms * np.arange(k)) / 1000.0
         self.n += k
 
-    def gaps(self, seq: Seq) -> np.ndarray:
-        parts = []
-        prev_end = None
-        for join_step, join_time, end_step, end_time in seq.runs:
-            if prev_end is not None:
-                parts.append(np.array([join_time - prev_end]))
-            if end_step > join_step:
-                parts.append(self.buf[join_step:end_step])
-            prev_end = end_time
-        return np.concatenate(parts) if parts else np.empty(0)
+    def durations(self, first_step: int, end_step: int) -> np.ndarray:
+        """Durations of steps first_step + 1 .. end_step (a copy)."""
+        return self.buf[first_step - self.base : end_step - self.base].copy()
+
+    def trim(self, keep_from: int) -> None:
+        drop = keep_from - self.base
+        if drop > 0:
+            self.buf[: self.n - drop] = self.buf[drop : self.n]
+            self.n -= drop
+            self.base = keep_from
 
 
 class Engine:
@@ -237,10 +247,24 @@ class Engine:
         self.prefilling.pop(id(seq), None)
         return seq.computed
 
+    def _open_run(self, seq: Seq, t: float) -> None:
+        seq.join_step = self.step
+        seq.join_time = t
+        if self.log is not None and seq.last_end is not None:
+            seq.gap_parts.append(np.array([t - seq.last_end]))
+
+    def _close_run(self, seq: Seq, t: float) -> None:
+        if self.log is not None and self.step > seq.join_step:
+            seq.gap_parts.append(self.log.durations(seq.join_step, self.step))
+        seq.last_end = t
+
+    def gaps(self, seq: Seq) -> np.ndarray:
+        """A finished request's inter-token gaps (recorded when the engine keeps a step log)."""
+        return np.concatenate(seq.gap_parts) if seq.gap_parts else np.empty(0)
+
     def _preempt(self, seq: Seq, now: float) -> None:
         if seq.state == DECODE:
-            seq.runs[-1][2] = self.step
-            seq.runs[-1][3] = now
+            self._close_run(seq, now)
         self._release(seq)
         del self.running[id(seq)]
         seq.state = WAITING
@@ -367,8 +391,12 @@ class Engine:
             return Outcome(plan.start, 0, 0, 0, [], [], plan.preempted)
         k = max(1, min(k, plan.max_steps))
         end = plan.end_after(k)
-        if self.log is not None:
-            self.log.add(plan.first_ms, plan.inc_ms, k)
+        log = self.log
+        if log is not None:
+            log.add(plan.first_ms, plan.inc_ms, k)
+            if log.n > log.TRIM_AT:
+                open_runs = [q.join_step for q in self.running.values() if q.state == DECODE]
+                log.trim(min(open_runs, default=self.step))
         b = self.batch
         if b:
             self.used_blocks += self._decode_blocks(k)
@@ -390,13 +418,14 @@ class Engine:
                 seq.first_token_time = end
                 self.prompt_tokens += seq.prompt
             if seq.generated >= seq.max_tokens:
-                seq.runs.append([self.step, end, self.step, end])
+                self._open_run(seq, end)
+                self._close_run(seq, end)
                 self._finish(seq, end)
                 finished.append(seq)
                 continue
             seq.state = DECODE
             del self.prefilling[id(seq)]
-            seq.join_step = self.step
+            self._open_run(seq, end)
             seq.join_gen = seq.generated
             seq.join_k = seq.computed
             seq.resid = (seq.join_k - self.step) % self.bs
@@ -404,7 +433,6 @@ class Engine:
             self.batch += 1
             self.context += seq.join_k
             # blocks: the prefill chunks hold ceil(join_k / bs) already
-            seq.runs.append([self.step, end, self.step, end])
             heapq.heappush(
                 self.finish_heap, (self.step + seq.max_tokens - seq.generated, self.order, id(seq), seq)
             )
@@ -414,8 +442,7 @@ class Engine:
             fstep, _, _, seq = heapq.heappop(heap)
             if seq.state != DECODE or seq.join_step + seq.max_tokens - seq.join_gen != fstep:
                 continue
-            seq.runs[-1][2] = self.step
-            seq.runs[-1][3] = end
+            self._close_run(seq, end)
             self._release(seq)
             del self.running[id(seq)]
             self._finish(seq, end)
