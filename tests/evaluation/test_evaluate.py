@@ -119,8 +119,62 @@ def test_prepare_workload_starts_at_zero_and_drops_unservable(small):
 
 def test_demo_writes_the_report(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--minutes", "5", "--rps", "20", "--cold-start", "60"]) == 0
+    args = ["demo", "--out", str(out), "--profile", "h100-llama3-8b", "--minutes", "6", "--rps", "20"]
+    assert main([*args, "--cold-start", "60", "--realtime-minutes", "0"]) == 0
     text = (out / "README.md").read_text()
-    assert "| burstpilot |" in text and "| hpa |" in text and "replicas.png" in text
+    assert "| burstpilot |" in text and "| hpa |" in text and "| oracle |" in text and "replicas.png" in text
     res = json.loads((out / "results.json").read_text())
-    assert set(res["policies"]) == {"oracle", "burstpilot", "hpa", "static-peak"}
+    assert set(res["policies"]) == {
+        "oracle",
+        "burstpilot",
+        "static-peak",
+        "static-mean",
+        "hpa",
+        "keda",
+        "kpa",
+        "dynamo",
+    }
+    assert res["meta"]["calibration"]["capacity_scale"] == res["meta"]["capacity_scale"]
+
+
+def test_realtime_replays_through_fleets_the_policies_scale(small, tmp_path):
+    profile, _, _ = small
+    trace = generate_preset("burstgpt", duration_s=120, rps=4, seed=2, start_s=10 * 3600)
+    workload, _ = prepare_workload(trace, profile)
+    path = tmp_path / "w.csv"
+    write_burstgpt_csv(workload.subset(workload.arrival_s < 12.0), path)
+    out = tmp_path / "rt"
+    rc = main(
+        [
+            "evaluate",
+            "--workload",
+            str(path),
+            "--policies",
+            "burstpilot,static-peak",
+            "--realtime",
+            "--capacity-scale",
+            "0.8",
+            "--cold-start",
+            "5",
+            "--max-replicas",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["meta"]["mode"] == "realtime"
+    sent = int((~workload.failed[workload.arrival_s < 12.0]).sum())
+    for name in ("burstpilot", "static-peak"):
+        m = res["policies"][name]
+        assert KEYS <= set(m) and m["requests"] == sent and m["gpu_hours"] > 0
+        assert (out / name / "summary.json").exists()  # the load generator's own record of the run
+    assert res["policies"]["static-peak"]["scale_events"] == 0
+
+
+def test_realtime_needs_a_capacity_scale(tmp_path, capsys):
+    path = tmp_path / "w.csv"
+    write_burstgpt_csv(generate_preset("burstgpt", duration_s=30, rps=2, seed=2), path)
+    assert main(["evaluate", "--workload", str(path), "--realtime", "--out", str(tmp_path / "o")]) == 2
+    assert "--capacity-scale" in capsys.readouterr().err

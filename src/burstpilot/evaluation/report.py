@@ -45,8 +45,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: Sequence[PolicyRun], out_dir: Path, ttft_slo_s: float, bin_s: float = 30.0) -> list[Path]:
-    """replicas.png (replicas over time per policy vs the arrival rate) and ttft.png (TTFT p99 per bin)."""
+def plot(
+    runs: Sequence[PolicyRun], out_dir: Path, ttft_slo_s: float, bin_s: float = 30.0, prefix: str = ""
+) -> list[Path]:
+    """PREFIXreplicas.png (replicas over time per policy vs the arrival rate) and PREFIXttft.png (TTFT p99 per
+    bin of arrival time)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +78,7 @@ def plot(runs: Sequence[PolicyRun], out_dir: Path, ttft_slo_s: float, bin_s: flo
     axes[0, 0].legend(loc="upper left", fontsize=7)
     axes[-1, 0].set_xlabel("minutes")
     fig.tight_layout()
-    p1 = out_dir / "replicas.png"
+    p1 = out_dir / f"{prefix}replicas.png"
     fig.savefig(p1, dpi=110)
     plt.close(fig)
 
@@ -95,7 +98,7 @@ def plot(runs: Sequence[PolicyRun], out_dir: Path, ttft_slo_s: float, bin_s: flo
     ax.set_ylabel(f"TTFT p99 per {bin_s:.0f}s (s)")
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
-    p2 = out_dir / "ttft.png"
+    p2 = out_dir / f"{prefix}ttft.png"
     fig.savefig(p2, dpi=110)
     plt.close(fig)
     return [p1, p2]

@@ -1,0 +1,250 @@
+"""Real-time evaluation: the load generator replays the workload against a simulated fleet that the policy scales.
+
+For each policy a ``burstpilot.sim.fleet.Fleet`` (router plus real-time replicas on 127.0.0.1) starts with the
+initial replicas; a controller scrapes every replica's ``/metrics`` (vLLM names) each period, as Prometheus
+would, turns the counter deltas and gauges into an ``Observation``, runs the policy and rescales the fleet. The
+load generator (``burstpilot.loadtest.replay``) sends the workload open-loop to the router and records every
+request. GPU-seconds are the replicas the fleet holds (ready, starting or draining) integrated over time.
+Several policies run at the same time, each on its own fleet, so they see the same wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from burstpilot.errors import BurstpilotError
+from burstpilot.evaluation.harness import PolicyRun, slo_met
+from burstpilot.policy.baselines import Policy
+from burstpilot.policy.core import Observation
+from burstpilot.policy.spec import PoolSpec
+
+COUNTERS = {
+    "vllm:request_success_total": "finished",
+    "vllm:prompt_tokens_total": "prompt",
+    "vllm:generation_tokens_total": "gen",
+    "vllm:num_preemptions_total": "preempt",
+}
+GAUGES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv",
+}
+
+
+def free_port_block(n: int, start: int = 20000, stop: int = 60000) -> int:
+    """A port P such that P .. P+n-1 are free on 127.0.0.1 now (the fleet uses P for its router, P+1.. for replicas)."""
+    rng = np.random.default_rng(int(time.time_ns() % (2**32)))
+    for _ in range(200):
+        base = int(rng.integers(start, stop - n))
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise BurstpilotError(f"no block of {n} free ports on 127.0.0.1")
+
+
+async def scrape(session: aiohttp.ClientSession, port: int) -> dict[str, float] | None:
+    """One replica's vLLM metrics, summed over label sets; None when it does not answer."""
+    try:
+        async with session.get(
+            f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=2)
+        ) as r:
+            if r.status != 200:
+                return None
+            text = await r.text()
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = COUNTERS.get(s.name) or GAUGES.get(s.name)
+            if key is not None:
+                out[key] = out.get(key, 0.0) + float(s.value)
+    return out
+
+
+@dataclass
+class Controller:
+    policy: Policy
+    spec: PoolSpec
+    fleet: Any
+    period_s: float
+    gpus_per_replica: int
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    desired: list[tuple[float, int]] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    gpu_seconds: float = 0.0
+    preemptions: float = 0.0
+    scale_events: int = 0
+
+    async def run(self, t0: float) -> None:
+        state = self.policy.new_state(self.spec)
+        last: dict[int, dict[str, float]] = {}
+        prev_inflight = 0.0
+        async with aiohttp.ClientSession() as session:
+            k = 0
+            prev_t = 0.0
+            while True:
+                k += 1
+                await asyncio.sleep(max(0.0, t0 + k * self.period_s - time.monotonic()))
+                now = time.monotonic() - t0
+                st = self.fleet.state()
+                held = len(st["replicas"])
+                self.gpu_seconds += held * (now - prev_t) * self.gpus_per_replica
+                prev_t = now
+                self.timeline.append((now, st["ready"], st["starting"]))
+                ports = [m["port"] for m in st["replicas"] if m["ready"]]
+                got = await asyncio.gather(*(scrape(session, p) for p in ports))
+                delta = {"finished": 0.0, "prompt": 0.0, "gen": 0.0, "preempt": 0.0}
+                gauges = {"running": 0.0, "waiting": 0.0}
+                kv = []
+                for port, m in zip(ports, got, strict=True):
+                    if m is None:
+                        continue
+                    before = last.get(port, {})
+                    for key in delta:
+                        delta[key] += max(0.0, m.get(key, 0.0) - before.get(key, 0.0))
+                    for key in gauges:
+                        gauges[key] += m.get(key, 0.0)
+                    kv.append(m.get("kv", 0.0))
+                    last[port] = m
+                self.preemptions += delta["preempt"]
+                inflight = gauges["running"] + gauges["waiting"]
+                arrived = max(
+                    0.0, delta["finished"] + inflight - prev_inflight
+                )  # finished + in-flight growth
+                prev_inflight = inflight
+                obs = Observation(
+                    time_s=now,
+                    requests=arrived,
+                    prompt_tokens=delta["prompt"],
+                    generation_tokens=delta["gen"],
+                    waiting=gauges["waiting"],
+                    running=gauges["running"],
+                    kv_usage=float(np.mean(kv)) if kv else None,
+                    current=int(st["desired"]),
+                    ready=int(st["ready"]),
+                    starting=int(st["starting"]),
+                    metrics_age_s=0.0 if any(m is not None for m in got) else None,
+                    window_s=self.period_s,
+                )
+                decision, state = self.policy.decide(self.spec, obs, state)
+                self.reasons[decision.bound] = self.reasons.get(decision.bound, 0) + 1
+                if not decision.advisory and decision.replicas != st["desired"]:
+                    await self.fleet.scale(int(decision.replicas))
+                    self.scale_events += 1
+                    self.desired.append((now, int(decision.replicas)))
+
+
+async def run_realtime_policy(
+    policy: Policy,
+    spec: PoolSpec,
+    profile,
+    workload,
+    cold_start_s: float,
+    initial: int,
+    out_dir: Path,
+    seed: int = 0,
+) -> PolicyRun:
+    """One policy scaling a real-time simulated fleet while the load generator replays the workload."""
+    from burstpilot.loadtest import ReplayOptions, replay
+    from burstpilot.loadtest.records import read_records
+    from burstpilot.sim.fleet import Fleet
+
+    port = free_port_block(spec.max_replicas + 2)
+    # The initial replicas are up before the replay starts (as in the discrete-event mode); later ones start cold.
+    fleet = Fleet(profile, port, cold_start_s=0.0, seed=seed)
+    await fleet.start(initial)
+    fleet.cold_start_s = cold_start_s
+    while fleet.state()["ready"] < initial:
+        await asyncio.sleep(0.05)
+    period = float(policy.period_s(spec))
+    ctl = Controller(policy, spec, fleet, period, profile.gpus_per_replica)
+    ctl.timeline.append((0.0, initial, 0))
+    ctl.desired.append((0.0, initial))
+    t0 = time.monotonic()
+    task = asyncio.get_running_loop().create_task(ctl.run(t0))
+    try:
+        opts = ReplayOptions(
+            slo={"ttft": spec.slo.ttft_s, "tpot": spec.slo.tpot_s}, plot=False, progress=False, grace_s=30.0
+        )
+        await replay(workload, [f"http://127.0.0.1:{port}"], out_dir, opts)
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        end = time.monotonic() - t0
+        last_t = ctl.timeline[-1][0]
+        ctl.gpu_seconds += len(fleet.state()["replicas"]) * max(0.0, end - last_t) * profile.gpus_per_replica
+        await fleet.close()
+    records = read_records(out_dir)
+    ttft = np.array([np.nan if r.get("ttft_s") is None else r["ttft_s"] for r in records], dtype=float)
+    tpot = np.array([np.nan if r.get("tpot_s") is None else r["tpot_s"] for r in records], dtype=float)
+    err = np.array([bool(r.get("error")) for r in records])
+    met = slo_met(ttft, tpot, err, spec)
+    ok = ~err & ~np.isnan(ttft)
+
+    def q(a, p):
+        a = a[ok & ~np.isnan(a)]
+        return float(np.quantile(a, p)) if len(a) else None
+
+    metrics = {
+        "requests": len(records),
+        "slo_attainment": float(met.mean()) if len(met) else 1.0,
+        "slo_violations": int((~met).sum()),
+        "ttft_p50_s": q(ttft, 0.5),
+        "ttft_p99_s": q(ttft, 0.99),
+        "tpot_p99_s": q(tpot, 0.99),
+        "gpu_hours": ctl.gpu_seconds / 3600.0,
+        "gpu_hours_vs_oracle": None,
+        "scale_events": ctl.scale_events,
+        "preemptions": int(ctl.preemptions),
+        "rejected": int(err.sum()),
+        "initial_replicas": int(initial),
+        "peak_replicas": int(max(a + b for _, a, b in ctl.timeline)),
+    }
+    lag = np.array([r.get("dispatch_lag_s") or 0.0 for r in records], dtype=float)
+    # How late the load generator sent requests: a machine too busy to keep the real-time clock shows here,
+    # and inflates every latency of the run.
+    metrics["dispatch_lag_p99_s"] = float(np.quantile(lag, 0.99)) if len(lag) else None
+    arrival = np.array([r.get("scheduled_s", 0.0) for r in records], dtype=float)
+    return PolicyRun(
+        name=policy.name,
+        metrics=metrics,
+        timeline=ctl.timeline,
+        desired=ctl.desired,
+        arrival_s=arrival,
+        ttft_s=np.where(err, np.inf, ttft),
+        reasons=ctl.reasons,
+    )
+
+
+async def run_realtime(
+    policies, spec, profile, workload, cold_start_s, initial, out_dir: Path, seed: int = 0
+):
+    """Every policy at once, each on its own fleet."""
+    return await asyncio.gather(
+        *(
+            run_realtime_policy(p, spec, profile, workload, cold_start_s, initial, out_dir / p.name, seed)
+            for p in policies
+        )
+    )
