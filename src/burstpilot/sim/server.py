@@ -19,6 +19,7 @@ import math
 import signal
 import time
 import uuid
+from collections import deque
 
 import numpy as np
 from aiohttp import web
@@ -159,7 +160,7 @@ class Replica:
         self.wake = asyncio.Event()
         self.ready_at = 0.0
         self.task: asyncio.Task | None = None
-        self.lateness: list[float] = []
+        self.lateness: deque[float] = deque(maxlen=1 << 17)  # the most recent steps'
         self.steps = 0
         self.tokens = 0
         self.outstanding = 0
