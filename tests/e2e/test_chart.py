@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from e2e_harness import RELEASE, RELEASE_NS, REPO
+from e2e_harness import RELEASE, RELEASE_NS, REPO, wait_for
 
 pytestmark = pytest.mark.e2e
 CHART = str(REPO / "charts" / "burstpilot")
@@ -99,3 +99,68 @@ def test_crd_in_chart_is_the_crd_installed(cluster, chart_installed):
     source = yaml.safe_load((REPO / "crds" / "servingpool.yaml").read_text())
     assert crd["spec"]["versions"][0]["schema"] == source["spec"]["versions"][0]["schema"]
     assert json.dumps(crd["spec"]["names"]["shortNames"]) == json.dumps(source["spec"]["names"]["shortNames"])
+
+
+def test_metrics_secrets_are_readable_by_name_only(cluster, chart_installed):
+    """rbac.metricsSecrets grants get on exactly the named Secrets, in their namespace."""
+    res = cluster.helm(
+        "template",
+        "scoped",
+        CHART,
+        "--namespace",
+        RELEASE_NS,
+        *VARIANTS["namespaced, secrets, monitor, replay job"],
+        "--show-only",
+        "templates/rbac.yaml",
+    )
+    for ns in ("serving", "batch"):
+        cluster.namespace(ns)
+    cluster.kubectl("apply", "-f", "-", input=res.stdout)
+    who = f"--as=system:serviceaccount:{RELEASE_NS}:scoped-burstpilot"
+    can = lambda *a: cluster.kubectl("auth", "can-i", *a, who, check=False).stdout.strip()  # noqa: E731
+    assert can("get", "secret/prometheus-token", "-n", "serving") == "yes"
+    assert can("get", "secret/other", "-n", "serving") == "no"
+    assert can("list", "secrets", "-n", "serving") == "no"
+    assert can("get", "secret/prometheus-token", "-n", "batch") == "no"
+    assert can("patch", "deployments.apps", "--subresource=scale", "-n", "batch") == "yes"
+    assert can("patch", "deployments.apps", "--subresource=scale", "-n", "default") == "no"
+
+
+def test_replay_job_runs_one_indexed_pod_per_shard(cluster, chart_installed):
+    """The Indexed Job the chart renders, run by the real Job controller (kwok completes its pods)."""
+    ns = cluster.namespace("e2e-replay")
+    cluster.kubectl(
+        "create", "configmap", "workload", "-n", ns, "--from-literal=workload.csv=Timestamp,Model\n"
+    )
+    res = cluster.helm(
+        "template",
+        "load",
+        CHART,
+        "--namespace",
+        ns,
+        "--show-only",
+        "templates/replay-job.yaml",
+        "--set",
+        "replayJob.enabled=true,replayJob.workloadConfigMap=workload,replayJob.shards=3",
+        "--set",
+        "replayJob.target=http://llm.serving:8000",
+    )
+    cluster.kubectl("apply", "-f", "-", input=res.stdout)
+    job = wait_for(
+        "the replay Job to complete",
+        lambda: (
+            (j := cluster.get_json("job", "load-burstpilot-replay", "-n", ns))
+            .get("status", {})
+            .get("succeeded")
+            == 3
+            and j
+        ),
+        timeout=90,
+    )
+    assert job["status"]["completedIndexes"] == "0-2"
+    pods = cluster.get_json("pods", "-n", ns, "-l", "app.kubernetes.io/component=replay")["items"]
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
+    assert indexes == ["0", "1", "2"]
+    args = pods[0]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["replay", "/workload/workload.csv"] and "--shard=$(SHARD)/3" in args
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
