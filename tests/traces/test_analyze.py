@@ -173,3 +173,11 @@ def test_degenerate_traces_get_clear_errors():
         summarize(make_trace([5, 5, 5, 5], [1, 2, 3, 4], [1, 1, 1, 1]))
     with pytest.raises(BurstpilotError, match="at least 2 requests"):
         summarize(make_trace([5], [1], [1]))
+
+
+def test_summary_json_is_strict():
+    from burstpilot.traces.analyze import to_json
+
+    text = to_json({"overall": {"windows": None, "x": float("nan"), "n": np.int64(3), "ok": np.bool_(True)}})
+    assert json.loads(text) == {"overall": {"windows": None, "x": None, "n": 3, "ok": True}}
+    assert "NaN" not in text

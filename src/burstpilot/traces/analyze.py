@@ -396,12 +396,29 @@ def _clean(v):
     return v
 
 
+def to_json(summary: dict) -> str:
+    """Strict JSON (no NaN). The C encoder handles the common case; a summary that holds a NaN
+    somewhere is cleaned in Python first. Long summaries (months of windows) are written compact."""
+    windows = summary["overall"].get("windows") or {"start_s": []}
+    indent = 1 if len(windows["start_s"]) <= 500 else None
+    try:
+        return json.dumps(summary, indent=indent, allow_nan=False, default=_np_default)
+    except ValueError:
+        return json.dumps(_clean(summary), indent=indent, allow_nan=False)
+
+
+def _np_default(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serializable: {type(v).__name__}")
+
+
 def analyze(trace: Trace, out_dir, window_s: float = 1200.0, figures: bool = True, progress=None) -> dict:
     """Characterize ``trace``; write ``summary.json`` first, then figures and ``report.md``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(trace, window_s, progress)
-    (out / "summary.json").write_text(json.dumps(_clean(summary), indent=1, allow_nan=False))
+    (out / "summary.json").write_text(to_json(summary))
     figs = {}
     if figures:
         from burstpilot.traces.report import make_figures
