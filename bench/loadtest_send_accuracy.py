@@ -393,6 +393,43 @@ def run_tool(cmd: list[str], timeout_s: float, log: Path) -> tuple[int | None, f
     return rc, cpu, tail
 
 
+def own_report(out: Path) -> dict:
+    """burstpilot's own dispatch lag (send time against schedule, measured in the client)."""
+    path = out / "replay" / "summary.json"
+    if not path.is_file():
+        return {}
+    lag = json.loads(path.read_text())["dispatch_lag_s"]
+    return {"own_dispatch_lag_p50_ms": lag["p50"] * 1e3, "own_dispatch_lag_p99_ms": lag["p99"] * 1e3}
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """Median over the repeats of each (tool, mode, rate)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["tool"], r["mode"], round(r["rate"], 3)), []).append(r)
+
+    def med(rows, key):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return float(np.median(vals)) if vals else None
+
+    return [
+        {
+            "tool": tool,
+            "mode": mode,
+            "rate": rate,
+            "runs": len(rows),
+            "achieved_rate": med(rows, "achieved_rate"),
+            "send_error_p50_ms": med(rows, "send_error_p50_ms"),
+            "send_error_p99_ms": med(rows, "send_error_p99_ms"),
+            "p99_per_run_ms": [
+                r["send_error_p99_ms"] for r in rows if r.get("send_error_p99_ms") is not None
+            ],
+            "cpu_s": med(rows, "cpu_s"),
+        }
+        for (tool, mode, rate), rows in groups.items()
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -400,9 +437,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="100,200,400,800")
     ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument(
-        "--tools", default="burstpilot,burstpilot --workers 2,vllm bench serve,aiperf,guidellm,inference-perf"
-    )
+    ap.add_argument("--tools", default="burstpilot,vllm bench serve,aiperf,guidellm,inference-perf")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each (tool, rate), interleaved")
     ap.add_argument("--bursty-duration", type=float, default=30.0)
     ap.add_argument("--bursty-rps", type=float, default=150.0)
     ap.add_argument("--install-timeout", type=float, default=1500.0)
@@ -459,40 +495,49 @@ def main() -> int:
         save()
     server, url = start_server(server_py)
     try:
+        csvs = {}
         for rate in rates:
             n = int(round(rate * args.duration))
-            sched = np.arange(n) / rate
-            csv = work / f"const-{int(rate)}.csv"
-            write_burstgpt_csv(make_trace(sched, np.full(n, PROMPT_TOKENS), np.full(n, OUTPUT_TOKENS)), csv)
-            for name in tools:
-                if name not in exes and not name.startswith("burstpilot"):
-                    continue
-                out = work / f"{name.replace(' ', '-')}-{int(rate)}"
-                out.mkdir()
-                if name.startswith("burstpilot"):
-                    workers = 2 if "workers" in name else 1
-                    cmd = cmd_burstpilot(url, csv, out / "replay", workers=workers)
-                else:
-                    cmd = BUILDERS[name](
-                        exes[name], url=url, tok=tok, rate=rate, n=n, out=out, duration=args.duration
-                    )
-                take_arrivals(url)
-                load = os.getloadavg()[0]
-                rc, cpu, tail = run_tool(cmd, args.duration * 3 + 180, out / "tool.log")
-                row = {
-                    "tool": name,
-                    "mode": "constant",
-                    "rate": rate,
-                    "exit": rc,
-                    "cpu_s": round(cpu, 2),
-                    "loadavg_1m": load,
-                    **score(take_arrivals(url), sched),
-                }
-                if rc != 0:
-                    row["error"] = tail
-                result["runs"].append(row)
-                save()
-                console.print(row)
+            csvs[rate] = work / f"const-{int(rate)}.csv"
+            trace = make_trace(np.arange(n) / rate, np.full(n, PROMPT_TOKENS), np.full(n, OUTPUT_TOKENS))
+            write_burstgpt_csv(trace, csvs[rate])
+        # every (rate, tool) once per repeat, interleaved, so slow drifts in the machine's load hit all alike
+        for rep in range(args.repeats):
+            for rate in rates:
+                n = int(round(rate * args.duration))
+                sched = np.arange(n) / rate
+                for name in tools:
+                    if name not in exes and not name.startswith("burstpilot"):
+                        continue
+                    out = work / f"{name.replace(' ', '-')}-{int(rate)}-{rep}"
+                    out.mkdir()
+                    if name.startswith("burstpilot"):
+                        cmd = cmd_burstpilot(
+                            url, csvs[rate], out / "replay", workers=2 if "workers" in name else 1
+                        )
+                    else:
+                        cmd = BUILDERS[name](
+                            exes[name], url=url, tok=tok, rate=rate, n=n, out=out, duration=args.duration
+                        )
+                    take_arrivals(url)
+                    load = os.getloadavg()[0]
+                    rc, cpu, tail = run_tool(cmd, args.duration * 3 + 180, out / "tool.log")
+                    row = {
+                        "tool": name,
+                        "mode": "constant",
+                        "rate": rate,
+                        "repeat": rep,
+                        "exit": rc,
+                        "cpu_s": round(cpu, 2),
+                        "loadavg_1m": load,
+                        **score(take_arrivals(url), sched),
+                    }
+                    if rc != 0:
+                        row["error"] = tail
+                    row.update(own_report(out))
+                    result["runs"].append(row)
+                    save()
+                    console.print(row)
         # a bursty BurstGPT-shaped trace, replayed on its own schedule
         trace = generate_preset(
             "burstgpt", duration_s=args.bursty_duration, rps=args.bursty_rps, seed=1, start_s=10 * 3600
@@ -519,74 +564,71 @@ def main() -> int:
                 for s, i, o in zip(sched, trace.request_tokens, trace.response_tokens, strict=True)
             )
         )
-        for name in [t for t in tools if t.startswith("burstpilot")] + (
-            ["aiperf"] if "aiperf" in exes else []
-        ):
-            out = work / f"bursty-{name.replace(' ', '-')}"
-            out.mkdir()
-            if name == "aiperf":
-                cmd = cmd_aiperf(exes[name], url, tok, None, None, out, trace_jsonl=mooncake)
-                judge = np.round(sched * 1000) / 1000  # AIPerf's trace format has millisecond timestamps
-            else:
-                cmd = cmd_burstpilot(url, csv, out / "replay", workers=2 if "workers" in name else 1)
-                judge = sched
-            take_arrivals(url)
-            load = os.getloadavg()[0]
-            rc, cpu, tail = run_tool(cmd, args.bursty_duration * 3 + 180, out / "tool.log")
-            row = {
-                "tool": name,
-                "mode": "bursty",
-                "rate": result["bursty_workload"]["mean_rate"],
-                "exit": rc,
-                "cpu_s": round(cpu, 2),
-                "loadavg_1m": load,
-                **score(take_arrivals(url), judge),
-            }
-            if rc != 0:
-                row["error"] = tail
-            result["runs"].append(row)
-            save()
-            console.print(row)
+        for rep in range(args.repeats):
+            for name in [t for t in tools if t.startswith("burstpilot")] + (
+                ["aiperf"] if "aiperf" in exes else []
+            ):
+                out = work / f"bursty-{name.replace(' ', '-')}-{rep}"
+                out.mkdir()
+                if name == "aiperf":
+                    cmd = cmd_aiperf(exes[name], url, tok, None, None, out, trace_jsonl=mooncake)
+                    judge = np.round(sched * 1000) / 1000  # AIPerf's trace format has millisecond timestamps
+                else:
+                    cmd = cmd_burstpilot(url, csv, out / "replay", workers=2 if "workers" in name else 1)
+                    judge = sched
+                take_arrivals(url)
+                load = os.getloadavg()[0]
+                rc, cpu, tail = run_tool(cmd, args.bursty_duration * 3 + 180, out / "tool.log")
+                row = {
+                    "tool": name,
+                    "mode": "bursty",
+                    "repeat": rep,
+                    "rate": result["bursty_workload"]["mean_rate"],
+                    "exit": rc,
+                    "cpu_s": round(cpu, 2),
+                    "loadavg_1m": load,
+                    **score(take_arrivals(url), judge),
+                }
+                if rc != 0:
+                    row["error"] = tail
+                row.update(own_report(out))
+                result["runs"].append(row)
+                save()
+                console.print(row)
     finally:
         server.terminate()
         server.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     save()
-    table = Table(title="send accuracy (judge: the fake server's arrival log)")
+    result["aggregate"] = aggregate(result["runs"])
+    save()
+    table = Table(title="send accuracy (judge: the fake server's arrival log), median over repeats")
     for col in (
         "tool",
         "mode",
         "target /s",
         "achieved /s",
-        "arrived",
         "p50 err ms",
         "p99 err ms",
-        "max err ms",
+        "p99 per run",
         "CPU s",
-        "load",
     ):
         table.add_column(col)
-    for r in result["runs"]:
-
-        def f(k: str, fmt: str = "{:.1f}", r: dict = r) -> str:
-            return "-" if r.get(k) is None else fmt.format(r[k])
-
+    for g in result["aggregate"]:
         table.add_row(
-            r["tool"],
-            r["mode"],
-            f"{r['rate']:.0f}",
-            f("achieved_rate"),
-            f"{r.get('arrived', 0)}/{r.get('expected', 0)}",
-            f("send_error_p50_ms", "{:.2f}"),
-            f("send_error_p99_ms", "{:.2f}"),
-            f("send_error_max_ms"),
-            f("cpu_s"),
-            f("loadavg_1m"),
+            g["tool"],
+            g["mode"],
+            f"{g['rate']:.0f}",
+            "-" if g["achieved_rate"] is None else f"{g['achieved_rate']:.0f}",
+            "-" if g["send_error_p50_ms"] is None else f"{g['send_error_p50_ms']:.2f}",
+            "-" if g["send_error_p99_ms"] is None else f"{g['send_error_p99_ms']:.1f}",
+            " / ".join(f"{x:.1f}" for x in g["p99_per_run_ms"]),
+            f"{g['cpu_s']:.1f}",
         )
     for name, info in result["tools"].items():
         if info["status"] != "ok":
-            table.add_row(name, "unavailable", "", "", "", "", "", "", "", "", end_section=False)
+            table.add_row(name, "unavailable: " + str(info["detail"])[:60], "", "", "", "", "", "")
     console.print(table)
     console.print(f"written {args.out}")
     return 0
