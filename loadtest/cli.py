@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--no-stream", dest="stream", action="store_false", help="non-streaming requests")
     p.add_argument("--tokenizer", default=None, metavar="PATH", help="local Hugging Face tokenizer directory")
     p.add_argument("--include-failed", action="store_true", help="also replay rows the trace marks failed")
-    p.add_argument("--format", default="auto", help="workload format for read_trace")
+    p.add_argument("--format", choices=("auto", "burstgpt", "azure", "mooncake"), default="auto")
     p.add_argument("--limit", type=float, default=None, metavar="S", help="replay only the first S seconds")
     p.add_argument("--max-concurrency", type=int, default=None, metavar="N")
     p.add_argument("--balance", choices=("round-robin", "least-outstanding"), default="round-robin")
