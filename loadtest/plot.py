@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+_BINS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
 
 def plot_latency(
     records: list[dict], path: Path, slo: dict[str, float] | None = None, bin_s: float | None = None
@@ -19,7 +21,8 @@ def plot_latency(
     if sched.size == 0:
         return
     span = max(float(sched.max() - sched.min()), 1e-3)
-    bin_s = bin_s or max(1.0, span / 200)
+    # the smallest round bin that gives at most 200 bins
+    bin_s = bin_s or next((b for b in _BINS if span / b <= 200), span / 200)
     edges = np.arange(sched.min(), sched.max() + bin_s, bin_s)
     if edges.size < 2:
         edges = np.array([sched.min(), sched.min() + bin_s])
@@ -44,8 +47,9 @@ def plot_latency(
             v = vals[idx == b]
             p50[b], p99[b] = np.percentile(v, (50, 99))
         label = name.removesuffix("_s").upper()
-        ax2.plot(mid, p50, color=color, label=f"{label} p50")
-        ax2.plot(mid, p99, color=color, linestyle="--", label=f"{label} p99")
+        marker = "." if mid.size < 40 else None
+        ax2.plot(mid, p50, color=color, marker=marker, label=f"{label} p50")
+        ax2.plot(mid, p99, color=color, linestyle="--", marker=marker, label=f"{label} p99")
         if slo and label.lower() in slo:
             ax2.axhline(slo[label.lower()], color=color, linestyle=":", label=f"{label} SLO")
     ax2.set_yscale("log")
