@@ -14,7 +14,7 @@ Missing or stale metrics never scale down. The state is a JSON-serializable dict
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from burstpilot.policy.capacity import kv_capacity_tokens, replica_rate
@@ -23,7 +23,7 @@ from burstpilot.policy.spec import PoolSpec
 STATE_VERSION = 1
 DEFAULT_PROMPT_TOKENS = 512.0
 DEFAULT_OUTPUT_TOKENS = 256.0
-LENGTH_EWMA = 0.2  # weight of the newest step in the mean prompt/output length estimates
+LENGTH_TAU_S = 300.0  # time constant of the mean prompt/output length estimates
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,12 @@ def sizing(
 
 
 def _size(spec, obs, state, forecaster):
+    """The recommendation. Replicas asked for now are ready only after the cold start, so a scale-up is sized
+    for the forecast of the window after it, [cold start, cold start + interval]; keeping replicas is sized for
+    the whole horizon [0, cold start + interval] (a replica let go now could not come back within it). A burst
+    the forecaster expects to be over before new replicas could start therefore buys none; the backlog bound
+    keeps replicas (never scales down while a queue waits) but buys new ones only when they start within the
+    TTFT target."""
     horizon = spec.cold_start_s + spec.interval_s
     q = spec.forecast_quantile
     f = forecaster.forecast(horizon_s=horizon, quantiles=(q,))
@@ -161,16 +167,37 @@ def _size(spec, obs, state, forecaster):
     now_rate = (obs.requests or 0.0) / window
     rate = max(_quantile(f.rate_quantiles, q), now_rate)
     peak = max(_quantile(f.peak_quantiles, q), now_rate)
+    rate_after, peak_after = rate, peak
+    if spec.cold_start_s >= spec.forecast_step_s:
+        # The q-quantile of the arrivals in [C, H] from those of [0, H] and [0, C] (comonotone approximation);
+        # the busiest step after C keeps the horizon's peak-to-mean ratio.
+        fc_c = forecaster.forecast(horizon_s=spec.cold_start_s, quantiles=(q,))
+        c_rate = _quantile(fc_c.rate_quantiles, q)
+        h_rate = _quantile(f.rate_quantiles, q)
+        rate_after = max(0.0, (horizon * h_rate - spec.cold_start_s * c_rate) / spec.interval_s)
+        rate_after = min(rate_after, rate) if h_rate >= c_rate else rate_after
+        peak_after = peak * (rate_after / rate) if rate > 0 else 0.0
     fc = {
         "model": f.model,
         "quantile": q,
         "horizon_s": horizon,
         "rate": rate,
         "peak_rate": peak,
+        "rate_after_cold_start": rate_after,
         "mean_rate": float(f.mean_rate),
     }
-    rec, bound, bounds = sizing(spec, obs, state, rate, peak)
-    return rec, bound, bounds, fc
+    keep, keep_bound, bounds = sizing(spec, obs, state, rate, peak)
+    # The backlog is for the replicas there now to drain (within the TTFT target); replicas started now help
+    # with it only if they are ready that soon. Sustained overload shows in the forecast instead.
+    new_obs = obs if spec.cold_start_s <= spec.slo.ttft_s else replace(obs, waiting=0.0)
+    new, new_bound, new_bounds = sizing(spec, new_obs, state, rate_after, peak_after)
+    current = max(int(obs.current), 0)
+    if new > current:
+        return new, new_bound, new_bounds, fc
+    if keep > current:
+        bounds = {**bounds, "cold-start": current}
+        return current, "cold-start", bounds, fc
+    return keep, keep_bound, bounds, fc
 
 
 def _apply(spec, time_s, current, rec, bound, bounds, fc, state) -> Decision:
@@ -273,15 +300,24 @@ def _feed(forecaster, state, count: float | None, window: float, step: float) ->
 
 
 def _update_lengths(state, obs: Observation) -> None:
-    if not obs.requests or obs.requests <= 0:
+    """Mean prompt and output lengths as ratios of exponentially weighted sums (time constant LENGTH_TAU_S).
+
+    A ratio of smoothed sums, not a smoothed ratio: after a burst, the generation tokens of its requests keep
+    coming while new arrivals fall, and a per-step ratio would read that as much longer outputs.
+    """
+    if obs.requests is None or obs.requests < 0:
         return
-    for key, val in (("prompt_mean", obs.prompt_tokens), ("output_mean", obs.generation_tokens)):
-        if val is None or val <= 0:
-            continue
-        x = float(val) / float(obs.requests)
-        old = state.get(key)
-        w = min(1.0, LENGTH_EWMA * max(1.0, float(obs.requests) / 10.0))
-        state[key] = x if old is None else (1 - w) * old + w * x
+    window = float(obs.window_s or 10.0)
+    w = 1.0 - math.exp(-window / LENGTH_TAU_S)
+    sums = state.get("length_sums") or [0.0, 0.0, 0.0]
+    new = [float(obs.requests), float(obs.prompt_tokens or 0.0), float(obs.generation_tokens or 0.0)]
+    sums = [(1 - w) * a + w * b for a, b in zip(sums, new, strict=True)]
+    state["length_sums"] = sums
+    if sums[0] > 0:
+        if sums[1] > 0:
+            state["prompt_mean"] = sums[1] / sums[0]
+        if sums[2] > 0:
+            state["output_mean"] = sums[2] / sums[0]
 
 
 def _quantile(qs: dict, q: float) -> float:
