@@ -138,10 +138,41 @@ def test_kv_bound_from_littles_law():
 
 
 def test_backlog_bound_drains_the_queue_within_ttft():
-    # 5 req/s now plus 40 waiting to drain within 2 s = 25 req/s -> 5 replicas
-    s = spec()
+    # 5 req/s now plus 40 waiting to drain within 2 s = 25 req/s -> 5 replicas, when new ones start in time
+    s = spec(cold_start_s=1.0)
     d, _ = decide(s, obs(10, 5.0, current=1, waiting=40.0), new_state(s))
     assert d.bounds["backlog"] == 5 and d.replicas == 5 and d.bound == "backlog"
+
+
+def test_backlog_keeps_replicas_but_buys_none_that_would_start_too_late():
+    s = spec(cold_start_s=60.0, scale_down_stabilization_s=0.0)
+    d, _ = decide(s, obs(10, 5.0, current=5, waiting=40.0), new_state(s))
+    assert d.replicas == 5 and d.bounds["backlog"] == 5  # no scale-down while the queue waits
+    d, _ = decide(s, obs(10, 5.0, current=1, waiting=40.0), new_state(s))
+    assert d.replicas == 1 and d.bound == "cold-start"  # ready 60 s from now, far past the 2 s TTFT target
+
+
+class Burst(ExactLast):
+    """40/s now; the forecaster expects ``after`` req/s once the cold start (60 s) has passed."""
+
+    after = 5.0
+
+    def forecast(self, horizon_s, quantiles):
+        from burstpilot.forecasting import Forecast
+
+        r = 40.0 if horizon_s <= 60.0 else (60.0 * 40.0 + (horizon_s - 60.0) * self.after) / horizon_s
+        qs = dict.fromkeys(quantiles, r)
+        return Forecast(model="burst", horizon_s=horizon_s, mean_rate=r, rate_quantiles=qs, peak_quantiles=qs)
+
+
+@pytest.mark.parametrize("after,want,bound", [(5.0, 2, "cold-start"), (30.0, 6, "throughput")])
+def test_a_burst_over_before_new_replicas_start_buys_none(monkeypatch, after, want, bound):
+    monkeypatch.setattr(Burst, "after", after)
+    monkeypatch.setattr("burstpilot.forecasting.from_state", lambda st: Burst(st["step_s"], st["last"]))
+    s = spec(cold_start_s=60.0)
+    d, _ = decide(s, obs(10, 5.0, current=2), new_state(s))
+    assert d.replicas == want and d.bound == bound
+    assert d.forecast["rate_after_cold_start"] == pytest.approx(after)
 
 
 def test_scale_down_waits_for_the_stabilization_window_and_takes_its_highest():
