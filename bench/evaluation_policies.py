@@ -39,10 +39,40 @@ def cases(quick: bool):
             yield f"azure-conv-x8-cold{cold:g}", lambda: scale_replay(read_trace(AZURE), speedup=8.0), cold
 
 
+BASELINES = ("static-peak", "static-mean", "hpa", "keda", "kpa", "dynamo")
+
+
+def targets(res: dict) -> dict:
+    """The issue's targets for one case: burstpilot >= 99% attainment at <= 1.2x the oracle's GPU-hours, and
+    >= 50% fewer SLO violations than the best baseline among those using no more GPU-hours than burstpilot."""
+    pol = res["policies"]
+    bp = pol["burstpilot"]
+    cheaper = [n for n in BASELINES if pol[n]["gpu_hours"] <= bp["gpu_hours"]]
+    best = min(cheaper, key=lambda n: pol[n]["slo_violations"]) if cheaper else None
+    out = {
+        "attainment_ok": bp["slo_attainment"] >= 0.99,
+        "cost_ok": bp["gpu_hours_vs_oracle"] <= 1.2,
+        "best_baseline_at_equal_or_lower_gpu_hours": best,
+    }
+    if best is not None:
+        v = pol[best]["slo_violations"]
+        out["violations_vs_best"] = bp["slo_violations"] / v if v else None
+        out["violations_ok"] = bp["slo_violations"] <= 0.5 * v
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--targets-only", action="store_true", help="recompute the targets of the saved results")
     args = ap.parse_args()
+    if args.targets_only:
+        out = json.loads(OUT.read_text())
+        for name, res in out["cases"].items():
+            res["targets"] = targets(res)
+            print(name, res["targets"])
+        OUT.write_text(json.dumps(out, indent=2) + "\n")
+        return
     profile = load_profile(PROFILE)
     out: dict = {"profile": PROFILE, "slo": {"ttft_s": 2.0, "tpot_s": 0.1}, "cases": {}}
     for name, make, cold in cases(args.quick):
@@ -60,6 +90,7 @@ def main() -> None:
         res["meta"]["workload"] = name
         res["meta"]["dropped_too_long"] = dropped
         res["meta"]["wall_s"] = time.perf_counter() - t0
+        res["targets"] = targets(res)
         out["cases"][name] = res
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(out, indent=2) + "\n")
