@@ -190,6 +190,9 @@ def test_burst_scales_up_on_gpu_nodes_then_down(cluster, operator, prometheus, f
             timeout=120,
         )
         assert "scale down" in final["lastDecision"]["reason"] or final["currentReplicas"] == 1
+        # each pod's creation-to-Ready time is measured once (kwok makes pods Ready at once)
+        assert final["coldStartsUntil"] and 3 <= len(final["coldStarts"]) <= 12
+        assert final["coldStartSeconds"] == pytest.approx(sorted(final["coldStarts"])[-1], abs=5)
     reasons = [e["reason"] for e in events(cluster, ns, "llm")]
     assert "ScaledUp" in reasons and "ScaledDown" in reasons
     scaled = next(e for e in events(cluster, ns, "llm") if e["reason"] == "ScaledUp")
