@@ -39,6 +39,7 @@ DEFAULT_QUERIES: dict[str, str] = {
     "lastSample": "max(timestamp(vllm:num_requests_running{selector}))",
 }
 TAG = "burstpilot_query"
+TAG_OVERHEAD = len(f'label_replace((), "{TAG}", "000.promptTokens", "", "") or ')
 
 
 class MetricsError(Exception):
@@ -120,12 +121,15 @@ class _Pending:
 class PrometheusSource:
     """Batched instant queries. ``await fetch(endpoint, queries)`` -> ``{key: float | None}``.
 
-    Calls that arrive within ``linger_s`` of each other for the same endpoint share one HTTP request.
+    Calls that arrive within ``linger_s`` of each other for the same endpoint share one HTTP request (several
+    when the combined PromQL would pass ``max_query_chars``).
     """
 
-    def __init__(self, linger_s: float = 0.05, timeout_s: float = 5.0) -> None:
+    def __init__(self, linger_s: float = 0.05, timeout_s: float = 5.0, max_query_chars: int = 8000) -> None:
         self.linger_s = linger_s
         self.timeout_s = timeout_s
+        # The query travels in the URL (GET): pools beyond this length go in further requests.
+        self.max_query_chars = max_query_chars
         self._pending: dict[Endpoint, list[_Pending]] = {}
         self._clients: dict[Endpoint, PrometheusConnect] = {}
         self._tmpdir: str | None = None
@@ -140,9 +144,19 @@ class PrometheusSource:
         return await fut
 
     async def _flush(self, endpoint: Endpoint) -> None:
-        batch = self._pending.pop(endpoint, [])
-        if not batch:
-            return
+        chunk: list[_Pending] = []
+        size = 0
+        for p in self._pending.pop(endpoint, []):
+            n = sum(len(q) + TAG_OVERHEAD for q in p.queries.values())
+            if chunk and size + n > self.max_query_chars:
+                await self._run(endpoint, chunk)
+                chunk, size = [], 0
+            chunk.append(p)
+            size += n
+        if chunk:
+            await self._run(endpoint, chunk)
+
+    async def _run(self, endpoint: Endpoint, batch: list[_Pending]) -> None:
         keyed = {f"{i}.{name}": q for i, p in enumerate(batch) for name, q in p.queries.items()}
         try:
             values = await asyncio.to_thread(self._query, endpoint, keyed)

@@ -96,3 +96,18 @@ def test_unreachable_prometheus_is_a_metrics_error():
     src = PrometheusSource(linger_s=0.0, timeout_s=2.0)
     with pytest.raises(MetricsError, match="did not answer"):
         asyncio.run(src.fetch(Endpoint(f"http://127.0.0.1:{port}"), {"x": "sum(a)"}))
+
+
+def test_a_large_batch_is_split_into_requests_under_the_length_limit():
+    values = {f"sum(metric_{i})": float(i) for i in range(12)}
+    with FakePrometheus(values) as prom:
+        src = PrometheusSource(linger_s=0.05, max_query_chars=300)
+        ep = Endpoint(prom.url)
+
+        async def main():
+            return await asyncio.gather(*(src.fetch(ep, {"x": f"sum(metric_{i})"}) for i in range(12)))
+
+        results = asyncio.run(main())
+    assert [r["x"] for r in results] == [float(i) for i in range(12)]
+    assert 1 < len(prom.queries) < 12
+    assert all(len(q) <= 300 for q in prom.queries)
