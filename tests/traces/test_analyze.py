@@ -136,6 +136,8 @@ def test_preset_acceptance(preset_summary):
     # failures rise inside bursts
     bs = s["overall"]["burst_stats"]
     assert bs["failure_rate_in_bursts"] > bs["failure_rate_outside_bursts"]
+    rel = s["overall"]["failures_vs_load"]["relative_failure_rate"]
+    assert rel[-1] > 1.3 * rel[0]  # the most loaded 10-second bins fail more than the quietest
     ss = s["sessions"]
     assert ss["single_turn_fraction"] == pytest.approx(0.36, abs=0.03) and ss["median_turns"] == 2
 

@@ -202,8 +202,19 @@ def find_bursts(arrival: np.ndarray, t0: float, t1: float, window_s: float):
     )
 
 
-def failures_vs_load(arrival: np.ndarray, failed: np.ndarray, t0: float, bin_s: float = 60.0) -> dict | None:
-    """Failure rate in per-minute load deciles, and the rank correlation of load and failures."""
+def _by_deciles(x: np.ndarray, n: np.ndarray, f: np.ndarray):
+    """Mean of x and failure rate (failures f over requests n) in deciles of x."""
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, 11)))
+    b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(len(edges) - 2, 0))
+    nb, fb, cnt = np.bincount(b, n), np.bincount(b, f), np.bincount(b)
+    ok = nb > 0
+    return (np.bincount(b, x)[ok] / cnt[ok]).tolist(), (fb[ok] / nb[ok]).tolist()
+
+
+def failures_vs_load(arrival, failed, t0: float, window_s: float, bin_s: float = 60.0) -> dict | None:
+    """Failure rate by decile of per-minute load, and by decile of relative load: the 10-second
+    count over the mean 10-second count of its refit window (how far above its own level traffic
+    is, which is what a burst is); with the rank correlation of per-minute load and failure rate."""
     if not failed.any() or len(arrival) < 100:
         return None
     idx = ((arrival - t0) // bin_s).astype(np.int64)
@@ -211,17 +222,25 @@ def failures_vs_load(arrival: np.ndarray, failed: np.ndarray, t0: float, bin_s: 
     f = np.bincount(idx, failed.astype(float))
     busy = n > 0
     n, f = n[busy], f[busy]
-    edges = np.unique(np.quantile(n, np.linspace(0, 1, 11)))
-    b = np.clip(np.searchsorted(edges, n, side="right") - 1, 0, max(len(edges) - 2, 0))
-    nb = np.bincount(b, n)
-    fb = np.bincount(b, f)
-    ok = nb > 0
+    load, rate = _by_deciles(n / bin_s, n, f)
     rho = stats.spearmanr(n, f / n).statistic if len(n) > 2 and n.std() > 0 else float("nan")
+    short = 10.0
+    i10 = ((arrival - t0) // short).astype(np.int64)
+    n10 = np.bincount(i10)
+    f10 = np.bincount(i10, failed.astype(float))
+    w = np.arange(len(n10)) * short // window_s
+    wmean = np.bincount(w.astype(np.int64), n10) / np.bincount(w.astype(np.int64))
+    busy10 = n10 > 0
+    ratio = n10[busy10] / wmean[w[busy10].astype(np.int64)]
+    rel, rel_rate = _by_deciles(ratio, n10[busy10], f10[busy10])
     return {
         "bin_s": bin_s,
-        "load_rps": (np.bincount(b, n)[ok] / np.bincount(b)[ok] / bin_s).tolist(),
-        "failure_rate": (fb[ok] / nb[ok]).tolist(),
+        "load_rps": load,
+        "failure_rate": rate,
         "spearman_load_failure": None if not np.isfinite(rho) else float(rho),
+        "relative_bin_s": short,
+        "relative_load": rel,
+        "relative_failure_rate": rel_rate,
     }
 
 
@@ -317,7 +336,7 @@ def group_summary(sub: Trace, t0: float, t1: float, resolution: float, window_s:
         "correlation": correlation(sub.request_tokens[ok], sub.response_tokens[ok]),
         "bursts": bursts,
         "burst_stats": burst_stats,
-        "failures_vs_load": failures_vs_load(a, sub.failed, t0),
+        "failures_vs_load": failures_vs_load(a, sub.failed, t0, window_s),
         "periodicity": periodicity(a, t0, t1, clock, weekday0),
         "windows": windows,
         "token_model": token_model(sub.request_tokens[ok], sub.response_tokens[ok]),

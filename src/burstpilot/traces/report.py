@@ -171,10 +171,11 @@ def make_figures(trace: Trace, summary: dict, out: Path) -> dict[str, str]:
         a1.set_title(f"Failure rate per {summary['window_s']:g}-s window")
         fl = summary["overall"]["failures_vs_load"]
         if fl:
-            a2.plot(fl["load_rps"], 100 * np.array(fl["failure_rate"]), marker="o")
-            a2.set_xlabel("load (requests/s, per-minute deciles)")
+            a2.plot(fl["relative_load"], 100 * np.array(fl["relative_failure_rate"]), marker="o")
+            a2.set_xscale("log")
+            a2.set_xlabel("10-s load / its window's mean (deciles)")
             a2.set_ylabel("failed (%)")
-            a2.set_title("Failures vs load")
+            a2.set_title("Failures vs relative load")
         figs["failures"] = _save(fig, out / "failures.png")
 
     # sessions
@@ -295,11 +296,18 @@ def write_report(summary: dict, figs: dict[str, str], path: Path) -> None:
             "",
             f"Rank correlation of per-minute load and failure rate: {_f(fl['spearman_load_failure'])}.",
             "",
-            "| load (req/s) | failed |",
-            "|---|---|",
+            "| per-minute load (req/s) | failed | relative 10-s load | failed |",
+            "|---|---|---|---|",
         ]
         L += [
-            f"| {x:.3g} | {100 * y:.2f}% |" for x, y in zip(fl["load_rps"], fl["failure_rate"], strict=True)
+            f"| {_f(x)} | {100 * y:.2f}% | {_f(rx)} | {100 * ry:.2f}% |"
+            for x, y, rx, ry in zip(
+                fl["load_rps"],
+                fl["failure_rate"],
+                fl["relative_load"],
+                fl["relative_failure_rate"],
+                strict=False,
+            )
         ]
     if figs:
         L += ["", "## Figures", ""]
