@@ -347,6 +347,9 @@ class Engine:
                 admitted_all = False
                 break
             seq = self.waiting[0]
+            if seq.arrival > now:  # real time: it came in after this step began (the process was late)
+                admitted_all = False
+                break
             chunk = min(seq.target, budget)
             need = -(-chunk // bs)
             if self.used_blocks + reserved + need > self.total_blocks:

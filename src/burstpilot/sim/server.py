@@ -161,6 +161,8 @@ class Replica:
         self.ready_at = 0.0
         self.task: asyncio.Task | None = None
         self.lateness: deque[float] = deque(maxlen=1 << 17)  # the most recent steps'
+        # (arrival, first token, finish, prompt tokens, output tokens) of recent requests, on the step clock
+        self.finished_log: deque[tuple] = deque(maxlen=1 << 14)
         self.steps = 0
         self.tokens = 0
         self.outstanding = 0
@@ -189,19 +191,21 @@ class Replica:
         loop = asyncio.get_running_loop()
         eng = self.engine
         mc = self.metrics.c
-        next_start = None
+        last_end = -math.inf
         while True:
             for st in self.aborts:
                 if st.seq is not None:
                     eng.abort(st.seq)
                     self.streams.pop(id(st.seq), None)
             self.aborts.clear()
-            now = loop.time()
-            start = now if next_start is None else next_start
-            plan = eng.plan(start)
+            # steps run back to back on the step clock; from idle, the next one starts when the first waiting
+            # request arrived (not when this loop got to run), as in the discrete-event mode
+            start = last_end
+            if not eng.running and eng.waiting:
+                start = max(last_end, min(loop.time(), eng.waiting[0].arrival))
+            plan = eng.plan(start) if eng.has_work() else None
             if plan is None:
                 self._gauges()
-                next_start = None
                 self.wake.clear()
                 await self.wake.wait()
                 continue
@@ -238,8 +242,12 @@ class Replica:
                 st.event.set()
                 mc["e2e"].observe(out.end - seq.arrival)
                 self.metrics.success.labels(self.model_name, st.reason).inc()
+            for seq in out.finished:
+                self.finished_log.append(
+                    (seq.arrival, seq.first_token_time, seq.finish_time, seq.prompt, seq.max_tokens)
+                )
             self._gauges()
-            next_start = out.end
+            last_end = out.end
 
     def _token(self, seq: Seq, t: float) -> None:
         st = self.streams.get(id(seq))

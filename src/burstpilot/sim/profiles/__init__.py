@@ -1,0 +1,1 @@
+"""Shipped replica profiles (JSON), read by burstpilot.sim.profile."""
