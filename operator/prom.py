@@ -20,6 +20,7 @@ from typing import Any
 import requests
 from burstpilot.operator import metrics as opmetrics
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
 
 # vLLM v1 metric names (the simulated replica exports the same). {selector} becomes the pool's label matchers,
 # {window} the tick's window (for example 10s). vLLM counts no arrivals, so requests = finished + the growth
@@ -206,6 +207,8 @@ class PrometheusSource:
             disable_ssl=endpoint.insecure_skip_verify,
             session=session,
             timeout=self.timeout_s,
+            # one quick retry: a Prometheus that is down must not stretch the tick (the next tick retries)
+            retry=Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504)),
         )
         if endpoint.ca_pem and not endpoint.insecure_skip_verify:
             session.verify = self._write(endpoint.ca_pem, "ca")  # PrometheusConnect resets verify
