@@ -62,7 +62,7 @@ def register(sub) -> None:
         "--minutes", type=float, default=30.0, help="discrete-event part: workload minutes (default 30)"
     )
     d.add_argument(
-        "--rps", type=float, default=12.0, help="discrete-event part: mean request rate (default 12)"
+        "--rps", type=float, default=6.0, help="discrete-event part: mean request rate (default 6)"
     )
     d.add_argument(
         "--cold-start", type=float, default=120.0, help="discrete-event part: cold start (default 120)"
