@@ -17,7 +17,7 @@ def step_by_step(w):
         if not e.has_work():
             t = max(t, w.arrival_s[i])
         while i < n and w.arrival_s[i] <= t:
-            seqs.append(e.add(i, w.request_tokens[i], w.response_tokens[i], w.arrival_s[i], tag=i))
+            seqs.append(e.add(w.request_tokens[i], w.response_tokens[i], w.arrival_s[i], tag=i))
             i += 1
         plan = e.plan(t)
         if plan is not None:
@@ -103,7 +103,7 @@ def test_block_accounting_stays_exact_through_preemptions():
         if not e.has_work():
             t = max(t, w.arrival_s[i])
         while i < n and w.arrival_s[i] <= t:
-            e.add(i, w.request_tokens[i], w.response_tokens[i], w.arrival_s[i])
+            e.add(w.request_tokens[i], w.response_tokens[i], w.arrival_s[i])
             i += 1
         plan = e.plan(t)
         if plan is None:

@@ -360,7 +360,7 @@ class SimCluster:
             return
         self.replica_of[i] = best.idx
         best.outstanding += 1
-        best.engine.add(i, prompt, out, t, tag=i)
+        best.engine.add(prompt, out, t, tag=i)
         p = best.plan
         if p is None:
             self._start(best)

@@ -34,7 +34,6 @@ class Seq:
     """One request inside the engine."""
 
     __slots__ = (
-        "rid",
         "prompt",
         "max_tokens",
         "arrival",
@@ -57,8 +56,7 @@ class Seq:
         "tag",
     )
 
-    def __init__(self, rid, prompt: int, max_tokens: int, arrival: float, tag=None):
-        self.rid = rid
+    def __init__(self, prompt: int, max_tokens: int, arrival: float, tag=None):
         self.prompt = prompt
         self.max_tokens = max_tokens
         self.arrival = arrival
@@ -210,8 +208,9 @@ class Engine:
         return [s for s in self.running.values() if s.state == DECODE]
 
     # ------------------------------------------------------------------ requests
-    def add(self, rid, prompt_tokens: int, max_tokens: int, now: float, tag=None) -> Seq:
-        seq = Seq(rid, max(1, int(prompt_tokens)), max(1, int(max_tokens)), now, tag)
+    def add(self, prompt_tokens: int, max_tokens: int, now: float, tag=None) -> Seq:
+        """Queue a request that arrived at ``now``; ``tag`` is the caller's handle on it."""
+        seq = Seq(max(1, int(prompt_tokens)), max(1, int(max_tokens)), now, tag)
         self.waiting.append(seq)
         return seq
 
@@ -462,9 +461,3 @@ class Engine:
         seq.state = FINISHED
         seq.finish_time = end
         self.finished += 1
-
-    def tokens_of(self, seq: Seq) -> int:
-        """Tokens generated so far by a sequence."""
-        if seq.state == DECODE:
-            return seq.join_gen + (self.step - seq.join_step)
-        return seq.generated

@@ -288,7 +288,7 @@ class Replica:
                 limit, reason = natural, "stop"
         st = Stream(limit)
         st.reason = reason
-        seq = self.engine.add(None, prompt_tokens, limit, asyncio.get_running_loop().time())
+        seq = self.engine.add(prompt_tokens, limit, asyncio.get_running_loop().time())
         st.seq = seq
         self.streams[id(seq)] = st
         self.outstanding += 1
