@@ -21,7 +21,7 @@ from burstpilot.errors import BurstpilotError
 from burstpilot.sim.engine import Engine, Plan
 from burstpilot.sim.profile import Profile, load_profile
 
-_ARRIVAL, _STEP, _READY, _SCRAPE = range(4)
+_STEP, _READY, _SCRAPE = range(3)  # event kinds; at equal times in this order
 
 SERIES_FIELDS = (
     "num_requests_running",
