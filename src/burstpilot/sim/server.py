@@ -214,11 +214,11 @@ class Replica:
             delay = out.end - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            t = loop.time()
-            late = max(0.0, t - out.end)
-            self.lateness.append(late)
-            mc["late"].observe(late)
-            self.steps += 1
+            if out.steps:  # (a plan that only preempted ran no step)
+                late = max(0.0, loop.time() - out.end)
+                self.lateness.append(late)
+                mc["late"].observe(late)
+                self.steps += 1
             self.tokens += out.tokens
             if out.preempted:
                 mc["preempt"].inc(len(out.preempted))
