@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "src" / "burstpilot" / "sim" / "profiles"
 
 
-def main() -> None:
-    base = json.loads((PROFILES / "h100-llama3-8b.json").read_text())
+def derive(base: dict) -> dict:
+    """The 70B TP4 profile from the 8B profile's JSON."""
     s = base["step_model"]
     dense = (70.6 / 8.03) / 4
     allreduce_latency_ms = 2 * 80 * 0.015
@@ -56,6 +56,11 @@ def main() -> None:
             "calibration": {"derived_from": "h100-llama3-8b", "method": "calibration/derive_70b_tp4.py"},
         }
     )
+    return prof
+
+
+def main() -> None:
+    prof = derive(json.loads((PROFILES / "h100-llama3-8b.json").read_text()))
     (PROFILES / "h100-llama3-70b-tp4.json").write_text(json.dumps(prof, indent=2) + "\n")
 
 

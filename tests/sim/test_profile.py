@@ -56,3 +56,16 @@ def test_bad_profile_names_the_field(tmp_path):
     path.write_text("{not json")
     with pytest.raises(BurstpilotError, match="line 1"):
         load_profile(path)
+
+
+def test_70b_profile_is_the_documented_derivation_of_the_8b_one():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "derive_70b_tp4", ROOT / "calibration" / "derive_70b_tp4.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    profiles = ROOT / "src/burstpilot/sim/profiles"
+    derived = mod.derive(json.loads((profiles / "h100-llama3-8b.json").read_text()))
+    assert derived == json.loads((profiles / "h100-llama3-70b-tp4.json").read_text())
