@@ -69,3 +69,36 @@ def test_70b_profile_is_the_documented_derivation_of_the_8b_one():
     profiles = ROOT / "src/burstpilot/sim/profiles"
     derived = mod.derive(json.loads((profiles / "h100-llama3-8b.json").read_text()))
     assert derived == json.loads((profiles / "h100-llama3-70b-tp4.json").read_text())
+
+
+def test_profiles_and_simulate_commands(tmp_path, capsys):
+    from burstpilot.traces import write_burstgpt_csv
+    from burstpilot.traces.generate import generate_preset
+
+    assert main(["sim", "profiles", "--json"]) == 0
+    names = {p["name"] for p in json.loads(capsys.readouterr().out)}
+    assert names == set(list_profiles())
+    trace = generate_preset("burstgpt", duration_s=120, rps=4, seed=3)
+    path = tmp_path / "w.csv"
+    write_burstgpt_csv(trace, path)
+    out = tmp_path / "summary.json"
+    assert (
+        main(
+            [
+                "sim",
+                "simulate",
+                str(path),
+                "--profile",
+                "h100-llama3-8b",
+                "--replicas",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(out.read_text())
+    assert summary["requests"] == len(trace) and summary["completed"] + summary["rejected"] == len(trace)
+    assert 0 < summary["ttft_p50_s"] < summary["ttft_p99_s"]
+    assert main(["sim", "simulate", str(tmp_path / "missing.csv"), "--profile", "h100-llama3-8b"]) == 2
