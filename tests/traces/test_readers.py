@@ -172,3 +172,20 @@ def test_subset_keeps_times(tmp_path):
     s = t.subset(t.arrival_s > t.arrival_s[50])
     assert s.arrival_s[0] > t.arrival_s[50] and len(s) < len(t)
     assert s.subset(np.arange(3)).arrival_s.tolist() == s.arrival_s[:3].tolist()
+
+
+def test_string_session_ids_stay_on_the_fast_path(tmp_path, monkeypatch):
+    import burstpilot.traces.readers as readers
+
+    def no_slow_pass(*args):
+        raise AssertionError("the slow, line-numbering pass is only for bad rows")
+
+    p = tmp_path / "s.csv"
+    p.write_text(V2.replace(",17,", ",a1b2,"))
+    monkeypatch.setattr(readers, "_read_csv_slow", no_slow_pass)
+    t = read_trace(p)
+    assert t.session_labels is not None and t.session_id[0] == t.session_id[2] >= 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text(V2.replace("100,20,120", "x,20,120"))
+    with pytest.raises(AssertionError, match="slow"):
+        read_trace(bad)

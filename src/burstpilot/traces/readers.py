@@ -259,16 +259,17 @@ def _read_csv_columns(path: Path, cols: list[_Col], skip_bad_rows: bool):
         invalid.append(row.number)
         return "skip"
 
+    types = {c.name: _arrow_type(c.kind) for c in cols}
     try:
-        table = pacsv.read_csv(
-            path,
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=[c.name for c in cols],
-                column_types={c.name: _arrow_type(c.kind) for c in cols},
-                strings_can_be_null=True,
-            ),
-        )
+        try:
+            table = _read_typed(path, cols, types, on_invalid)
+        except pa.ArrowInvalid:
+            # session ids that are not integers: read them as text, still in the fast pass
+            sessions = [c.name for c in cols if c.kind == "session"]
+            if not sessions:
+                raise
+            invalid.clear()
+            table = _read_typed(path, cols, types | dict.fromkeys(sessions, pa.string()), on_invalid)
         arrays = {c.name: table.column(c.name).combine_chunks() for c in cols}
         fast_ok = not invalid and all(
             arrays[c.name].null_count == 0 for c in cols if c.required and c.kind != "dict"
@@ -284,6 +285,16 @@ def _read_csv_columns(path: Path, cols: list[_Col], skip_bad_rows: bool):
     except pa.ArrowInvalid:
         pass
     return _read_csv_slow(path, cols, bad)
+
+
+def _read_typed(path: Path, cols: list[_Col], types: dict, on_invalid):
+    return pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=[c.name for c in cols], column_types=types, strings_can_be_null=True
+        ),
+    )
 
 
 def _read_csv_slow(path: Path, cols: list[_Col], bad: _BadRows):
