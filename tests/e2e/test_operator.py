@@ -172,6 +172,8 @@ def test_burst_scales_up_on_gpu_nodes_then_down(cluster, operator, prometheus, f
         burst = [h for h in history if 20 <= h["t"] <= 50]
         peak = max(h.get("desiredReplicas", 0) for h in burst)
         assert peak > GPU_NODES * GPUS_PER_NODE, f"the burst asks for more replicas than GPUs: {peak}"
+        # sized for the forecast peak quantile over the cold-start horizon, above the burst's mean rate
+        assert max((h.get("forecast") or {}).get("rate") or 0 for h in burst) > 9.0
         assert any(h.get("pendingReplicas", 0) > 0 for h in history), "pods beyond the GPUs show as pending"
         limited = [condition(h, "ScalingLimited") for h in history]
         assert any(
