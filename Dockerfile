@@ -11,7 +11,8 @@ COPY src ./src
 COPY operator ./operator
 COPY forecasting ./forecasting
 COPY loadtest ./loadtest
-RUN python -m build --wheel --outdir /dist
+# -P: the working directory holds our operator/ folder, which must not shadow the stdlib module.
+RUN python -P -m build --wheel --outdir /dist
 
 FROM ${PYTHON_IMAGE} AS venv
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
