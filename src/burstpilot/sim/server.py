@@ -115,22 +115,20 @@ class Metrics:
                 "late",
             )
         }
-        self.model_name = model_name
 
 
 class Stream:
     """One request's token delivery between the step loop and its HTTP handler."""
 
-    __slots__ = ("seq", "sent", "avail", "done", "event", "last_t", "reason", "limit")
+    __slots__ = ("seq", "avail", "done", "event", "last_t", "reason")
 
-    def __init__(self, limit: int):
+    def __init__(self, reason: str):
         self.seq: Seq | None = None
-        self.avail = 0
+        self.avail = 0  # tokens delivered so far
         self.done = False
         self.event = asyncio.Event()
         self.last_t = 0.0
-        self.reason = "length"
-        self.limit = limit
+        self.reason = reason  # finish_reason once done
 
 
 class Replica:
@@ -286,8 +284,7 @@ class Replica:
             )
             if natural < max_tokens:
                 limit, reason = natural, "stop"
-        st = Stream(limit)
-        st.reason = reason
+        st = Stream(reason)
         seq = self.engine.add(prompt_tokens, limit, asyncio.get_running_loop().time())
         st.seq = seq
         self.streams[id(seq)] = st
