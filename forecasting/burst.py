@@ -53,6 +53,7 @@ NUMERIC = (
     "level_cv",
     "prior_weight",
     "combine_power",
+    "persist_rate",
 )
 
 
@@ -87,8 +88,22 @@ class BurstForecaster(Forecaster):
         "prior_weight": 20.0,
         "peak_nodes": 8,
         "combine_power": 8.0,
+        "persist_lag": 2,
+        "persist_rate": 0.2,
     }
-    state_fields = ("levels", "trends", "burst", "prev_x", "dsq", "dmean", "streak", "rises")
+    state_fields = (
+        "levels",
+        "trends",
+        "burst",
+        "persist",
+        "pending",
+        "pending_age",
+        "prev_x",
+        "dsq",
+        "dmean",
+        "streak",
+        "rises",
+    )
 
     def _init_model(self) -> None:
         p = self.params
@@ -106,27 +121,32 @@ class BurstForecaster(Forecaster):
             )
         self.rhos = [float(r) for r in rhos]
         self.params["rhos"] = list(self.rhos)
-        for key in (*NUMERIC, "peak_nodes"):
+        for key in (*NUMERIC, "peak_nodes", "persist_lag"):
             try:
-                p[key] = float(p[key]) if key != "peak_nodes" else int(p[key])
+                p[key] = float(p[key]) if key in NUMERIC else int(p[key])
             except (TypeError, ValueError):
                 raise BurstpilotError(f"model 'burst': {key} must be a number, got {p[key]!r}") from None
         for key in ("rise_z", "rise_z2", "level_cv", "prior_weight"):
             if not float(p[key]) >= 0.0:
                 raise BurstpilotError(f"model 'burst': {key} must be >= 0, got {p[key]!r}")
-        for key in ("disp_decay", "trend_decay"):
+        for key in ("disp_decay", "trend_decay", "persist_rate"):
             if not 0.0 < float(p[key]) <= 1.0:
                 raise BurstpilotError(f"model 'burst': {key} must be in (0, 1], got {p[key]!r}")
         if not 0.0 <= float(p["trend_damping"]) < 1.0:
             raise BurstpilotError(
                 f"model 'burst': trend_damping must be in [0, 1), got {p['trend_damping']!r}"
             )
+        if p["persist_lag"] < 1:
+            raise BurstpilotError(f"model 'burst': persist_lag must be >= 1, got {p['persist_lag']!r}")
         if int(p["peak_nodes"]) < 1:
             raise BurstpilotError(f"model 'burst': peak_nodes must be >= 1, got {p['peak_nodes']!r}")
         self.ref = min(range(len(self.alphas)), key=lambda i: abs(self.alphas[i] - 0.15))
         self.levels = [math.nan] * len(self.alphas)
         self.trends = [0.0] * len(self.alphas)  # per level: EW mean of its smoothing increments
         self.burst = 0.0  # excess of the fastest level over the reference while a rise is on
+        self.persist = 1.0  # learned share of an onset's excess still there persist_lag steps later
+        self.pending = 0.0  # excess of the onset being followed (0: none)
+        self.pending_age = 0
         self.prev_x = math.nan
         self.dsq = math.nan  # EW mean of (x_t - x_{t-1})^2 / 2
         self.dmean = math.nan  # EW mean of x
@@ -175,9 +195,18 @@ class BurstForecaster(Forecaster):
         onset = self.streak >= 2 or z > p["rise_z"] and up < p["rise_p"]
         new_ref = self.levels[self.ref]
         excess = max(x if self.streak < 2 else 0.5 * (x + self.prev_x), self.levels[-1]) - new_ref
+        if self.pending > 0.0:
+            # How much of an onset's excess is still there persist_lag steps later: the learned persistence.
+            self.pending_age += 1
+            if self.pending_age >= p["persist_lag"]:
+                kept = min(max((x - new_ref) / self.pending, 0.0), 1.0)
+                self.persist += p["persist_rate"] * (kept - self.persist)
+                self.pending = 0.0
         if onset:
             if self.burst == 0.0:
                 self.rises += 1
+                if self.pending == 0.0 and excess > 0.0:
+                    self.pending, self.pending_age = excess, 0
             self.burst = max(excess, 0.0)
         elif self.burst > 0.0:
             # The burst lasts while the fastest level stays a step's standard deviation above the reference.
@@ -206,7 +235,7 @@ class BurstForecaster(Forecaster):
         self.streak = 0
 
     def _snapshot(self) -> tuple[float, ...]:
-        return (*self.levels, *self.trends, self.burst, self.dispersion())
+        return (*self.levels, *self.trends, self.burst * self.persist, self.dispersion())
 
     def trend_weight(self, h: int) -> float:
         phi = float(self.params["trend_damping"])
@@ -267,7 +296,7 @@ class BurstForecaster(Forecaster):
     def _point(self, h: int) -> float:
         w = self._select(h)[0]
         one = np.asarray
-        options = self._options(one([self.levels]), one([self.trends]), one([self.burst]), h)
+        options = self._options(one([self.levels]), one([self.trends]), one([self.burst * self.persist]), h)
         return float(options[0] @ w)
 
     def _bands(self, h: int, mean_count: float, qs: tuple[float, ...]) -> tuple[list[float], list[float]]:
