@@ -7,6 +7,7 @@ source file is left out of the wheel.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import sysconfig
@@ -113,7 +114,11 @@ def test_wheel_install_imports_and_runs(wheel, tmp_path):
         "print('ok')\n"
     )
     assert _run([str(py), "-c", probe], cwd=tmp_path).strip() == "ok"
-    assert "usage: burstpilot" in _run([str(env_dir / "bin" / "burstpilot"), "--help"], cwd=tmp_path)
+    cli = str(env_dir / "bin" / "burstpilot")
+    assert "usage: burstpilot" in _run([cli, "--help"], cwd=tmp_path)
+    # Package data travels too: the calibrated profiles are JSON files inside burstpilot.sim.
+    profiles = {p["name"] for p in json.loads(_run([cli, "sim", "profiles", "--json"], cwd=tmp_path))}
+    assert "h100-llama3-8b" in profiles
 
 
 def test_editable_install_imports_and_runs(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 from burstpilot.errors import BurstpilotError
@@ -78,7 +79,8 @@ def _profiles(args) -> int:
     for r in rows:
         t.add_row(r["name"], r["gpu"], r["model"], str(r["gpus_per_replica"]), str(r["kv_capacity_tokens"]),
                   str(r["max_num_seqs"]), f"{r['cold_start_s']:.0f}")  # fmt: skip
-    Console().print(t)
+    # Profile names are what users type: never let an 80-column default truncate them in a pipe.
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
     return 0
 
 
