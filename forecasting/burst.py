@@ -2,18 +2,24 @@
 
 Per step it keeps, in O(1):
 
-* a bank of exponentially smoothed levels (one per ``alphas`` entry) and a damped trend;
+* a bank of exponentially smoothed levels (one per ``alphas`` entry), each with a damped trend;
 * the index of dispersion ``D`` of the counts (variance / mean of a step's count at a locally constant
   rate: 1 for Poisson arrivals, CV² of the inter-arrival times for a Gamma-renewal process), estimated online
   from squared successive differences, which a slowly moving level does not inflate;
-* a rise detector: a count more than ``rise_z`` standard deviations above the reference level, or two in a
-  row above ``rise_z2``, pulls every level ``rise_gain`` of the way to the new count, so a burst onset lifts
-  the forecast at the step it is seen (or the next one).
+* a rise detector: a count more than ``rise_z`` standard deviations above the reference level and in the
+  top ``rise_p`` of the ring's one-step residuals, or two in a row beyond ``rise_z2`` / ``rise_p2``, starts a
+  burst component (the excess of the new counts over the reference), so a burst onset lifts the forecast
+  at the step it is seen (or the next one); the component ends when the fastest level falls back to within
+  one standard deviation of the reference;
+* the persistence of bursts: for each onset, the share of its excess still present ``persist_lag`` steps
+  later, smoothed over onsets (``persist_rate``); the burst component is scaled by it, so series whose
+  bursts are one-step spikes stop lifting the horizon mean while level shifts keep doing so.
 
 At forecast time, for a horizon of h steps, it works on the ring of the last ``calib_window_s`` seconds:
 
-1. picks the level (and whether to use the trend) whose past predictions of the h-step mean had the least
-   squared error on this series;
+1. weights the options (every level, flat or with its trend, plus the burst component decaying by each
+   ``rhos`` value per step) by the squared error of their past h-step means on this series
+   ((best MSE / MSE) ** ``combine_power``);
 2. estimates the relative variance ``v`` of the rate over the horizon (what the level cannot know: bursts
    and drifts) by the method of moments from the realized h-step sums: E[(S - m)^2] = D m + v m^2;
 3. models the arrivals in the horizon as negative binomial with mean m = h * level and variance
