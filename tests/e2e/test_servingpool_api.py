@@ -51,6 +51,7 @@ def test_defaults_are_filled_in(cluster, chart_installed):
         ({"forecasting": {"quantile": 1.5}}, "spec.forecasting.quantile"),
         ({"maxReplicas": 0}, "spec.maxReplicas: Invalid value: 0"),
         ({"surpriseField": 1}, 'unknown field "spec.surpriseField"'),
+        ({"profile": {"name": "h100-llama3-8b", "capacityScale": 20}}, "spec.profile.capacityScale"),
         ({"metrics": {"prometheusUrl": "ftp://x"}}, "spec.metrics.prometheusUrl"),
         (
             {"missingMetrics": {"policy": "Floor", "floorReplicas": 9}},
@@ -62,6 +63,16 @@ def test_invalid_servingpool_is_refused_with_a_clear_message(cluster, chart_inst
     res = cluster.apply(with_spec("invalid", **spec), check=False)
     assert res.returncode != 0
     assert message in res.stderr, res.stderr
+
+
+def test_calibrated_capacity_scale_is_kept_and_read_by_the_policy(cluster, chart_installed):
+    from burstpilot.policy import PoolSpec
+
+    cluster.apply(with_spec("scale-check", profile={"name": "h100-llama3-8b", "capacityScale": 0.8}))
+    spec = cluster.get_json("servingpool", "scale-check", "-n", "default")["spec"]
+    assert spec["profile"] == {"name": "h100-llama3-8b", "capacityScale": 0.8}
+    assert PoolSpec.from_crd(spec).capacity_scale == 0.8
+    cluster.kubectl("delete", "servingpool", "scale-check", "-n", "default")
 
 
 def test_target_is_immutable(cluster, chart_installed):
