@@ -1,0 +1,56 @@
+"""Run every benchmark in sequence; each writes its figures to bench/results/<area>.json.
+
+    .venv/bin/python bench/run_all.py [--only traces,sim,...] [--skip loadtest]
+
+The benchmarks share this machine's CPU, so they run one after another, never side by side. A benchmark that
+fails is reported and the others still run; the exit code is non-zero when any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# (area, script): the order puts the quick ones first.
+BENCHMARKS = [
+    ("sim", "sim_des.py"),
+    ("sim", "sim_realtime.py"),
+    ("sim", "sim_fleet.py"),
+    ("traces", "traces_load_analyze.py"),
+    ("forecasting", "forecasting_backtest.py"),
+    ("loadtest", "loadtest_send_accuracy.py"),
+    ("evaluation", "evaluation_policies.py"),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated areas to run")
+    ap.add_argument("--skip", default="", help="comma-separated areas to leave out")
+    args = ap.parse_args()
+    only = {a for a in args.only.split(",") if a}
+    skip = {a for a in args.skip.split(",") if a}
+    failed = []
+    for area, script in BENCHMARKS:
+        if (only and area not in only) or area in skip:
+            continue
+        print(f"== {script}", flush=True)
+        t0 = time.monotonic()
+        rc = subprocess.call([sys.executable, "-P", str(HERE / script)], cwd=HERE.parent)
+        print(
+            f"== {script}: exit {rc} after {time.monotonic() - t0:.0f} s -> bench/results/{area}.json",
+            flush=True,
+        )
+        if rc != 0:
+            failed.append(script)
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
