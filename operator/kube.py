@@ -1,4 +1,5 @@
-"""Kubernetes adapter: the target's scale subresource, its pods, the ServingPool's status, named Secrets.
+"""Kubernetes adapter: the target's scale subresource, its pods, the ServingPool's status, named Secrets, and
+the ConfigMaps holding the pools' decision-core state.
 
 Synchronous (the official client); the operator calls it through ``asyncio.to_thread``.
 """
@@ -14,6 +15,10 @@ from kubernetes import client
 
 GROUP, VERSION, PLURAL = "burstpilot.io", "v1alpha1", "servingpools"
 _OBJ = {"200": "object", "201": "object"}
+
+
+class StateError(Exception):
+    """A state ConfigMap could not be read or written (no permission, API server error)."""
 
 
 class TargetError(Exception):
@@ -158,3 +163,38 @@ class Kube:
     def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         secret = self.core.read_namespaced_secret(name, namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def _configmaps(self, namespace: str) -> str:
+        return f"/api/v1/namespaces/{namespace}/configmaps"
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap as a JSON object; None when it does not exist."""
+        try:
+            return self._request("GET", f"{self._configmaps(namespace)}/{name}")
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise StateError(f"reading ConfigMap {namespace}/{name}: {exc.status} {exc.reason}") from None
+
+    def create_configmap(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create it; False when one of that name exists already."""
+        try:
+            self._request("POST", self._configmaps(namespace), body, "application/json")
+        except client.ApiException as exc:
+            if exc.status == 409:
+                return False
+            name = body["metadata"]["name"]
+            raise StateError(f"creating ConfigMap {namespace}/{name}: {exc.status} {exc.reason}") from None
+        return True
+
+    def patch_configmap(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        """JSON merge patch; False when the ConfigMap does not exist."""
+        try:
+            self._request(
+                "PATCH", f"{self._configmaps(namespace)}/{name}", patch, "application/merge-patch+json"
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise StateError(f"patching ConfigMap {namespace}/{name}: {exc.status} {exc.reason}") from None
+        return True

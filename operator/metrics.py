@@ -24,7 +24,7 @@ FORECAST = Gauge(
 )
 ERRORS = Counter(
     "burstpilot_operator_errors_total",
-    "Ticks that met an error, by kind (target, metrics, spec, kubernetes)",
+    "Ticks that met an error, by kind (target, metrics, spec, kubernetes, state)",
     ["namespace", "pool", "kind"],
 )
 TICK_SECONDS = Histogram(

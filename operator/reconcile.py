@@ -1,8 +1,11 @@
 """One ServingPool's tick: observe (Kubernetes + Prometheus), decide (burstpilot.policy), act, report.
 
 The decision itself is ``burstpilot.policy.decide``; this module only gathers its inputs and applies its
-output. Everything the next tick (or a restarted operator) needs is written to the ServingPool's status:
-the decision core's state (``status.policyState``, JSON) and the measured cold starts.
+output. What the next tick (or a restarted operator) needs is kept in two places: the measured cold starts
+in the ServingPool's status, and the decision core's state (JSON, 50 to 100 KiB with the forecaster's
+calibration ring) in the pool's state ConfigMap (``burstpilot.operator.state``), never in the ServingPool. A
+``status.policyState`` left by an earlier operator version is read once, when no ConfigMap exists yet, and
+removed from the status once the ConfigMap holds the state.
 
 Replica edits made by hand: when the target's replicas differ from what this operator last set, it emits a
 ``ManualScale`` event and takes the edited count as the current one; the next decision starts from there
@@ -23,8 +26,9 @@ from typing import Any
 import numpy as np
 from burstpilot.operator import metrics as opmetrics
 from burstpilot.operator.conditions import Condition, merge_conditions
-from burstpilot.operator.kube import Kube, PodSummary, TargetError
+from burstpilot.operator.kube import Kube, PodSummary, StateError, TargetError
 from burstpilot.operator.prom import Endpoint, MetricsError, PrometheusSource, pool_queries
+from burstpilot.operator.state import StateStore
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.policy import Observation, PoolDemand, PoolSpec, allocate_budget, decide, new_state
@@ -59,17 +63,16 @@ def now_iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_state(status: dict[str, Any], spec: PoolSpec, forecasting: dict[str, Any]) -> dict[str, Any]:
-    """The decision core's state from ``status.policyState``; a fresh one when absent, unreadable, or made for
-    other forecasting settings."""
-    raw = status.get("policyState")
+def load_state(raw: str | None, spec: PoolSpec, forecasting: dict[str, Any]) -> dict[str, Any]:
+    """The decision core's state from a saved document (``dump_state``); a fresh one when absent, unreadable,
+    or made for other forecasting settings."""
     if raw:
         try:
             saved = json.loads(raw)
             if saved.get("forecasting") == forecasting and isinstance(saved.get("state"), dict):
                 return saved["state"]
         except (ValueError, AttributeError):
-            log.warning("%s: unreadable status.policyState; starting a fresh forecaster", spec.name)
+            log.warning("%s: unreadable saved policy state; starting a fresh forecaster", spec.name)
     return new_state(spec)
 
 
@@ -91,6 +94,10 @@ class PoolReconciler:
         self.namespace, self.name, self.emit = namespace, name, emit
         # The status this reconciler wrote last: the watch may not have delivered it back before the next tick.
         self.written: dict[str, Any] = {}
+        self.store = StateStore(kube, namespace, name)
+        self.document: str | None = None  # the decision core's state after the last tick (dump_state)
+        self.loaded = False  # whether the state ConfigMap has been read since this reconciler started
+        self.state_failing = False
 
     async def tick(self, body: dict[str, Any], now: float) -> float:
         """One tick. Returns the seconds until the next one (the spec's interval)."""
@@ -145,7 +152,8 @@ class PoolReconciler:
         patch["coldStartSeconds"] = spec.cold_start_s
 
         forecasting = dict(spec_raw.get("forecasting") or {})
-        state = load_state(status, spec, forecasting)
+        uid = body["metadata"]["uid"]
+        state = load_state(await self._saved_document(status, uid), spec, forecasting)
         obs = self._observation(now, values, scale.spec_replicas, pods, spec.interval_s)
         decision, state = await asyncio.to_thread(decide, spec, obs, state)
         replicas = decision.replicas
@@ -232,13 +240,58 @@ class PoolReconciler:
                 "bound": decision.bound if replicas == decision.replicas else "budget",
                 "advisory": spec.advisory,
             },
-            policyState=dump_state(state, forecasting),
         )
+        self.document = dump_state(state, forecasting)
+        if await self._save_document(uid) and status.get("policyState"):
+            patch["policyState"] = None  # migrated: the ConfigMap holds it now (merge patch: null deletes)
         opmetrics.DECISIONS.labels(*labels, decision.bound).inc()
         opmetrics.DESIRED.labels(*labels).set(replicas)
         conds.append(Condition("Ready", True, "Reconciled", decision.reason))
         await self._finish(status, patch, conds, generation, stamp)
         return spec.interval_s
+
+    async def _saved_document(self, status: dict[str, Any], uid: str) -> str | None:
+        """The state to resume from: this reconciler's own after its first tick; before that, the state
+        ConfigMap's, else (migration from earlier versions) ``status.policyState``."""
+        if self.loaded:
+            return self.document
+        try:
+            stored = await asyncio.to_thread(self.store.load, uid)
+        except StateError as exc:
+            self._state_failed(exc)
+            return self.document or status.get("policyState")
+        self.loaded = True
+        if stored is not None:
+            return stored
+        # No ConfigMap yet: this reconciler's own state if an earlier read failed, else the old status field.
+        return self.document or status.get("policyState")
+
+    async def _save_document(self, uid: str) -> bool:
+        """Write the state ConfigMap if the state changed. Not before it has been read once, so a state this
+        operator could not read is never overwritten. Returns whether the ConfigMap now holds the state."""
+        if not self.loaded or self.document is None:
+            return False
+        try:
+            await asyncio.to_thread(self.store.save, self.document, uid)
+        except StateError as exc:
+            self._state_failed(exc)
+            return False
+        if self.state_failing:
+            self.state_failing = False
+            self.emit("Normal", "StateSaved", f"policy state saved in ConfigMap {self.store.name}")
+        return self.store.saved == self.document
+
+    def _state_failed(self, exc: StateError) -> None:
+        """Counted and logged every time; one Warning Event per run of failures (the state stays in memory)."""
+        opmetrics.ERRORS.labels(self.namespace, self.name, "state").inc()
+        log.warning("%s/%s: %s", self.namespace, self.name, exc)
+        if not self.state_failing:
+            self.state_failing = True
+            self.emit(
+                "Warning",
+                "StateNotSaved",
+                f"{exc}; the state is kept in memory only: a restart now would start a fresh forecaster",
+            )
 
     async def _metrics(
         self, metrics_spec: dict[str, Any], window_s: float, now: float

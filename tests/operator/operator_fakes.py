@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from burstpilot.operator.kube import PodSummary, Scale, TargetError
+from burstpilot.operator.kube import PodSummary, Scale, StateError, TargetError
 
 
 class FakePrometheus:
@@ -60,7 +61,8 @@ class FakePrometheus:
 
 
 class FakeKube:
-    """The Kube adapter's interface over in-memory objects; records scale patches, statuses and secrets read."""
+    """The Kube adapter's interface over in-memory objects; records scale patches, statuses, ConfigMap writes.
+    ``configmap_error``: every ConfigMap call fails with it (no permission, API server down)."""
 
     def __init__(self, replicas: int | None = 1, pods: PodSummary | None = None) -> None:
         self.replicas = replicas  # None: the target does not exist
@@ -68,6 +70,9 @@ class FakeKube:
         self.scaled: list[int] = []
         self.statuses: list[dict] = []
         self.secrets: dict[str, dict[str, str]] = {}
+        self.configmaps: dict[str, dict] = {}
+        self.configmap_writes: list[tuple[str, str]] = []  # (verb, name)
+        self.configmap_error: str | None = None
 
     def get_scale(self, namespace, target):
         if self.replicas is None:
@@ -88,3 +93,30 @@ class FakeKube:
         if name not in self.secrets:
             raise KeyError(f"secret {name} not found")
         return self.secrets[name]
+
+    def _configmap_call(self) -> None:
+        if self.configmap_error:
+            raise StateError(self.configmap_error)
+
+    def get_configmap(self, namespace, name):
+        self._configmap_call()
+        return json.loads(json.dumps(self.configmaps[name])) if name in self.configmaps else None
+
+    def create_configmap(self, namespace, body):
+        self._configmap_call()
+        name = body["metadata"]["name"]
+        if name in self.configmaps:
+            return False
+        self.configmap_writes.append(("create", name))
+        self.configmaps[name] = json.loads(json.dumps(body))
+        return True
+
+    def patch_configmap(self, namespace, name, patch):
+        self._configmap_call()
+        if name not in self.configmaps:
+            return False
+        self.configmap_writes.append(("patch", name))
+        cm = self.configmaps[name]
+        cm["metadata"].update(patch.get("metadata", {}))
+        cm.setdefault("data", {}).update(patch.get("data", {}))
+        return True

@@ -45,9 +45,16 @@ def prom_values(requests: float, window: float = 2.0, age: float = 1.0) -> dict[
     }
 
 
+UID = "6c1f0d6e-0000-4000-8000-000000000001"
+
+
 def run_tick(kube, prom_url, status=None, spec=None, budgets=None, name="llm", now=NOW):
     events = []
-    body = {"metadata": {"generation": 3}, "spec": {**SPEC, **(spec or {})}, "status": status or {}}
+    body = {
+        "metadata": {"generation": 3, "uid": UID},
+        "spec": {**SPEC, **(spec or {})},
+        "status": status or {},
+    }
     body["spec"]["metrics"] = {**body["spec"]["metrics"], "prometheusUrl": prom_url}
     rec = PoolReconciler(
         kube,
@@ -80,16 +87,18 @@ def test_a_burst_scales_the_target_up_and_reports_why():
     assert cond(st, "Ready")["status"] == "True" and cond(st, "MetricsAvailable")["status"] == "True"
     assert cond(st, "ScalingLimited")["reason"] == "MaxReplicas"
     assert ("Normal", "ScaledUp") in [(k, r) for k, r, _ in events]
-    state = json.loads(st["policyState"])
+    state = json.loads(kube.configmaps["llm-burstpilot-state"]["data"]["policyState"])
     assert state["forecasting"] == SPEC["forecasting"] and state["state"]["forecaster"]["n_steps"] == 1
+    assert "policyState" not in st
 
 
 def test_the_saved_state_is_resumed_on_the_next_tick():
     kube = FakeKube(replicas=1)
     with FakePrometheus(prom_values(requests=2)) as prom:
         _, _, st1 = run_tick(kube, prom.url)
-        _, _, st2 = run_tick(kube, prom.url, status=st1, now=NOW + 2)
-    assert json.loads(st2["policyState"])["state"]["forecaster"]["n_steps"] == 2
+        _, _, st2 = run_tick(kube, prom.url, status=st1, now=NOW + 2)  # a new reconciler: a restart
+    saved = json.loads(kube.configmaps["llm-burstpilot-state"]["data"]["policyState"])
+    assert saved["state"]["forecaster"]["n_steps"] == 2
     # lastTransitionTime stays while a condition's status does not change
     assert cond(st2, "Ready")["lastTransitionTime"] == cond(st1, "Ready")["lastTransitionTime"]
 
@@ -97,9 +106,10 @@ def test_the_saved_state_is_resumed_on_the_next_tick():
 def test_changed_forecasting_settings_start_a_fresh_forecaster():
     spec = PoolSpec.from_crd(SPEC, "llm")
     saved = dump_state({"version": 1, "marker": True}, {"model": "ewma"})
-    assert "marker" not in load_state({"policyState": saved}, spec, SPEC["forecasting"])
-    assert load_state({"policyState": saved}, spec, {"model": "ewma"})["marker"] is True
-    assert "forecaster" in load_state({"policyState": "{not json"}, spec, SPEC["forecasting"])
+    assert "marker" not in load_state(saved, spec, SPEC["forecasting"])
+    assert load_state(saved, spec, {"model": "ewma"})["marker"] is True
+    assert "forecaster" in load_state("{not json", spec, SPEC["forecasting"])
+    assert "forecaster" in load_state(None, spec, SPEC["forecasting"])
 
 
 def test_missing_target_is_a_condition_not_an_exception():
