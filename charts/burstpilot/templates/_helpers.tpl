@@ -46,6 +46,11 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+# The pools' decision-core state (<pool>-burstpilot-state): read at start, written each tick. No list,
+# watch or delete (the garbage collector deletes them with their ServingPool).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch]
 {{- range .Values.rbac.scaleTargets }}
 - apiGroups: [{{ .apiGroup | quote }}]
   resources:
