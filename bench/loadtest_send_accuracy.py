@@ -147,7 +147,7 @@ def ensure_venv(name: str, spec, timeout_s: float) -> tuple[Path | None, str]:
 def version_of(venv_bin: Path, dist: str) -> str:
     py = venv_bin.parent / "python"
     r = subprocess.run(
-        [str(py), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        [str(py), "-I", "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
         capture_output=True,
         text=True,
     )
