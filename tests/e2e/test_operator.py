@@ -10,7 +10,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from e2e_harness import BIN, GPU_NODES, GPUS_PER_NODE, free_port, wait_for
+from e2e_harness import BIN, GPU_NODES, GPUS_PER_NODE, RELEASE_NS, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -234,7 +234,16 @@ def test_manual_scale_is_reported_and_taken_as_current(cluster, operator, promet
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
+def state_configmap(cluster, ns: str, pool_name: str) -> dict:
+    res = cluster.kubectl(
+        "get", "configmap", f"{pool_name}-burstpilot-state", "-n", ns, "-o", "json", check=False
+    )
+    return json.loads(res.stdout) if res.returncode == 0 else {}
+
+
 def test_restarted_operator_resumes_the_forecaster(cluster, operator, prometheus):
+    """The decision core's state lives in a ConfigMap owned by the pool, never in its status; a restart
+    resumes from it; a status.policyState left by an earlier version is migrated; deleting the pool deletes it."""
     ns = cluster.namespace("e2e-resume")
     dep = cluster.deployment(ns, "llm", replicas=1)
     dep["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}}
@@ -244,13 +253,56 @@ def test_restarted_operator_resumes_the_forecaster(cluster, operator, prometheus
     cluster.apply(obj)
 
     def steps() -> int:
-        raw = status(cluster, ns, "resume").get("policyState")
+        raw = (state_configmap(cluster, ns, "resume").get("data") or {}).get("policyState")
         return json.loads(raw)["state"]["forecaster"]["n_steps"] if raw else 0
 
     before = wait_for(
-        "a few forecaster steps saved in the status", lambda: (n := steps()) >= 3 and n, timeout=60
+        "a few forecaster steps saved in the state ConfigMap", lambda: (n := steps()) >= 3 and n, timeout=60
     )
+    cm = state_configmap(cluster, ns, "resume")
+    uid = cluster.get_json("servingpool", "resume", "-n", ns)["metadata"]["uid"]
+    assert [(o["kind"], o["name"], o["uid"]) for o in cm["metadata"]["ownerReferences"]] == [
+        ("ServingPool", "resume", uid)
+    ]
+    assert cm["metadata"]["labels"]["burstpilot.io/servingpool"] == "resume"
+    st = status(cluster, ns, "resume")
+    assert "policyState" not in st and st["lastDecision"]["reason"] and st["conditions"]
+
     operator.restart()
     after = wait_for("a tick of the restarted operator", lambda: (n := steps()) != before and n, timeout=60)
     assert after > before, f"the restarted operator continued from step {before} (now {after}), not from zero"
+
+    # Migration: an operator of an earlier version kept the state in status.policyState, and no ConfigMap.
+    operator.procs.stop(operator.proc)
+    saved = state_configmap(cluster, ns, "resume")["data"]["policyState"]  # the last tick's state
+    migrated_from = json.loads(saved)["state"]["forecaster"]["n_steps"]
+    cluster.kubectl("delete", "configmap", "resume-burstpilot-state", "-n", ns)
+    patch = json.dumps({"status": {"policyState": saved}})
+    cluster.kubectl(
+        "patch", "servingpool", "resume", "-n", ns, "--subresource=status", "--type=merge", "-p", patch
+    )
+    assert status(cluster, ns, "resume")["policyState"] == saved
+    operator.start()
+    resumed = wait_for("the state ConfigMap written again", lambda: steps(), timeout=60)
+    assert resumed > migrated_from, f"migrated from step {migrated_from}, resumed at {resumed}"
+    wait_for(
+        "status.policyState removed after the migration",
+        lambda: "policyState" not in status(cluster, ns, "resume"),
+        timeout=30,
+    )
+
+    # The garbage collector deletes the ConfigMap with its ServingPool.
+    cluster.kubectl("delete", "servingpool", "resume", "-n", ns)
+    wait_for("the state ConfigMap collected", lambda: not state_configmap(cluster, ns, "resume"), timeout=60)
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_state_configmap_rights_are_least_privilege(cluster, operator):
+    """The ServiceAccount may read and write ConfigMaps by name (its pools' state), not list or delete them."""
+    who = f"--as=system:serviceaccount:{RELEASE_NS}:{operator.service_account}"
+
+    def can(*args: str) -> str:
+        return cluster.kubectl("auth", "can-i", *args, "-n", "default", who, check=False).stdout.strip()
+
+    assert [can(v, "configmaps") for v in ("get", "create", "patch")] == ["yes"] * 3
+    assert [can(v, "configmaps") for v in ("list", "watch", "delete", "deletecollection")] == ["no"] * 4
