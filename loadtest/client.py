@@ -168,38 +168,53 @@ async def send(
                     text = (await resp.content.read(512)).decode("utf-8", "replace")
                     kind = "http_5xx" if resp.status >= 500 else "http_4xx"
                     raise _SSEError(kind, f"HTTP {resp.status}: {text.strip()[:200]}")
-                done = False
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line or line.startswith(b":"):
-                        continue
-                    if not line.startswith(b"data:"):
-                        if line.split(b":", 1)[0] in (b"event", b"id", b"retry"):
-                            continue
-                        raise _SSEError("malformed_sse", f"not an SSE line: {line[:80]!r}")
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        done = True
-                        break
-                    now = time.perf_counter()
+                if resp.content_type == "application/json":  # a non-streaming answer
                     try:
-                        data = json.loads(payload)
+                        data = await resp.json()
                     except ValueError as exc:
-                        raise _SSEError("malformed_sse", f"data is not JSON: {payload[:80]!r}") from exc
-                    if not isinstance(data, dict):
-                        raise _SSEError("malformed_sse", f"data is not a JSON object: {payload[:80]!r}")
-                    if "error" in data and not data.get("choices"):
-                        raise _SSEError("http_5xx", f"error event: {str(data['error'])[:200]}")
-                    if _chunk_text(data) is not None:
-                        if not times:
-                            cm.reschedule(total_deadline)
-                        times.append(now)
-                    usage = data.get("usage")
-                    if usage:
-                        usage_tokens = usage.get("completion_tokens", usage_tokens)
-                        prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
-                if not done:
-                    raise _SSEError("truncated", f"stream ended without [DONE] after {len(times)} chunks")
+                        raise _SSEError("malformed_sse", f"body is not JSON: {exc}") from exc
+                    if not isinstance(data, dict) or not data.get("choices"):
+                        raise _SSEError("malformed_sse", "JSON body without choices")
+                    choice = data["choices"][0]
+                    text = choice.get("text") or (choice.get("message") or {}).get("content") or ""
+                    if text:
+                        times.append(time.perf_counter())  # TTFT = E2E without streaming, as in vLLM
+                    usage = data.get("usage") or {}
+                    usage_tokens = usage.get("completion_tokens")
+                    prompt_tokens = usage.get("prompt_tokens")
+                else:
+                    done = False
+                    async for raw in resp.content:
+                        line = raw.strip()
+                        if not line or line.startswith(b":"):
+                            continue
+                        if not line.startswith(b"data:"):
+                            if line.split(b":", 1)[0] in (b"event", b"id", b"retry"):
+                                continue
+                            raise _SSEError("malformed_sse", f"not an SSE line: {line[:80]!r}")
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        now = time.perf_counter()
+                        try:
+                            data = json.loads(payload)
+                        except ValueError as exc:
+                            raise _SSEError("malformed_sse", f"data is not JSON: {payload[:80]!r}") from exc
+                        if not isinstance(data, dict):
+                            raise _SSEError("malformed_sse", f"data is not a JSON object: {payload[:80]!r}")
+                        if "error" in data and not data.get("choices"):
+                            raise _SSEError("http_5xx", f"error event: {str(data['error'])[:200]}")
+                        if _chunk_text(data) is not None:
+                            if not times:
+                                cm.reschedule(total_deadline)
+                            times.append(now)
+                        usage = data.get("usage")
+                        if usage:
+                            usage_tokens = usage.get("completion_tokens", usage_tokens)
+                            prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
+                    if not done:
+                        raise _SSEError("truncated", f"stream ended without [DONE] after {len(times)} chunks")
         t_end = time.perf_counter()
         rec["usage_reported"] = usage_tokens is not None
         if prompt_tokens is not None:

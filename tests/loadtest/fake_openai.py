@@ -86,6 +86,16 @@ class FakeServer:
             return web.Response(status=500)
         chat = "messages" in body
         n = int(body.get("max_tokens", 1))
+        if not body.get("stream"):
+            await asyncio.sleep(self.ttft_s + (n - 1) * self.itl_s)
+            text = "".join(f"t{i} " for i in range(n))
+            choice = (
+                {"index": 0, "message": {"role": "assistant", "content": text}}
+                if chat
+                else {"index": 0, "text": text}
+            )
+            usage = {"prompt_tokens": body.get("burstpilot_prompt_tokens", 1), "completion_tokens": n}
+            return web.json_response({"choices": [choice], "usage": usage})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from burstpilot.loadtest import ReplayOptions, Timeouts, merge, replay
-from burstpilot.loadtest.records import read_records
+from burstpilot.loadtest.records import ERROR_KINDS, read_records
 from conftest import make_workload
 from fake_openai import FakeServer
 
@@ -85,6 +85,24 @@ def test_request_shape_completions_and_chat(tmp_path):
     assert [r["output_tokens"] for r in recs] == [3, 2] and not any(r["error"] for r in recs)
 
 
+def test_non_streaming_requests(tmp_path):
+    w = make_workload([0.0, 0.01], response_tokens=[4, 1])
+
+    async def go(s):
+        await replay(w, [s.url], tmp_path / "c", ReplayOptions(stream=False, plot=False))
+        await replay(w, [s.url], tmp_path / "chat", ReplayOptions(stream=False, api="chat", plot=False))
+        return s.bodies
+
+    bodies = run(_with_server(FakeServer(ttft_s=0.02, itl_s=0.01), go))
+    assert not any(b["stream"] for b in bodies) and "stream_options" not in bodies[0]
+    for d in ("c", "chat"):
+        recs = read_records(tmp_path / d)
+        assert [r["error"] for r in recs] == ["", ""]
+        assert [r["output_tokens"] for r in recs] == [4, 1]
+        assert all(r["ttft_s"] == pytest.approx(r["e2e_s"], abs=0.005) for r in recs)  # no stream: TTFT = E2E
+        assert recs[0]["ttft_s"] >= 0.02 + 3 * 0.01
+
+
 def test_failed_rows_are_skipped_unless_included(tmp_path):
     w = make_workload([0.0, 0.01, 0.02], response_tokens=[2, 0, 2], failed=[False, True, False])
 
@@ -146,6 +164,7 @@ def test_every_failure_kind_is_recorded_and_replay_goes_on(tmp_path):
     assert [r["status"] for r in recs if r["expected_prompt_tokens"] in (10, 11)] == [400, 503]
     dead_rec = read_records(tmp_path / "dead")[0]
     assert dead_rec["error"] == "connect"
+    assert {r["error"] for r in recs} - {""} <= set(ERROR_KINDS)  # the documented vocabulary
 
 
 def test_refusing_target_fails_before_the_clock_starts(tmp_path):
