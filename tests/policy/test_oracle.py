@@ -1,11 +1,17 @@
-"""The oracle's plan is the cheapest feasible schedule: checked against exhaustive search on small cases."""
+"""``plan`` is the least-cost schedule for a given per-slot need, in the slot cost model (a replica costs a slot per
+slot it is up, a start costs the cold start, nothing started is ready before it): checked against exhaustive
+search over every ready-replica sequence on small cases. This proves the layer construction, not that the need
+is right: whether a plan meets the SLO, and which need is the cheapest that does, the simulator decides
+(``burstpilot.evaluation.oracle_search``, tested in tests/evaluation)."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from burstpilot.policy.oracle import plan
+from burstpilot.errors import BurstpilotError
+from burstpilot.policy import Capacity, PoolSpec
+from burstpilot.policy.oracle import plan, required_replicas
 
 
 def brute_force(required, cold, initial):
@@ -57,3 +63,15 @@ def test_short_gap_kept_long_gap_restarted():
 def test_replicas_at_reads_the_slot():
     p = plan([0, 0, 0, 2, 2], cold_slots=2, initial=0, slot_s=10.0)
     assert p.replicas_at(5.0) == 0 and p.replicas_at(12.0) == 2 and p.replicas_at(45.0) == 2
+
+
+def test_required_replicas_per_slot_or_centred_window():
+    # one replica serves 1 request/s of these lengths; 30 requests arrive in slot 1 (of 10 s)
+    spec = PoolSpec(capacity=Capacity(decode_tokens_per_s=100.0, prefill_tokens_per_s=1e15))
+    arrivals = np.full(30, 15.0)
+    args = (arrivals, np.ones(30), np.full(30, 100.0), 40.0, 10.0)
+    assert required_replicas(spec, *args) == [0, 3, 0, 0]
+    # window of 3 slots: slot 0 sees slots 0-1 (mean 15 requests), 1 and 2 see 10, slot 3 sees slots 2-3
+    assert required_replicas(spec, *args, window_slots=3) == [2, 1, 1, 0]
+    with pytest.raises(BurstpilotError, match="window_slots"):
+        required_replicas(spec, *args, window_slots=0)

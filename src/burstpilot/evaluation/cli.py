@@ -155,11 +155,28 @@ def evaluate_to_dir(
         results, runs = evaluate(
             workload, profile, spec, names, seed, cold_start, out, progress, meta, calibrate
         )
-    _console().print(
-        report.rich_table(results, title=f"{len(workload)} requests, cold start {cold_start:.0f}s")
-    )
+    console = _console()
+    console.print(report.rich_table(results, title=f"{len(workload)} requests, cold start {cold_start:.0f}s"))
+    if results["meta"].get("oracle"):
+        console.print(oracle_line(results["meta"]["oracle"], spec.slo.attainment))
     plots = report.plot(runs, out, spec.slo.ttft_s)
     return results, runs, plots
+
+
+def oracle_line(summary: dict[str, Any], goal: float) -> str:
+    """One sentence on which plan the oracle search chose."""
+    what = (
+        f"a constant pool of {summary['param']:g} replicas"
+        if summary["plan"] == "constant"
+        else f"the {summary['plan']} plan at planning capacity scale {summary['param']:.3f}"
+    )
+    tried = sum(1 for t in summary["trials"] if t["attainment"] is not None)
+    if summary["meets_goal"]:
+        return (
+            f"oracle: {what}, the fewest GPU-hours of the {tried} clairvoyant plans simulated that meet "
+            f"{goal:.1%} ({summary['simulations']} simulations in all, calibration included)"
+        )
+    return f"oracle: no plan tried meets {goal:.1%}; {what} came closest ({tried} plans simulated)"
 
 
 def run_evaluate(args) -> int:
@@ -291,8 +308,10 @@ def run_demo(args) -> int:
         "# burstpilot demo",
         "",
         f"Profile `{profile.name}` ({profile.gpus_per_replica} GPUs per replica), SLO: TTFT <= 2 s and TPOT <= "
-        "100 ms for 99% of requests. Capacity calibrated on the workload through the oracle: scale "
+        "100 ms for 99% of requests. Capacity calibrated on the workload through a clairvoyant plan: scale "
         f"{scale:.3f} of the closed-form model.",
+        "",
+        oracle_line(results["meta"]["oracle"], 0.99) + ".",
         "",
         f"## Every policy, discrete-event ({meta['workload']}, cold start {args.cold_start:.0f} s)",
         "",

@@ -92,7 +92,11 @@ def static_replicas(spec: PoolSpec, workload, which: str) -> int:
     return int(min(max(math.ceil(rate / per), spec.min_replicas), spec.max_replicas))
 
 
-def oracle_plan(spec: PoolSpec, workload, cold_start_s: float, initial: int) -> OraclePlan:
+def oracle_plan(
+    spec: PoolSpec, workload, cold_start_s: float, initial: int, window_s: float = ORACLE_SLOT_S
+) -> OraclePlan:
+    """The least-cost plan for the need of each slot's arrivals (or of the ``window_s`` around it) at the spec's
+    capacity (``burstpilot.policy.oracle``); the simulator judges it (``burstpilot.evaluation.oracle_search``)."""
     req = required_replicas(
         spec,
         np.asarray(workload.arrival_s),
@@ -100,6 +104,7 @@ def oracle_plan(spec: PoolSpec, workload, cold_start_s: float, initial: int) -> 
         np.maximum(np.asarray(workload.response_tokens), 1),
         float(workload.duration_s),
         ORACLE_SLOT_S,
+        max(1, int(round(window_s / ORACLE_SLOT_S))),
     )
     req = [min(r, spec.max_replicas) for r in req]
     return plan(req, int(math.ceil(cold_start_s / ORACLE_SLOT_S)), initial, ORACLE_SLOT_S)
@@ -224,28 +229,43 @@ def evaluate(
 ) -> tuple[dict[str, Any], list[PolicyRun]]:
     """Run every policy; results.json is rewritten after each one (the oracle runs first).
 
-    Unless ``calibrate`` is False, the spec's capacity scale is first set to the largest at which the oracle
-    meets the SLO (``burstpilot.evaluation.calibrate``), so every policy sizes with the simulator's real capacity.
+    Unless ``calibrate`` is False, the spec's capacity scale is first set to the largest at which a clairvoyant
+    plan meets the SLO (``burstpilot.evaluation.calibrate``), so every policy sizes with the simulator's real
+    capacity. The oracle is then searched for in the simulator (``burstpilot.evaluation.oracle_search``): the
+    cheapest plan found that knows every arrival and meets the goal. Simulations are cached by schedule, so
+    the static pools the search tried are not run again.
     """
-    calibration = None
-    if calibrate:
-        from burstpilot.evaluation.calibrate import BISECTIONS, oracle_capacity_scale
+    from burstpilot.evaluation.oracle_search import PlanRunner, search_oracle
 
-        task = progress.add_task("calibrate", total=BISECTIONS + 2) if progress else None
-        scale, att = oracle_capacity_scale(
-            profile,
-            spec,
-            workload,
-            seed,
-            cold_start_s,
-            on_step=(lambda sc, a: progress.advance(task)) if progress else None,
-        )
+    unknown = [n for n in names if n not in ALL_POLICIES]
+    if unknown:
+        raise BurstpilotError(f"--policies: unknown policy {unknown[0]!r} (known: {', '.join(ALL_POLICIES)})")
+    search_task = progress.add_task("oracle search", total=None) if progress else None
+
+    def on_run(label: str) -> None:
         if progress:
-            progress.update(task, completed=BISECTIONS + 2)
+            progress.update(search_task, advance=1, description=f"{label[:28]:<28}")
+
+    runner = PlanRunner(profile, spec, workload, seed, cold_start_s, on_run=on_run)
+    calibration = None
+    known: dict[float, float] = {}
+    if calibrate:
+        from burstpilot.evaluation.calibrate import oracle_capacity_scale
+
+        scale, att, known = oracle_capacity_scale(runner, spec)
         spec = spec.replace(capacity_scale=scale)
-        calibration = {"capacity_scale": scale, "oracle_attainment": att}
+        calibration = {"capacity_scale": scale, "plan_attainment": att}
+    runner.spec = spec
     initial = first_window_replicas(spec, workload, 300.0)
-    pols = build_policies(names, spec, workload, cold_start_s, initial)
+    n_static = {
+        name: static_replicas(spec, workload, name.split("-")[1]) for name in ("static-peak", "static-mean")
+    }
+    oracle = None
+    if "oracle" in names:
+        oracle = search_oracle(runner, spec, n_static["static-peak"], n_static["static-mean"], known)
+    if progress:
+        progress.update(search_task, total=runner.simulations, completed=runner.simulations,
+                        description="calibrate + oracle")  # fmt: skip
     results: dict[str, Any] = {"meta": dict(meta or {}), "policies": {}}
     results["meta"].update(
         {
@@ -257,31 +277,37 @@ def evaluate(
             "initial_replicas": initial,
             "capacity_scale": spec.capacity_scale,
             "calibration": calibration,
+            "oracle": oracle.summary() if oracle else None,
             "gpus_per_replica": spec.gpus_per_replica,
         }
     )
     runs: list[PolicyRun] = []
     oracle_gpu_h = None
-    for pol, init in pols:
-        task = progress.add_task(pol.name, total=float(workload.duration_s)) if progress else None
-        run = run_policy(
-            pol,
-            spec,
-            profile,
-            workload,
-            seed,
-            cold_start_s,
-            init,
-            on_progress=(lambda t, task=task: progress.update(task, completed=t)) if progress else None,
-        )
-        if progress:
-            progress.update(task, completed=float(workload.duration_s))
-        if pol.name == "oracle":
+    for name in sorted(names, key=lambda n: n != "oracle"):
+        if name == "oracle":
+            run = oracle.run
+        elif name in n_static:
+            run = runner.run_constant(n_static[name], name)
+        else:
+            task = progress.add_task(name, total=float(workload.duration_s)) if progress else None
+            run = run_policy(
+                baselines.get(name),
+                spec,
+                profile,
+                workload,
+                seed,
+                cold_start_s,
+                initial,
+                on_progress=(lambda t, task=task: progress.update(task, completed=t)) if progress else None,
+            )
+            if progress:
+                progress.update(task, completed=float(workload.duration_s))
+        if name == "oracle":
             oracle_gpu_h = run.metrics["gpu_hours"]
         if oracle_gpu_h:
             run.metrics["gpu_hours_vs_oracle"] = run.metrics["gpu_hours"] / oracle_gpu_h
         runs.append(run)
-        results["policies"][pol.name] = run.metrics
+        results["policies"][name] = run.metrics
         if out_dir is not None:
             write_json(out_dir / "results.json", results)
     return results, runs

@@ -1,16 +1,20 @@
-"""The oracle: knows every future arrival, and pays the fewest GPU-seconds that serve them given the cold start.
+"""The oracle's plans: every future arrival known, the fewest replica-slots that serve a per-slot need, given the
+cold start.
 
-Time is cut into slots. Slot ``t`` needs ``r[t]`` ready replicas: the arrivals of that slot at the capacity
-model's full sustainable rate (``burstpilot.policy.capacity``, no headroom), so the oracle is a lower bound on
-the cost of any policy sized with the same model. A replica costs one slot per slot it is up (cold or ready)
-and becomes ready ``cold`` slots after it is started; replicas present at time 0 are ready at once, and nothing
-can start before time 0 (so before slot ``cold`` at most ``initial`` replicas are ready).
+Time is cut into slots. Slot ``t`` needs ``r[t]`` ready replicas: the arrivals of that slot (or of a window
+of slots around it) at the capacity model's sustainable rate (``burstpilot.policy.capacity``, no headroom). A
+replica costs one slot per slot it is up (cold or ready) and becomes ready ``cold`` slots after it is started;
+replicas present at time 0 are ready at once, and nothing can start before time 0 (so before slot ``cold`` at
+most ``initial`` replicas are ready).
 
 With ``x[t] >= r[t]`` ready replicas the cost is ``sum(x) + cold * (number of starts)``. It splits over replica
 layers (layer ``k`` is up at ``t`` when ``x[t] >= k``), and each layer's best plan is greedy: stay up through a
 gap of ``g`` idle slots between two needed spells when ``g <= cold`` (cheaper than a restart), otherwise stop
-and restart ``cold`` slots before the next spell. The layers' plans nest, so together they are an optimal
-schedule. ``tests/policy/test_oracle.py`` checks it against exhaustive search on small cases.
+and restart ``cold`` slots before the next spell. The layers' plans nest, so together they are the least-cost
+schedule *for that need in this slot cost model*; ``tests/policy/test_oracle.py`` checks it against exhaustive
+search on small cases. Whether a need ``r`` is the right one (enough for the SLO, and no more) is a question
+about the served latencies, which the closed-form capacity model only estimates: ``burstpilot.evaluation``
+answers it in the simulator, by searching over the plans' sizing and choosing the cheapest that meets the SLO.
 """
 
 from __future__ import annotations
@@ -108,16 +112,29 @@ def required_replicas(
     output_tokens: np.ndarray,
     duration_s: float,
     slot_s: float,
+    window_slots: int = 1,
 ) -> list[int]:
-    """Replicas each slot's arrivals need at the capacity model's full rate (no headroom)."""
+    """Replicas each slot needs at the capacity model's full rate (no headroom): for the slot's own arrivals, or
+    with ``window_slots`` > 1 for the mean rate and mean lengths of the window of that many slots centred on it
+    (slot ``t`` sees slots ``t - (w - 1) // 2`` to ``t + w // 2``, cut at the ends)."""
+    if window_slots < 1:
+        raise BurstpilotError(f"oracle: window_slots must be >= 1, got {window_slots}")
     n = max(1, int(math.ceil(duration_s / slot_s - 1e-9)))
     idx = np.minimum((np.asarray(arrival_s) // slot_s).astype(np.int64), n - 1)
-    counts = np.bincount(idx, minlength=n)
+    counts = np.bincount(idx, minlength=n).astype(float)
     psum = np.bincount(idx, weights=np.asarray(prompt_tokens, dtype=float), minlength=n)
     osum = np.bincount(idx, weights=np.asarray(output_tokens, dtype=float), minlength=n)
+    if window_slots > 1:
+        w = int(window_slots)
+
+        def centred(a: np.ndarray) -> np.ndarray:
+            return np.convolve(a, np.ones(w))[w // 2 : w // 2 + n]
+
+        slots = centred(np.ones(n))
+        counts, psum, osum = centred(counts) / slots, centred(psum) / slots, centred(osum) / slots
     out = []
     for c, ps, os_ in zip(counts, psum, osum, strict=True):
-        if c == 0:
+        if c <= 0:
             out.append(0)
             continue
         rate = replica_rate(spec, ps / c, max(os_ / c, 1.0)).rate
