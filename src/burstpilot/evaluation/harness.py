@@ -194,7 +194,7 @@ def run_policy(
         "ttft_p50_s": q(res.ttft_s, 0.5),
         "ttft_p99_s": q(res.ttft_s, 0.99),
         "tpot_p99_s": q(res.tpot_s, 0.99),
-        "gpu_hours": res.gpu_seconds / 3600.0,
+        "gpu_hours": float(res.gpu_seconds) / 3600.0,
         "gpu_hours_vs_oracle": None,
         "scale_events": len(res.scale_events),
         "preemptions": int(res.preemptions),
