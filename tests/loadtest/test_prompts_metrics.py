@@ -57,7 +57,7 @@ def test_metrics_port_serves_live_counters(tmp_path):
                 for line in text.splitlines():
                     if line.startswith("burstpilot_replay_sent "):
                         seen.append(float(line.split()[1]))
-                if seen and seen[-1] >= 60:
+                if seen and seen[-1] > 0:
                     return
 
     async def go():
