@@ -56,9 +56,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from burstpilot.units import parse_duration
+
     from .client import Timeouts
     from .merge import merge
-    from .metrics import parse_duration, parse_slo
+    from .metrics import parse_slo
     from .runner import ReplayOptions, replay
     from .schedule import parse_shard
 

@@ -12,38 +12,17 @@ The run's duration spans from the earliest scheduled time to the last request's 
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from burstpilot.errors import BurstpilotError
+from burstpilot import units
 
 QUANTILES = (50, 90, 99)
 SLO_KEYS = ("ttft", "tpot", "e2e", "itl")
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|us)?\s*$")
-
-
-def parse_duration(text: str, what: str) -> float:
-    """'2s', '100ms', '250us' or a bare number of seconds -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise BurstpilotError(f"{what}: {text!r} is not a duration (examples: 2s, 100ms)")
-    value = float(m.group(1))
-    return value * {"ms": 1e-3, "us": 1e-6}.get(m.group(2) or "s", 1.0)
 
 
 def parse_slo(text: str) -> dict[str, float]:
     """'ttft=2s,tpot=100ms[,e2e=30s]' -> {'ttft': 2.0, 'tpot': 0.1, ...} in seconds."""
-    slo: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        key = key.strip().lower()
-        if not sep or key not in SLO_KEYS:
-            raise BurstpilotError(f"--slo: {part!r}: expected one of {', '.join(SLO_KEYS)} as NAME=DURATION")
-        slo[key] = parse_duration(value, f"--slo {key}")
-    if not slo:
-        raise BurstpilotError("--slo: no objective given (example: ttft=2s,tpot=100ms)")
-    return slo
+    return units.parse_slo(text, SLO_KEYS)
 
 
 def _stats(values) -> dict[str, float | None]:

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 from burstpilot.loadtest import build_schedule, parse_slo, summarize
-from burstpilot.loadtest.metrics import parse_duration
 from burstpilot.loadtest.schedule import parse_shard
 from conftest import make_workload
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.units import parse_duration
 
 
 def rec(index, sched, sent, ttft=None, e2e=None, tpot=None, itl=(), out=0, error="", prompt=10):
