@@ -20,7 +20,8 @@ KWOK_VERSION=${BURSTPILOT_KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${BURSTPILOT_HELM_VERSION:-v3.22.0}
 PROM_VERSION=${BURSTPILOT_PROMETHEUS_VERSION:-}
 
-export GOPROXY=https://proxy.golang.org GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# Modules come through the Go module proxy this machine is configured with (go env GOPROXY).
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { printf '%s build-toolchain: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
