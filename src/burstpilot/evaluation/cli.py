@@ -310,7 +310,7 @@ def run_demo(args) -> int:
         "100 ms for 99% of requests. Capacity calibrated on the workload through a clairvoyant plan: scale "
         f"{scale:.3f} of the closed-form model.",
         "",
-        oracle_line(results["meta"]["oracle"], 0.99) + ".",
+        oracle_line(results["meta"]["oracle"], spec.slo.attainment) + ".",
         "",
         f"## Every policy, discrete-event ({meta['workload']}, cold start {args.cold_start:.0f} s)",
         "",
