@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from burstpilot import units
 from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation.harness import ALL_POLICIES
 
@@ -83,28 +83,11 @@ def register(sub) -> None:
     d.set_defaults(handler=run_demo)
 
 
-_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0}
-
-
 def parse_slo(text: str) -> dict[str, float]:
-    """``ttft=2s,tpot=100ms[,attainment=0.99]`` -> {"ttft_s", "tpot_s", "attainment"}."""
-    out: dict[str, float] = {}
-    for part in filter(None, (x.strip() for x in text.split(","))):
-        key, _, val = part.partition("=")
-        key = key.strip().lower()
-        if key == "attainment":
-            try:
-                out["attainment"] = float(val)
-            except ValueError:
-                raise BurstpilotError(f"--slo: attainment must be a number, got {val!r}") from None
-            continue
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|)\s*", val)
-        if key not in ("ttft", "tpot") or m is None:
-            raise BurstpilotError(
-                f"--slo: cannot read {part!r} (expected ttft=2s,tpot=100ms,attainment=0.99)"
-            )
-        out[f"{key}_s"] = float(m.group(1)) * _UNITS[m.group(2)]
-    return out
+    """``ttft=2s,tpot=100ms[,attainment=0.99]`` -> {"ttft_s", "tpot_s", "attainment"} (the grammar every
+    ``--slo`` flag shares, burstpilot.units)."""
+    slo = units.parse_slo(text, ("ttft", "tpot"), numbers=("attainment",))
+    return {(k if k == "attainment" else f"{k}_s"): v for k, v in slo.items()}
 
 
 def _spec(profile, slo: dict[str, float], cold_start: float, min_r: int, max_r: int):
