@@ -24,26 +24,10 @@ import aiohttp
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from burstpilot.sim.fleet import free_port_block
+
 OUT = Path(__file__).parent / "results" / "sim.json"
 REPLICAS = 16
-
-
-def free_block(n: int) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        socks = []
-        try:
-            for p in range(base, base + n):
-                socks.append(socket.socket())
-                socks[-1].bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
 
 
 async def scrape(session, port: int) -> dict:
@@ -124,7 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = []
     for k in args.processes:
-        port = free_block(REPLICAS + 1)
+        port = free_port_block(REPLICAS + 1)
         cmd = [sys.executable, "-m", "burstpilot.cli", "sim", "fleet", "--replicas", str(REPLICAS), "--profile",
                "h100-llama3-8b", "--port", str(port), "--cold-start", "0", "--replica-processes", str(k)]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)

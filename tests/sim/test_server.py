@@ -1,6 +1,5 @@
 import asyncio
 import json
-import socket
 import time
 
 import aiohttp
@@ -10,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from burstpilot.sim import load_profile
 from burstpilot.sim.des import simulate
-from burstpilot.sim.fleet import Fleet
+from burstpilot.sim.fleet import Fleet, free_port_block
 from burstpilot.sim.server import Replica, start_site
 from burstpilot.sim.workload import Workload
 
@@ -18,32 +17,10 @@ PROFILE = load_profile("h100-llama3-8b")
 MODEL = PROFILE.model
 
 
-def free_port(block: int = 1) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + block >= 65535:
-            continue
-        socks = []
-        try:
-            for p in range(port, port + block):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block")
-
-
 async def with_replica(fn, **kw):
     rep = Replica(PROFILE, **({"cold_start_s": 0.0} | kw))
     rep.start()
-    port = free_port()
+    port = free_port_block(1)
     runner = await start_site(rep.app(), "127.0.0.1", port)
     try:
         async with aiohttp.ClientSession() as session:
@@ -263,7 +240,7 @@ def test_fleet_rescales_and_keeps_sd_file(tmp_path, processes):
     sd = tmp_path / "targets.json"
 
     async def go():
-        port = free_port(6)
+        port = free_port_block(6)
         fleet = Fleet(PROFILE, port, sd_file=sd, cold_start_s=0.0, replica_processes=processes)
         await fleet.start(2)
         try:

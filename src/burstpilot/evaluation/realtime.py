@@ -11,7 +11,6 @@ Several policies run at the same time, each on its own fleet, so they see the sa
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,11 @@ import aiohttp
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation.harness import PolicyRun, slo_met
 from burstpilot.policy.baselines import Policy
 from burstpilot.policy.core import Observation
 from burstpilot.policy.spec import PoolSpec
+from burstpilot.sim.fleet import free_port_block
 
 COUNTERS = {
     "vllm:request_success_total": "finished",
@@ -38,26 +37,6 @@ GAUGES = {
     "vllm:num_requests_waiting": "waiting",
     "vllm:kv_cache_usage_perc": "kv",
 }
-
-
-def free_port_block(n: int, start: int = 20000, stop: int = 60000) -> int:
-    """A port P such that P .. P+n-1 are free on 127.0.0.1 now (the fleet uses P for its router, P+1.. for replicas)."""
-    rng = np.random.default_rng(int(time.time_ns() % (2**32)))
-    for _ in range(200):
-        base = int(rng.integers(start, stop - n))
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise BurstpilotError(f"no block of {n} free ports on 127.0.0.1")
 
 
 async def scrape(session: aiohttp.ClientSession, port: int) -> dict[str, float] | None:

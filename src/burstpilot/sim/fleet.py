@@ -24,8 +24,32 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from burstpilot.errors import BurstpilotError
 from burstpilot.sim.profile import Profile, load_profile
 from burstpilot.sim.server import Replica, RequestError, error_response, start_site, wait_for_termination
+
+
+def free_port_block(n: int, tries: int = 200) -> int:
+    """A port P such that P .. P+n-1 are free on 127.0.0.1 now: the fleet's layout (router on P, replicas on
+    P+1..). The kernel picks P, so parallel callers rarely collide; the rest of the block is checked by binding."""
+    for _ in range(tries):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + n > 65535:
+            continue
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + n):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise BurstpilotError(f"no block of {n} free ports on 127.0.0.1")
 
 
 class _LocalHost:
