@@ -236,17 +236,7 @@ def _apply(spec, time_s, current, rec, bound, bounds, fc, state) -> Decision:
         reason += f"; limited to {spec.max_step} per step"
     if current < spec.min_replicas and target < spec.min_replicas:
         target = spec.min_replicas
-    if spec.advisory:
-        reason = f"advisory: {reason}"
-    return Decision(
-        replicas=int(target),
-        reason=reason,
-        bound=bound,
-        forecast=fc,
-        advisory=spec.advisory,
-        recommendation=int(rec),
-        bounds=bounds,
-    )
+    return _decision(spec, target, reason, bound, fc, rec, bounds)
 
 
 def _missing(spec: PoolSpec, obs: Observation, state, forecaster, current: int) -> Decision:
@@ -276,17 +266,7 @@ def _missing(spec: PoolSpec, obs: Observation, state, forecaster, current: int) 
     target = min(target, max(spec.max_replicas, current))
     if spec.max_step and target - current > spec.max_step:
         target = current + spec.max_step
-    if spec.advisory:
-        reason = f"advisory: {reason}"
-    return Decision(
-        replicas=int(target),
-        reason=reason,
-        bound=bound,
-        forecast=fc,
-        advisory=spec.advisory,
-        recommendation=int(rec),
-        bounds=bounds,
-    )
+    return _decision(spec, target, reason, bound, fc, rec, bounds)
 
 
 def _feed(forecaster, state, count: float | None, window: float, step: float) -> None:
@@ -345,3 +325,16 @@ def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
     out = dict(state)
     out["history"] = [list(h) for h in state.get("history", [])]
     return out
+
+
+def _decision(spec: PoolSpec, target, reason: str, bound: str, fc, rec, bounds) -> Decision:
+    """The Decision both paths return; advisory mode marks the reason so status and events say no action."""
+    return Decision(
+        replicas=int(target),
+        reason=f"advisory: {reason}" if spec.advisory else reason,
+        bound=bound,
+        forecast=fc,
+        advisory=spec.advisory,
+        recommendation=int(rec),
+        bounds=bounds,
+    )
