@@ -17,7 +17,14 @@ from burstpilot.sim import load_profile
 from burstpilot.traces import read_trace
 from burstpilot.traces.generate import generate_preset, scale_replay
 
-AZURE = Path("/work/shared/data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+# The shared data sit beside the repository (../shared), as on every checkout and in CI.
+AZURE = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "azure-llm-2023"
+    / "AzureLLMInferenceTrace_conv.csv"
+)
 OUT = Path(__file__).parent / "results" / "evaluation.json"
 PROFILE = "h100-llama3-8b"
 

@@ -36,7 +36,14 @@ from rich.table import Table
 from burstpilot.traces import read_trace
 
 OUT = Path(__file__).parent / "results" / "forecasting.json"
-AZURE = Path("/work/shared/data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+# The shared data sit beside the repository (../shared), as on every checkout and in CI.
+AZURE = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "azure-llm-2023"
+    / "AzureLLMInferenceTrace_conv.csv"
+)
 STEP = 10.0
 HORIZONS = (60.0, 120.0, 180.0)
 MODELS = ("last", "ewma", "holt", "ets", "seasonal", "burst")
