@@ -11,20 +11,14 @@ import json
 import time
 from pathlib import Path
 
+from shared_data import AZURE
+
 from burstpilot.evaluation.harness import ALL_POLICIES, evaluate, prepare_workload
 from burstpilot.policy import SLO, PoolSpec
 from burstpilot.sim import load_profile
 from burstpilot.traces import read_trace
 from burstpilot.traces.generate import generate_preset, scale_replay
 
-# The shared data sit beside the repository (../shared), as on every checkout and in CI.
-AZURE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "azure-llm-2023"
-    / "AzureLLMInferenceTrace_conv.csv"
-)
 OUT = Path(__file__).parent / "results" / "evaluation.json"
 PROFILE = "h100-llama3-8b"
 

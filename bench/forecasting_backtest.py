@@ -32,18 +32,11 @@ from burstpilot.forecasting import make_forecaster
 from burstpilot.forecasting.backtest import bin_trace, model_entry, run_model, write_json
 from rich.console import Console
 from rich.table import Table
+from shared_data import AZURE
 
 from burstpilot.traces import read_trace
 
 OUT = Path(__file__).parent / "results" / "forecasting.json"
-# The shared data sit beside the repository (../shared), as on every checkout and in CI.
-AZURE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "azure-llm-2023"
-    / "AzureLLMInferenceTrace_conv.csv"
-)
 STEP = 10.0
 HORIZONS = (60.0, 120.0, 180.0)
 MODELS = ("last", "ewma", "holt", "ets", "seasonal", "burst")

@@ -40,7 +40,7 @@ def main() -> int:
             continue
         print(f"== {script}", flush=True)
         t0 = time.monotonic()
-        rc = subprocess.call([sys.executable, "-P", str(HERE / script)], cwd=HERE.parent)
+        rc = subprocess.call([sys.executable, str(HERE / script)], cwd=HERE.parent)
         print(
             f"== {script}: exit {rc} after {time.monotonic() - t0:.0f} s -> bench/results/{area}.json",
             flush=True,
