@@ -8,9 +8,13 @@ WORKDIR /src
 RUN pip install --no-cache-dir build==1.3.0
 COPY pyproject.toml README.md ./
 COPY src ./src
-COPY operator ./operator
-COPY forecasting ./forecasting
+COPY traces ./traces
 COPY loadtest ./loadtest
+COPY sim ./sim
+COPY forecasting ./forecasting
+COPY policy ./policy
+COPY operator ./operator
+COPY evaluation ./evaluation
 # -P: the working directory holds our operator/ folder, which must not shadow the stdlib module.
 RUN python -P -m build --wheel --outdir /dist
 

@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from burstpilot.forecasting import make_forecaster
-from burstpilot.forecasting.backtest import bin_trace, model_entry, run_model, write_json
 from rich.console import Console
 from rich.table import Table
 from shared_data import AZURE
 
+from burstpilot.forecasting import make_forecaster
+from burstpilot.forecasting.backtest import bin_trace, model_entry, run_model, write_json
 from burstpilot.traces import read_trace
 
 OUT = Path(__file__).parent / "results" / "forecasting.json"

@@ -12,7 +12,7 @@ No 4-GPU machine was measured; every term of the 8B step model is scaled by what
 * prefill attention FLOPs per token pair: 80 layers x 64 query heads over 32 x 32, per GPU a quarter
   (``p2``: x 1.25).
 
-Usage: python calibration/derive_70b_tp4.py   (rewrites src/burstpilot/sim/profiles/h100-llama3-70b-tp4.json)
+Usage: python calibration/derive_70b_tp4.py   (rewrites sim/profiles/h100-llama3-70b-tp4.json)
 """
 
 from __future__ import annotations

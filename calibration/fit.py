@@ -10,7 +10,7 @@ steps (P = 0), prefill steps (B = 0) and mixed steps. The report gives each poin
 largest, per kind.
 
 Usage: python calibration/fit.py calibration/h100_llama3_8b_raw.csv \
-           --report calibration/h100_llama3_8b_fit.json --profile src/burstpilot/sim/profiles/h100-llama3-8b.json
+           --report calibration/h100_llama3_8b_fit.json --profile sim/profiles/h100-llama3-8b.json
 """
 
 from __future__ import annotations

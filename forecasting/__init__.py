@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from burstpilot.errors import BurstpilotError
 from burstpilot.forecasting.base import DEFAULT_QUANTILES, STATE_VERSION, Forecast, Forecaster
 from burstpilot.forecasting.burst import BurstForecaster
 from burstpilot.forecasting.models import ETS, EWMA, Holt, LastValue, Seasonal
-
-from burstpilot.errors import BurstpilotError
 
 MODELS: dict[str, type[Forecaster]] = {
     cls.name: cls for cls in (LastValue, EWMA, Holt, ETS, Seasonal, BurstForecaster)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from burstpilot.forecasting import DEFAULT_QUANTILES, MODELS, make_forecaster
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.forecasting import DEFAULT_QUANTILES, MODELS, make_forecaster
 
 SERIES = ("requests", "prompt_tokens", "output_tokens", "tokens")
 

@@ -38,10 +38,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from burstpilot.forecasting.base import MIN_CALIBRATION, Forecaster, realized
 from scipy import special, stats
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.forecasting.base import MIN_CALIBRATION, Forecaster, realized
 
 ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)
 # Persistence of a detected burst within the horizon: the excess decays by rho per step.

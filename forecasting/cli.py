@@ -57,13 +57,13 @@ def register(sub) -> None:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from burstpilot.forecasting import MODELS
-    from burstpilot.forecasting.backtest import bin_trace, model_entry, run_model, write_json
-    from burstpilot.forecasting.base import check_quantiles
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from burstpilot.forecasting import MODELS
+    from burstpilot.forecasting.backtest import bin_trace, model_entry, run_model, write_json
+    from burstpilot.forecasting.base import check_quantiles
     from burstpilot.traces import read_trace
 
     models = _names(args.models)

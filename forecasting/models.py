@@ -12,9 +12,9 @@ import warnings
 from typing import Any
 
 import numpy as np
-from burstpilot.forecasting.base import Forecaster
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.forecasting.base import Forecaster
 
 
 def _check_fraction(params: dict[str, Any], key: str, model: str, low: float = 0.0) -> float:

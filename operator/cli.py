@@ -63,9 +63,10 @@ def _load_kube_config() -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
+    from prometheus_client import start_http_server
+
     from burstpilot.operator import handlers  # registers the handlers with kopf
     from burstpilot.operator.prom import PrometheusSource
-    from prometheus_client import start_http_server
 
     health = _hostport(args.health_address, "--health-address")
     metrics = _hostport(args.metrics_address, "--metrics-address") if args.metrics_address else None

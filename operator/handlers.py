@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import kopf
+
 from burstpilot.operator import metrics as opmetrics
 from burstpilot.operator.kube import GROUP, PLURAL, VERSION, Kube
 from burstpilot.operator.prom import PrometheusSource

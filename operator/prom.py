@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from burstpilot.operator import metrics as opmetrics
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
+
+from burstpilot.operator import metrics as opmetrics
 
 # vLLM v1 metric names (the simulated replica exports the same). {selector} becomes the pool's label matchers,
 # {window} the tick's window (for example 10s). vLLM counts no arrivals, so requests = finished + the growth

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from burstpilot.errors import BurstpilotError
 from burstpilot.operator import metrics as opmetrics
 from burstpilot.operator.conditions import Condition, merge_conditions
 from burstpilot.operator.kube import Kube, PodSummary, StateError, TargetError
 from burstpilot.operator.prom import Endpoint, MetricsError, PrometheusSource, pool_queries
 from burstpilot.operator.state import StateStore
-
-from burstpilot.errors import BurstpilotError
 from burstpilot.policy import Observation, PoolDemand, PoolSpec, allocate_budget, decide, new_state
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
 """Both a built wheel and the editable install import the whole burstpilot namespace and run the CLI.
 
-The repository keeps operator/, forecasting/ and loadtest/ at the top level and maps them into
-burstpilot.* in pyproject.toml; these tests prove the mapping holds in both install modes and that no
-source file is left out of the wheel.
+The repository keeps every stage (traces/ loadtest/ sim/ forecasting/ policy/ operator/ evaluation/) at
+the top level and maps each into burstpilot.* in pyproject.toml; these tests prove the mapping holds in
+both install modes, that no source file is left out of the wheel, and that the image build copies every
+mapped folder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGE_DIR = PYPROJECT["tool"]["setuptools"]["package-dir"]
 PACKAGES = PYPROJECT["tool"]["setuptools"]["packages"]
-MAPPED = ("burstpilot.operator", "burstpilot.forecasting", "burstpilot.loadtest")
+MAPPED = tuple(p for p in PACKAGE_DIR if p != "burstpilot")
 
 
 def _source_folder(package: str) -> Path:
@@ -107,7 +108,7 @@ def test_wheel_install_imports_and_runs(wheel, tmp_path):
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], cwd=tmp_path)
     probe = (
-        "import burstpilot, burstpilot.operator, burstpilot.forecasting, burstpilot.loadtest, operator\n"
+        f"import burstpilot, operator, {', '.join(MAPPED)}\n"
         "import burstpilot.operator as op\n"
         f"assert op.__file__.startswith({str(site)!r}), op.__file__\n"
         "assert operator.__file__.endswith('operator.py') and 'site-packages' not in operator.__file__\n"
@@ -132,3 +133,19 @@ def test_editable_install_imports_and_runs(tmp_path):
         assert file == str(ROOT / module.split(".")[1] / "__init__.py")
     cli = Path(sys.executable).parent / "burstpilot"
     assert "usage: burstpilot" in _run([str(cli), "--help"], cwd=tmp_path)
+
+
+def test_every_stage_is_a_mapped_top_level_folder_and_the_image_copies_it():
+    stages = {"traces", "loadtest", "sim", "forecasting", "policy", "operator", "evaluation"}
+    assert {PACKAGE_DIR[m] for m in MAPPED} == stages
+    assert (
+        sorted(
+            p.name for p in (ROOT / "src" / "burstpilot").iterdir() if p.is_dir() and p.name != "__pycache__"
+        )
+        == []
+    )
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for folder in stages | {"src"}:
+        assert f"COPY {folder} ./{folder}" in dockerfile, folder
+        assert f"!{folder}/" in ignore, folder

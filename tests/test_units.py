@@ -1,10 +1,10 @@
 """Every --slo flag reads the same grammar: replay's and evaluate's parsers agree on durations and errors."""
 
 import pytest
-from burstpilot.loadtest import parse_slo as replay_slo
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation.cli import parse_slo as evaluate_slo
+from burstpilot.loadtest import parse_slo as replay_slo
 from burstpilot.units import parse_duration
 
 

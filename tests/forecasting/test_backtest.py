@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from burstpilot.forecasting.backtest import bin_trace, run_model, score
 
 from burstpilot.cli import main
 from burstpilot.errors import BurstpilotError
+from burstpilot.forecasting.backtest import bin_trace, run_model, score
 from burstpilot.traces import read_trace
 
 

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from burstpilot.forecasting import MODELS, Forecast, from_state, make_forecaster
-from burstpilot.forecasting.backtest import run_model
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.forecasting import MODELS, Forecast, from_state, make_forecaster
+from burstpilot.forecasting.backtest import run_model
 
 STEP = 10.0
 

@@ -4,9 +4,9 @@ import asyncio
 import json
 
 import pyarrow.parquet as pq
-from burstpilot.loadtest import ReplayOptions, replay
 from fake_openai import free_port
 
+from burstpilot.loadtest import ReplayOptions, replay
 from burstpilot.sim.fleet import Fleet
 from burstpilot.sim.profile import load_profile
 from burstpilot.traces.generate import generate_preset

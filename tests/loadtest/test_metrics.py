@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from burstpilot.loadtest import build_schedule, parse_slo, summarize
-from burstpilot.loadtest.schedule import parse_shard
 from conftest import make_workload
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.loadtest import build_schedule, parse_slo, summarize
+from burstpilot.loadtest.schedule import parse_shard
 from burstpilot.units import parse_duration
 
 

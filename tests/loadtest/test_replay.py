@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from burstpilot.loadtest import ReplayOptions, Timeouts, merge, replay
-from burstpilot.loadtest.records import ERROR_KINDS, read_records
 from conftest import make_workload
 from fake_openai import FakeServer
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.loadtest import ReplayOptions, Timeouts, merge, replay
+from burstpilot.loadtest.records import ERROR_KINDS, read_records
 
 
 def run(coro):

@@ -10,6 +10,7 @@ import threading
 from urllib.parse import parse_qs
 
 from aiohttp import web
+
 from burstpilot.operator.kube import PodSummary, Scale, StateError, TargetError
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from kubernetes import client
+
 from burstpilot.operator.conditions import Condition, merge_conditions
 from burstpilot.operator.kube import summarize_pods
-from kubernetes import client
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

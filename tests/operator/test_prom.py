@@ -6,6 +6,8 @@ import asyncio
 import socket
 
 import pytest
+from operator_fakes import FakePrometheus
+
 from burstpilot.operator.prom import (
     DEFAULT_QUERIES,
     Endpoint,
@@ -17,7 +19,6 @@ from burstpilot.operator.prom import (
     selector_matchers,
     split,
 )
-from operator_fakes import FakePrometheus
 
 
 def test_selector_matchers_escape_values():

@@ -6,6 +6,8 @@ import asyncio
 import json
 
 import pytest
+from operator_fakes import FakeKube, FakePrometheus
+
 from burstpilot.operator.kube import PodSummary
 from burstpilot.operator.prom import PrometheusSource, pool_queries
 from burstpilot.operator.reconcile import (
@@ -15,8 +17,6 @@ from burstpilot.operator.reconcile import (
     load_state,
     measured_cold_start,
 )
-from operator_fakes import FakeKube, FakePrometheus
-
 from burstpilot.policy import PoolSpec
 
 NOW = 1_900_000_000.0

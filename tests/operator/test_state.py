@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from burstpilot.operator.prom import PrometheusSource
-from burstpilot.operator.reconcile import BudgetBook, PoolReconciler, dump_state
-from burstpilot.operator.state import POOL_LABEL, StateStore, configmap_name, labels
 from operator_fakes import FakeKube, FakePrometheus
 from test_reconcile import NOW, SPEC, UID, prom_values
 
+from burstpilot.operator.prom import PrometheusSource
+from burstpilot.operator.reconcile import BudgetBook, PoolReconciler, dump_state
+from burstpilot.operator.state import POOL_LABEL, StateStore, configmap_name, labels
 from burstpilot.policy import PoolSpec, new_state
 
 CM = "llm-burstpilot-state"

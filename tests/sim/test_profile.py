@@ -47,7 +47,7 @@ def test_predict_cli(capsys):
 
 
 def test_bad_profile_names_the_field(tmp_path):
-    d = json.loads((ROOT / "src/burstpilot/sim/profiles/h100-llama3-8b.json").read_text())
+    d = json.loads((ROOT / "sim/profiles/h100-llama3-8b.json").read_text())
     del d["step_model"]["kl_ms"]
     path = tmp_path / "p.json"
     path.write_text(json.dumps(d))
@@ -66,7 +66,7 @@ def test_70b_profile_is_the_documented_derivation_of_the_8b_one():
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    profiles = ROOT / "src/burstpilot/sim/profiles"
+    profiles = ROOT / "sim/profiles"
     derived = mod.derive(json.loads((profiles / "h100-llama3-8b.json").read_text()))
     assert derived == json.loads((profiles / "h100-llama3-70b-tp4.json").read_text())
 
