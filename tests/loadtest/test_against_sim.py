@@ -4,12 +4,12 @@ import asyncio
 import json
 
 import pyarrow.parquet as pq
-from fake_openai import free_port
 
 from burstpilot.loadtest import ReplayOptions, replay
 from burstpilot.sim.fleet import Fleet
 from burstpilot.sim.profile import load_profile
 from burstpilot.traces.generate import generate_preset
+from tests.support.fake_openai import free_port
 
 
 def test_burstgpt_workload_against_sim_fleet(tmp_path):

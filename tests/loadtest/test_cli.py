@@ -3,10 +3,9 @@
 import asyncio
 import json
 
-from fake_openai import FakeServer
-
 from burstpilot.cli import main
 from burstpilot.traces import make_trace, write_burstgpt_csv
+from tests.support.fake_openai import FakeServer
 
 
 def test_cli_replay_shards_and_merge(tmp_path, capsys):

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import make_workload
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.loadtest import build_schedule, parse_slo, summarize
 from burstpilot.loadtest.schedule import parse_shard
 from burstpilot.units import parse_duration
+from tests.support.workloads import make_workload
 
 
 def rec(index, sched, sent, ttft=None, e2e=None, tpot=None, itl=(), out=0, error="", prompt=10):

@@ -6,13 +6,13 @@ import socket
 
 import aiohttp
 import pytest
-from conftest import make_workload
-from fake_openai import FakeServer, free_port
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.loadtest import ReplayOptions, replay
 from burstpilot.loadtest.client import PromptBuilder
+from tests.support.fake_openai import FakeServer, free_port
+from tests.support.workloads import make_workload
 
 
 def _tiny_tokenizer(path):

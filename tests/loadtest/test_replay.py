@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_workload
-from fake_openai import FakeServer
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.loadtest import ReplayOptions, Timeouts, merge, replay
 from burstpilot.loadtest.records import ERROR_KINDS, read_records
+from tests.support.fake_openai import FakeServer
+from tests.support.workloads import make_workload
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(coro):
@@ -168,7 +170,7 @@ def test_every_failure_kind_is_recorded_and_replay_goes_on(tmp_path):
 
 
 def test_refusing_target_fails_before_the_clock_starts(tmp_path):
-    from fake_openai import free_port
+    from tests.support.fake_openai import free_port
 
     w = make_workload([0.0, 0.1])
 
@@ -266,9 +268,8 @@ def test_torn_last_line_is_dropped(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import asyncio, sys
-    sys.path.insert(0, {tests!r})
-    from conftest import make_workload
+    import asyncio
+    from tests.support.workloads import make_workload
     from burstpilot.loadtest import ReplayOptions, replay
     w = make_workload([0.02 * i for i in range(1000)], response_tokens=2)
     print("start", flush=True)
@@ -279,8 +280,10 @@ KILL_SCRIPT = textwrap.dedent(
 
 def test_kill_9_keeps_everything_completed_a_second_before(tmp_path):
     async def go(s):
-        script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), url=s.url, out=str(tmp_path))
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=subprocess.PIPE)
+        script = KILL_SCRIPT.format(url=s.url, out=str(tmp_path))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdout=subprocess.PIPE, cwd=str(REPO)
+        )
         await proc.stdout.readline()
         while len(s.finished) < 90:  # bounded by the workload: 1000 requests at 50/s
             await asyncio.sleep(0.05)

@@ -6,7 +6,6 @@ import asyncio
 import socket
 
 import pytest
-from operator_fakes import FakePrometheus
 
 from burstpilot.operator.prom import (
     DEFAULT_QUERIES,
@@ -19,6 +18,7 @@ from burstpilot.operator.prom import (
     selector_matchers,
     split,
 )
+from tests.support.operator_fakes import FakePrometheus
 
 
 def test_selector_matchers_escape_values():

@@ -6,10 +6,9 @@ import asyncio
 import json
 
 import pytest
-from operator_fakes import FakeKube, FakePrometheus
 
 from burstpilot.operator.kube import PodSummary
-from burstpilot.operator.prom import PrometheusSource, pool_queries
+from burstpilot.operator.prom import PrometheusSource
 from burstpilot.operator.reconcile import (
     BudgetBook,
     PoolReconciler,
@@ -18,34 +17,7 @@ from burstpilot.operator.reconcile import (
     measured_cold_start,
 )
 from burstpilot.policy import PoolSpec
-
-NOW = 1_900_000_000.0
-SPEC = {
-    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"},
-    "minReplicas": 1,
-    "maxReplicas": 6,
-    "profile": {"decodeTokensPerSecond": 100, "prefillTokensPerSecond": 2000},
-    "metrics": {"selector": {"servingpool": "llm"}},
-    "forecasting": {"model": "burst", "stepSeconds": 2, "quantile": 0.9},
-    "scaling": {"intervalSeconds": 2, "scaleDownStabilizationSeconds": 30},
-}
-
-
-def prom_values(requests: float, window: float = 2.0, age: float = 1.0) -> dict[str, float]:
-    """What Prometheus answers for SPEC's default queries at NOW: `requests` in the window, 100+50 tokens each."""
-    q = pool_queries(SPEC["metrics"], window)
-    return {
-        q["requests"]: requests,
-        q["promptTokens"]: requests * 100,
-        q["generationTokens"]: requests * 50,
-        q["waiting"]: 0.0,
-        q["running"]: 1.0,
-        q["kvUsage"]: 0.1,
-        q["lastSample"]: NOW - age,
-    }
-
-
-UID = "6c1f0d6e-0000-4000-8000-000000000001"
+from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
 
 def run_tick(kube, prom_url, status=None, spec=None, budgets=None, name="llm", now=NOW):

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from operator_fakes import FakeKube, FakePrometheus
-from test_reconcile import NOW, SPEC, UID, prom_values
-
 from burstpilot.operator.prom import PrometheusSource
 from burstpilot.operator.reconcile import BudgetBook, PoolReconciler, dump_state
 from burstpilot.operator.state import POOL_LABEL, StateStore, configmap_name, labels
 from burstpilot.policy import PoolSpec, new_state
+from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
 CM = "llm-burstpilot-state"
 

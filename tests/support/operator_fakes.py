@@ -12,6 +12,36 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from burstpilot.operator.kube import PodSummary, Scale, StateError, TargetError
+from burstpilot.operator.prom import pool_queries
+
+# One pool shared by the operator's unit tests: its spec, the clock, its uid, and Prometheus's answers.
+NOW = 1_900_000_000.0
+SPEC = {
+    "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"},
+    "minReplicas": 1,
+    "maxReplicas": 6,
+    "profile": {"decodeTokensPerSecond": 100, "prefillTokensPerSecond": 2000},
+    "metrics": {"selector": {"servingpool": "llm"}},
+    "forecasting": {"model": "burst", "stepSeconds": 2, "quantile": 0.9},
+    "scaling": {"intervalSeconds": 2, "scaleDownStabilizationSeconds": 30},
+}
+
+
+def prom_values(requests: float, window: float = 2.0, age: float = 1.0) -> dict[str, float]:
+    """What Prometheus answers for SPEC's default queries at NOW: `requests` in the window, 100+50 tokens each."""
+    q = pool_queries(SPEC["metrics"], window)
+    return {
+        q["requests"]: requests,
+        q["promptTokens"]: requests * 100,
+        q["generationTokens"]: requests * 50,
+        q["waiting"]: 0.0,
+        q["running"]: 1.0,
+        q["kvUsage"]: 0.1,
+        q["lastSample"]: NOW - age,
+    }
+
+
+UID = "6c1f0d6e-0000-4000-8000-000000000001"
 
 
 class FakePrometheus:
