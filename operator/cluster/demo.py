@@ -227,8 +227,10 @@ def _run(lc: LocalCluster, out: Path) -> int:
 def write_report(out, history, summary, lifetimes, events, gpus, wall0, wall1, png) -> Path:
     slo = summary.get("slo") or {}
     burst_start = PHASES[0][0]
-    ups = [h for h in history if h["t"] >= burst_start and (h["desired"] or 0) > 1]
-    first_up = ups[0]["t"] - burst_start if ups else None
+    ups = [(h["t"], p["desired"], h["desired"]) for p, h in zip(history, history[1:], strict=False)
+           if (h["desired"] or 0) > (p["desired"] or 0)]  # fmt: skip
+    after = [u for u in ups if u[0] >= burst_start]
+    first_up = after[0][0] - burst_start if after else None
     peak = max((h["desired"] or 0) for h in history)
     pending_peak = max(h["pending"] or 0 for h in history)
     scale_events = [e for e in events if e.get("reason") in ("ScaledUp", "ScaledDown")]
@@ -241,7 +243,7 @@ def write_report(out, history, summary, lifetimes, events, gpus, wall0, wall1, p
         f"{gpus} fake GPUs (kwok), the chart and the operator, Prometheus scraping one simulated vLLM replica "
         "per Ready pod, and the load generator replaying the burst below against the pool's Service.",
         "",
-        f"- Workload: Poisson arrivals, {', '.join(f'{r:g} requests/s for {s:.0f} s' for s, r in PHASES)}; "
+        f"- Workload: Poisson arrivals, {', '.join(f'{r:g} req/s for {s:.0f} s' for s, r in PHASES)}; "
         f"{PROMPT} prompt + {OUTPUT} output tokens per request ({summary['requests']['scheduled']} requests).",
         f"- Pool: declared capacity {SAMPLE_CAPACITY['decodeTokensPerSecond']} decode and "
         f"{SAMPLE_CAPACITY['prefillTokensPerSecond']} prefill tokens/s per replica (about 1.8 requests/s), "
@@ -251,12 +253,14 @@ def write_report(out, history, summary, lifetimes, events, gpus, wall0, wall1, p
         "",
         "| | |",
         "|---|---|",
-        f"| first scale-up after the burst began | {f'{first_up:.0f} s' if first_up is not None else 'none'} |",
+        f"| first scale-up after the burst began (at {burst_start:.0f} s) | "
+        f"{f'{first_up:.0f} s later' if first_up is not None else 'none'} |",
+        f"| scale-ups (t: from -> to) | {', '.join(f'{t:.0f} s: {a} -> {b}' for t, a, b in ups) or 'none'} |",
         f"| peak desired replicas | {peak} (GPUs: {gpus}) |",
         f"| peak Pending pods (no GPU left) | {pending_peak} |",
         f"| scale events (ScaledUp / ScaledDown) | {sum(e['reason'] == 'ScaledUp' for e in scale_events)} / "
         f"{sum(e['reason'] == 'ScaledDown' for e in scale_events)} |",
-        f"| GPU-seconds of the pods (creation to deletion, Pending included) | {gpu_s:.0f} |",
+        f"| GPU-seconds of the pods (each pod's creation to deletion, Pending pods included) | {gpu_s:.0f} |",
         f"| requests completed / failed | {summary['requests']['completed']} / {summary['requests']['failed']} |",
         f"| SLO ({SLO}) attainment | {slo.get('attainment', float('nan')):.3f} |",
         f"| TTFT p50 / p99 | {_s(ttft.get('p50'))} / {_s(ttft.get('p99'))} |",

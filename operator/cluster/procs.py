@@ -25,6 +25,10 @@ class ClusterError(BurstpilotError):
     """The local cluster could not be started, reached or stopped; the message says which part and why."""
 
 
+class ProcessExited(ClusterError):
+    """A process of the cluster exited; the message ends with its log's last lines."""
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 at the time of the call."""
     with socket.socket() as s:
@@ -35,7 +39,7 @@ def free_port() -> int:
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
     """Polls ``check()`` until it returns a truthy value and returns it; raises ClusterError after ``timeout``.
 
-    Exceptions from ``check`` count as "not yet", except ClusterError (a process it watches has died), which
+    Exceptions from ``check`` count as "not yet", except ProcessExited (a process it watches has died), which
     is raised at once.
     """
     deadline = time.monotonic() + timeout
@@ -45,7 +49,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interva
             value = check()
             if value:
                 return value
-        except ClusterError:
+        except ProcessExited:
             raise
         except Exception as exc:  # the thing is not up yet
             last_exc = exc
@@ -135,7 +139,7 @@ class Procs:
     def check(self, name: str, proc: subprocess.Popen) -> None:
         """Raises ClusterError with the end of the log when ``proc`` has exited."""
         if proc.poll() is not None:
-            raise ClusterError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+            raise ProcessExited(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
 
     def tail(self, name: str, lines: int = 30) -> str:
         path = self.logdir / f"{name}.log"

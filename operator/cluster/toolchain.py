@@ -33,7 +33,7 @@ def load_toolchain(keda: bool = True, cache: Path | None = None) -> dict:
     """The manifest's paths, checked: every binary exists (and KEDA's, when ``keda``). The error names what is
     missing and says to run ``make toolchain``."""
     manifest = (cache or cache_dir()) / "toolchain.json"
-    hint = "run `make toolchain` (scripts/build-toolchain.sh; about 35 minutes cold, cached by version)"
+    hint = "run `make toolchain` (scripts/build-toolchain.sh; about 50 minutes cold on two cores, then cached by version)"
     if not manifest.exists():
         raise ClusterError(f"{manifest} is missing: the toolchain is not built; {hint}")
     try:
@@ -41,8 +41,8 @@ def load_toolchain(keda: bool = True, cache: Path | None = None) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise ClusterError(f"{manifest}: unreadable ({exc}); {hint}") from None
     wanted = BINARIES + (KEDA if keda else ())
-    missing = [k for k in wanted if not Path(tools.get(k, "")).is_file()]
-    if keda and not Path(tools.get(KEDA_CONFIG, "")).is_dir():
+    missing = [k for k in wanted if not tools.get(k) or not Path(tools[k]).is_file()]
+    if keda and (not tools.get(KEDA_CONFIG) or not Path(tools[KEDA_CONFIG]).is_dir()):
         missing.append(KEDA_CONFIG)
     if missing:
         raise ClusterError(f"{manifest}: missing {', '.join(missing)}; {hint}")
