@@ -51,6 +51,7 @@ def register(sub) -> None:
     p.add_argument("--profile", required=True)
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slo", help="also report SLO attainment, e.g. ttft=2s,tpot=100ms (the --slo grammar)")
     p.add_argument("--out", help="write the summary JSON here")
     p.set_defaults(handler=_simulate)
 
@@ -156,12 +157,14 @@ def _fleet(args) -> int:
 def _simulate(args) -> int:
     from burstpilot.sim.des import simulate
     from burstpilot.sim.profile import load_profile
+    from burstpilot.slo import SLO
     from burstpilot.traces import read_trace
 
+    slo = SLO.parse(args.slo) if args.slo else None
     prof = load_profile(args.profile)
     trace = read_trace(args.workload)
     res = simulate(trace, prof, replicas=args.replicas, seed=args.seed)
-    summary = res.summary() | {
+    summary = res.summary(slo) | {
         "profile": prof.name,
         "replicas": args.replicas,
         "workload": str(args.workload),
