@@ -26,7 +26,9 @@ from aiohttp import web
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.sim.profile import Profile, load_profile
-from burstpilot.sim.server import Replica, RequestError, error_response, start_site, wait_for_termination
+from burstpilot.sim.protocol import RequestError
+from burstpilot.sim.replica import Replica
+from burstpilot.sim.server import ReplicaServer, error_response, start_site, wait_for_termination
 
 
 def free_port_block(n: int, tries: int = 200) -> int:
@@ -62,7 +64,7 @@ class _LocalHost:
     async def spawn(self, host: str, port: int, cold_start_s: float, seed: int) -> None:
         rep = Replica(self.profile, cold_start_s=cold_start_s, max_waiting=self.max_waiting, seed=seed)
         rep.start()
-        self.replicas[port] = (rep, await start_site(rep.app(), host, port))
+        self.replicas[port] = (rep, await start_site(ReplicaServer(rep).app(), host, port))
 
     async def remove(self, port: int) -> None:
         rep, runner = self.replicas.pop(port)

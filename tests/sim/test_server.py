@@ -1,57 +1,22 @@
 import asyncio
-import json
 import time
 
 import aiohttp
 import numpy as np
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from burstpilot.sim import load_profile
 from burstpilot.sim.des import simulate
-from burstpilot.sim.fleet import Fleet, free_port_block
-from burstpilot.sim.server import Replica, start_site
 from burstpilot.sim.workload import Workload
-
-PROFILE = load_profile("h100-llama3-8b")
-MODEL = PROFILE.model
+from tests.support.sim_replica import MODEL, PROFILE, running_replica, stream_tokens
 
 
-async def with_replica(fn, **kw):
-    rep = Replica(PROFILE, **({"cold_start_s": 0.0} | kw))
-    rep.start()
-    port = free_port_block(1)
-    runner = await start_site(rep.app(), "127.0.0.1", port)
-    try:
-        async with aiohttp.ClientSession() as session:
-            return await fn(session, f"http://127.0.0.1:{port}", rep)
-    finally:
-        await rep.stop()
-        await runner.cleanup()
+async def with_replica(fn, max_body_bytes=1 << 20, **kw):
+    async with running_replica(max_body_bytes, **kw) as (url, rep), aiohttp.ClientSession() as session:
+        return await fn(session, url, rep)
 
 
 def run(coro_fn, **kw):
     return asyncio.run(with_replica(coro_fn, **kw))
-
-
-async def stream_tokens(session, url, body):
-    """POST a streaming request; returns (time to first token, chunks)."""
-    t0 = time.perf_counter()
-    ttft, chunks = None, []
-    async with session.post(url + "/v1/completions", json=body | {"stream": True}) as r:
-        assert r.status == 200
-        async for line in r.content:
-            line = line.strip()
-            if not line.startswith(b"data: "):
-                continue
-            data = line[6:]
-            if data == b"[DONE]":
-                break
-            chunk = json.loads(data)
-            if chunk["choices"] and ttft is None:
-                ttft = time.perf_counter() - t0
-            chunks.append(chunk)
-    return ttft, chunks
 
 
 def test_streaming_and_plain_responses_have_openai_shapes():
@@ -212,7 +177,10 @@ def test_real_time_agrees_with_discrete_event():
             assert len(chunks) == out[i]
             return ttft
 
-        return await asyncio.gather(*(one(i) for i in range(10))), sorted(rep.finished_log)
+        return await asyncio.gather(*(one(i) for i in range(10))), sorted(
+            (f.arrival, f.first_token, f.finish, f.prompt_tokens, f.generation_tokens)
+            for f in rep.recent.finished
+        )
 
     client_ttft, log = run(go)
     client_ttft = np.array(client_ttft)
@@ -233,44 +201,6 @@ def test_real_time_agrees_with_discrete_event():
         np.round(des_ttft, 3),
     )
     assert np.median(np.abs(client_ttft - des_ttft)) <= 0.03
-
-
-@pytest.mark.parametrize("processes", [0, 2])
-def test_fleet_rescales_and_keeps_sd_file(tmp_path, processes):
-    sd = tmp_path / "targets.json"
-
-    async def go():
-        port = free_port_block(6)
-        fleet = Fleet(PROFILE, port, sd_file=sd, cold_start_s=0.0, replica_processes=processes)
-        await fleet.start(2)
-        try:
-            targets = json.loads(sd.read_text())[0]["targets"]
-            assert targets == [f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}"]
-            async with aiohttp.ClientSession() as s:
-                url = f"http://127.0.0.1:{port}"
-                _, chunks = await stream_tokens(
-                    s, url, {"model": MODEL, "prompt": "a", "max_tokens": 3, "ignore_eos": True}
-                )
-                assert len(chunks) == 3
-                fleet.cold_start_s = 0.4
-                st = await (await s.post(url + "/admin/replicas", json={"replicas": 3})).json()
-                assert (st["ready"], st["starting"]) == (2, 1)
-                assert len(json.loads(sd.read_text())[0]["targets"]) == 3
-                assert (await s.get(f"http://127.0.0.1:{port + 3}/health")).status == 503
-                await asyncio.sleep(0.5)
-                assert (await s.get(f"http://127.0.0.1:{port + 3}/health")).status == 200
-                assert (await s.post(url + "/admin/replicas", json={"replicas": "x"})).status == 400
-                await s.post(url + "/admin/replicas", json={"replicas": 1})
-                for _ in range(100):
-                    if len(json.loads(sd.read_text())[0]["targets"]) == 1:
-                        break
-                    await asyncio.sleep(0.02)
-                assert len(json.loads(sd.read_text())[0]["targets"]) == 1
-                assert (await (await s.get(url + "/admin/replicas")).json())["ready"] == 1
-        finally:
-            await fleet.close()
-
-    asyncio.run(go())
 
 
 def test_non_streaming_client_that_leaves_frees_its_sequence():
