@@ -323,6 +323,8 @@ class Fleet:
                 self.desired = sum(1 for m in self.members if not m.draining)
                 self._write_sd()
                 raise
+            if self.notify and self.runner is not None and n != self.desired:
+                self.notify(f"replicas {self.desired} -> {n}")
             self.desired = n
             if n < len(live):
                 order = sorted(live, key=lambda m: (m.ready, m.outstanding, -m.slot))
