@@ -186,6 +186,13 @@ class Replica:
                 f"the server's queue is full ({self.max_waiting} requests waiting); retry later",
                 etype="ServiceUnavailableError",
             )
+        if not self.engine.fits(prompt_tokens, max_tokens):  # it could never be scheduled: refuse, never hang
+            raise RequestError(
+                400,
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} in the completion) "
+                f"do not fit this replica's KV cache of {self.profile.kv_capacity_tokens} tokens",
+                "max_tokens",
+            )
         limit = max_tokens
         reason = "length"
         if not ignore_eos:

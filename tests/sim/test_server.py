@@ -1,5 +1,6 @@
 import asyncio
 import time
+from dataclasses import replace
 
 import aiohttp
 import numpy as np
@@ -57,10 +58,26 @@ def test_bad_requests_get_openai_errors():
         ({"model": MODEL, "prompt": "a", "ignore_eos": 1}, 400, "ignore_eos"),
         ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": -3}, 400, "burstpilot_prompt_tokens"),
         ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": 33_000}, 400, "max_tokens"),
+        (b"[" * 2000 + b"]" * 2000, 400, None),  # nested deeper than the JSON decoder recurses
+        (b'{"model": "m", "prompt": "a", "x": ' + b"[" * 1900 + b"]" * 1900 + b"}", 400, None),
+        ({"model": ["x"], "prompt": "a"}, 400, "model"),
+        ({"model": MODEL, "prompt": "\ud800 lone surrogate"}, 200, None),
+        ({"model": MODEL, "prompt": "a", "n": True}, 400, "n"),
+        (
+            {"model": MODEL, "prompt": "a", "stream": True, "stream_options": {"include_usage": "yes"}},
+            400,
+            "stream_options",
+        ),
     ]
     chat_cases = [
         ({"model": MODEL, "messages": []}, 400, "messages"),
         ({"model": MODEL, "messages": ["x"]}, 400, "messages"),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            400,
+            "messages",
+        ),
+        ({"model": MODEL, "messages": [{"role": "assistant", "content": None}], "max_tokens": 2}, 200, None),
     ]
 
     async def go(session, url, rep):
@@ -69,6 +86,9 @@ def test_bad_requests_get_openai_errors():
                 kw = {"data": body} if isinstance(body, bytes) else {"json": body}
                 r = await session.post(url + path, **kw)
                 assert r.status == status, body
+                if status == 200:
+                    await r.read()
+                    continue
                 err = (await r.json())["error"]
                 assert err["param"] == param and err["message"] and err["code"] == status
         r = await session.post(url + "/v1/completions", data=b"x" * 5000)
@@ -220,3 +240,24 @@ def test_non_streaming_client_that_leaves_frees_its_sequence():
         assert rep.engine.num_running == 0 and rep.engine.used_blocks == 0 and rep.outstanding == 0
 
     run(go)
+
+
+def test_a_request_larger_than_the_whole_kv_cache_is_refused_not_left_waiting():
+    small = replace(PROFILE, gpu_memory_gib=PROFILE.weights_gib / 0.9 + 2.0, reserved_gib=0.0)  # ~15k tokens
+    assert small.kv_capacity_tokens < small.max_model_len
+
+    async def go():
+        async with running_replica(profile=small) as (url, rep), aiohttp.ClientSession() as s:
+            # within the model's context but not the cache: it could never be scheduled
+            body = {
+                "model": MODEL,
+                "prompt": "x",
+                "burstpilot_prompt_tokens": small.kv_capacity_tokens,
+                "max_tokens": 10,
+            }
+            r = await asyncio.wait_for(s.post(url + "/v1/completions", json=body), 10)
+            err = (await r.json())["error"]
+            assert r.status == 400 and "do not fit this replica's KV cache" in err["message"]
+            assert rep.engine.num_waiting == 0
+
+    asyncio.run(go())

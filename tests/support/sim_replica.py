@@ -18,9 +18,9 @@ MODEL = PROFILE.model
 
 
 @asynccontextmanager
-async def running_replica(max_body_bytes: int = 1 << 20, **kw):
+async def running_replica(max_body_bytes: int = 1 << 20, profile=PROFILE, **kw):
     """A replica (no cold start unless given) serving on 127.0.0.1; yields (base URL, replica)."""
-    rep = Replica(PROFILE, **({"cold_start_s": 0.0} | kw))
+    rep = Replica(profile, **({"cold_start_s": 0.0} | kw))
     rep.start()
     port = free_port_block(1)
     runner = await start_site(ReplicaServer(rep, max_body_bytes).app(), "127.0.0.1", port)
