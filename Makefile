@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export BURSTPILOT_CACHE ?= $(HOME)/.cache/burstpilot
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-cluster cluster-up cluster-down test lint unit e2e toolchain bench clean
+.PHONY: venv demo demo-cluster cluster-up cluster-down test lint unit e2e toolchain browser bench clean
 
 venv: $(VENV)/.installed
 
@@ -39,14 +39,18 @@ lint: venv
 toolchain:
 	scripts/build-toolchain.sh
 
+# Debian's headless Chromium, for the tests that open the HTML reports as a reader would.
+browser:
+	scripts/install-browser.sh >/dev/null
+
 unit: venv
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 e2e: venv toolchain
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
-test: venv lint toolchain
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: venv lint toolchain browser
+	BURSTPILOT_REQUIRE_BROWSER=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python bench/run_all.py

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from burstpilot import units
 from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation.harness import ALL_POLICIES
+from burstpilot.policy.spec import DEFAULT_SLO
+from burstpilot.slo import SLO
 
 DEMO_PROFILE = "h100-llama3-70b-tp4"
 REALTIME_POLICIES = ("burstpilot", "hpa")
@@ -83,15 +84,14 @@ def register(sub) -> None:
     d.set_defaults(handler=run_demo)
 
 
-def parse_slo(text: str) -> dict[str, float]:
-    """``ttft=2s,tpot=100ms[,attainment=0.99]`` -> {"ttft_s", "tpot_s", "attainment"} (the grammar every
-    ``--slo`` flag shares, burstpilot.units)."""
-    slo = units.parse_slo(text, ("ttft", "tpot"), numbers=("attainment",))
-    return {(k if k == "attainment" else f"{k}_s"): v for k, v in slo.items()}
+def parse_slo(text: str) -> SLO:
+    """``ttft=2s,tpot=100ms[,attainment=0.99]``: a pool's SLO (burstpilot.slo's grammar); TTFT and TPOT the
+    pool defaults where not given."""
+    return SLO.parse(text, defaults=DEFAULT_SLO)
 
 
-def _spec(profile, slo: dict[str, float], cold_start: float, min_r: int, max_r: int):
-    from burstpilot.policy import SLO, PoolSpec
+def _spec(profile, slo: SLO, cold_start: float, min_r: int, max_r: int):
+    from burstpilot.policy import PoolSpec
 
     return PoolSpec(
         profile=profile.name,
@@ -100,11 +100,7 @@ def _spec(profile, slo: dict[str, float], cold_start: float, min_r: int, max_r: 
         min_replicas=min_r,
         max_replicas=max_r,
         cold_start_s=cold_start,
-        slo=SLO(
-            ttft_s=slo.get("ttft_s", 2.0),
-            tpot_s=slo.get("tpot_s", 0.1),
-            attainment=slo.get("attainment", 0.99),
-        ),
+        slo=slo,
     )
 
 
@@ -271,7 +267,7 @@ def run_demo(args) -> int:
     profile = load_profile(args.profile)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    slo = {"ttft_s": 2.0, "tpot_s": 0.1}
+    slo = DEFAULT_SLO
     # 1. Discrete-event: a BurstGPT-shaped working day (08:00-16:00) compressed 16x, every policy, calibrated.
     trace = burstgpt_day(args.rps, args.seed, hours=args.minutes * 16 / 60, speedup=16.0)
     workload, dropped = prepare_workload(trace, profile)

@@ -18,6 +18,7 @@ from burstpilot.policy.capacity import replica_rate
 from burstpilot.policy.core import Observation
 from burstpilot.policy.oracle import OraclePlan, oracle_policy, plan, required_replicas
 from burstpilot.policy.spec import PoolSpec
+from burstpilot.slo import RunMetrics
 
 ALL_POLICIES = ("oracle", "burstpilot", "static-peak", "static-mean", "hpa", "keda", "kpa", "dynamo")
 ORACLE_SLOT_S = 10.0
@@ -35,11 +36,31 @@ class PolicyRun:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def slo_met(ttft: np.ndarray, tpot: np.ndarray, rejected: np.ndarray, spec: PoolSpec) -> np.ndarray:
-    """Per request: answered, first token within the TTFT target, and every token within the TPOT target."""
-    ok_ttft = np.nan_to_num(ttft, nan=np.inf) <= spec.slo.ttft_s
-    ok_tpot = np.nan_to_num(tpot, nan=0.0) <= spec.slo.tpot_s
-    return ok_ttft & ok_tpot & ~rejected
+def policy_metrics(
+    spec: PoolSpec,
+    requests: RunMetrics,
+    gpu_seconds: float,
+    scale_events: int,
+    preemptions: int,
+    initial: int,
+    timeline: Sequence[tuple[float, int, int]],
+) -> dict[str, Any]:
+    """One policy's result (results.json's per-policy record), the same for discrete-event and real-time runs."""
+    return {
+        "requests": requests.requests,
+        "slo_attainment": requests.slo_attainment,
+        "slo_violations": requests.slo_violations,
+        "ttft_p50_s": requests.ttft.p(50),
+        "ttft_p99_s": requests.ttft.p(99),
+        "tpot_p99_s": requests.tpot.p(99),
+        "gpu_hours": float(gpu_seconds) / 3600.0,
+        "gpu_hours_vs_oracle": None,
+        "scale_events": int(scale_events),
+        "preemptions": int(preemptions),
+        "rejected": requests.failed,
+        "initial_replicas": int(initial),
+        "peak_replicas": int(max(r + s for _, r, s in timeline)) if timeline else int(initial),
+    }
 
 
 def prepare_workload(trace, profile) -> tuple[Any, int]:
@@ -180,30 +201,10 @@ def run_policy(
             on_progress(t)
         t += period
     res = c.finish()
-    met = slo_met(res.ttft_s, res.tpot_s, res.rejected, spec)
-    answered = ~res.rejected & ~np.isnan(res.ttft_s)
-
-    def q(a: np.ndarray, p: float) -> float | None:
-        a = a[answered & ~np.isnan(a)]
-        return float(np.quantile(a, p)) if len(a) else None
-
-    metrics = {
-        "requests": int(len(met)),
-        "slo_attainment": float(met.mean()) if len(met) else 1.0,
-        "slo_violations": int((~met).sum()),
-        "ttft_p50_s": q(res.ttft_s, 0.5),
-        "ttft_p99_s": q(res.ttft_s, 0.99),
-        "tpot_p99_s": q(res.tpot_s, 0.99),
-        "gpu_hours": float(res.gpu_seconds) / 3600.0,
-        "gpu_hours_vs_oracle": None,
-        "scale_events": len(res.scale_events),
-        "preemptions": int(res.preemptions),
-        "rejected": int(res.rejected.sum()),
-        "initial_replicas": int(initial),
-        "peak_replicas": int(max(r + s for _, r, s in res.replica_timeline))
-        if res.replica_timeline
-        else initial,
-    }
+    req = RunMetrics.from_requests(res.ttft_s, res.tpot_s, res.e2e_s, res.rejected, spec.slo)
+    metrics = policy_metrics(
+        spec, req, res.gpu_seconds, len(res.scale_events), res.preemptions, initial, res.replica_timeline
+    )
     return PolicyRun(
         name=policy.name,
         metrics=metrics,

@@ -20,11 +20,12 @@ import aiohttp
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from burstpilot.evaluation.harness import PolicyRun, slo_met
+from burstpilot.evaluation.harness import PolicyRun, policy_metrics
 from burstpilot.policy.baselines import Policy
 from burstpilot.policy.core import Observation
 from burstpilot.policy.spec import PoolSpec
 from burstpilot.sim.fleet import free_port_block
+from burstpilot.slo import RunMetrics
 
 COUNTERS = {
     "vllm:request_success_total": "finished",
@@ -149,7 +150,7 @@ async def run_realtime_policy(
 
     port = free_port_block(spec.max_replicas + 2)
     # The initial replicas are up before the replay starts (as in the discrete-event mode); later ones start cold.
-    fleet = Fleet(profile, port, cold_start_s=0.0, seed=seed)
+    fleet = Fleet(profile, port, cold_start_s=0.0, seed=seed, max_replicas=spec.max_replicas)
     await fleet.start(initial)
     fleet.cold_start_s = cold_start_s
     while fleet.state()["ready"] < initial:
@@ -161,9 +162,7 @@ async def run_realtime_policy(
     t0 = time.monotonic()
     task = asyncio.get_running_loop().create_task(ctl.run(t0))
     try:
-        opts = ReplayOptions(
-            slo={"ttft": spec.slo.ttft_s, "tpot": spec.slo.tpot_s}, plot=False, progress=False, grace_s=30.0
-        )
+        opts = ReplayOptions(slo=spec.slo, plot=False, progress=False, grace_s=30.0)
         await replay(workload, [f"http://127.0.0.1:{port}"], out_dir, opts)
     finally:
         task.cancel()
@@ -176,31 +175,15 @@ async def run_realtime_policy(
         ctl.gpu_seconds += len(fleet.state()["replicas"]) * max(0.0, end - last_t) * profile.gpus_per_replica
         await fleet.close()
     records = read_records(out_dir)
-    ttft = np.array([np.nan if r.get("ttft_s") is None else r["ttft_s"] for r in records], dtype=float)
-    tpot = np.array([np.nan if r.get("tpot_s") is None else r["tpot_s"] for r in records], dtype=float)
-    err = np.array([bool(r.get("error")) for r in records])
-    met = slo_met(ttft, tpot, err, spec)
-    ok = ~err & ~np.isnan(ttft)
 
-    def q(a, p):
-        a = a[ok & ~np.isnan(a)]
-        return float(np.quantile(a, p)) if len(a) else None
+    def col(name: str) -> np.ndarray:
+        return np.array([np.nan if r.get(name) is None else r[name] for r in records], dtype=float)
 
-    metrics = {
-        "requests": len(records),
-        "slo_attainment": float(met.mean()) if len(met) else 1.0,
-        "slo_violations": int((~met).sum()),
-        "ttft_p50_s": q(ttft, 0.5),
-        "ttft_p99_s": q(ttft, 0.99),
-        "tpot_p99_s": q(tpot, 0.99),
-        "gpu_hours": ctl.gpu_seconds / 3600.0,
-        "gpu_hours_vs_oracle": None,
-        "scale_events": ctl.scale_events,
-        "preemptions": int(ctl.preemptions),
-        "rejected": int(err.sum()),
-        "initial_replicas": int(initial),
-        "peak_replicas": int(max(a + b for _, a, b in ctl.timeline)),
-    }
+    ttft, err = col("ttft_s"), np.array([bool(r.get("error")) for r in records], dtype=bool)
+    req = RunMetrics.from_requests(ttft, col("tpot_s"), col("e2e_s"), err, spec.slo, col("itl_max_s"))
+    metrics = policy_metrics(
+        spec, req, ctl.gpu_seconds, ctl.scale_events, int(ctl.preemptions), initial, ctl.timeline
+    )
     lag = np.array([r.get("dispatch_lag_s") or 0.0 for r in records], dtype=float)
     # How late the load generator sent requests: a machine too busy to keep the real-time clock shows here,
     # and inflates every latency of the run.

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.slo import SLO
 
 from . import records as rec_io
 from .metrics import summarize
 from .runner import PLOT, RUN_META, SUMMARY
 
 
-def merge(dirs: list[Path], out_dir: Path, slo: dict[str, float] | None = None, plot: bool = True) -> dict:
+def merge(dirs: list[Path], out_dir: Path, slo: SLO | None = None, plot: bool = True) -> dict:
     """Merge shard output directories into ``out_dir`` (Parquet, summary.json, plot).
 
     The shards must come from one workload (same fingerprint and shard count) and hold disjoint rows.
@@ -47,7 +48,7 @@ def merge(dirs: list[Path], out_dir: Path, slo: dict[str, float] | None = None, 
         seen.add(r["index"])
     records.sort(key=lambda r: r["index"])
     if slo is None:
-        slo = metas[0].get("options", {}).get("slo")
+        slo = SLO.from_dict(metas[0].get("options", {}).get("slo"))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rec_io.write_parquet(records, out_dir / rec_io.PARQUET_NAME)

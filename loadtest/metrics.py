@@ -14,55 +14,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from burstpilot import units
-
-QUANTILES = (50, 90, 99)
-SLO_KEYS = ("ttft", "tpot", "e2e", "itl")
+from burstpilot.slo import SLO, LatencyStats, RunMetrics
 
 
-def parse_slo(text: str) -> dict[str, float]:
-    """'ttft=2s,tpot=100ms[,e2e=30s]' -> {'ttft': 2.0, 'tpot': 0.1, ...} in seconds."""
-    return units.parse_slo(text, SLO_KEYS)
-
-
-def _stats(values) -> dict[str, float | None]:
-    a = np.asarray(values, dtype=np.float64)
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return {"count": 0, "mean": None, **{f"p{q}": None for q in QUANTILES}, "max": None}
-    qs = np.percentile(a, QUANTILES)
-    return {
-        "count": int(a.size),
-        "mean": float(a.mean()),
-        **{f"p{q}": float(v) for q, v in zip(QUANTILES, qs, strict=True)},
-        "max": float(a.max()),
-    }
+def parse_slo(text: str) -> SLO:
+    """'ttft=2s,tpot=100ms[,e2e=30s][,itl=200ms][,attainment=0.99]' (burstpilot.slo's grammar)."""
+    return SLO.parse(text)
 
 
 def _col(records: list[dict], name: str) -> np.ndarray:
     return np.array([np.nan if r.get(name) is None else r[name] for r in records], dtype=np.float64)
 
 
-def meets_slo(rec: dict, slo: dict[str, float]) -> bool:
-    """A request meets the SLO when it succeeded and each given objective holds."""
-    if rec.get("error"):
-        return False
-    for key, limit in slo.items():
-        if key == "itl":
-            value = rec.get("itl_max_s")
-        else:
-            value = rec.get(f"{key}_s")
-        if key == "tpot" and value is None:
-            continue  # a single-token response has no TPOT; it cannot violate it
-        if value is None or value > limit:
-            return False
-    return True
-
-
-def summarize(records: list[dict], slo: dict[str, float] | None = None, scheduled: int | None = None) -> dict:
+def summarize(records: list[dict], slo: SLO | None = None, scheduled: int | None = None) -> dict:
     """The summary.json content for a list of per-request records."""
     n = len(records)
-    ok = [r for r in records if not r.get("error")]
+    failed = np.array([bool(r.get("error")) for r in records], dtype=bool)
+    run = RunMetrics.from_requests(
+        _col(records, "ttft_s"), _col(records, "tpot_s"), _col(records, "e2e_s"), failed, slo,
+        _col(records, "itl_max_s"),
+    )  # fmt: skip
+    ok = [r for r, f in zip(records, failed, strict=True) if not f]
     errors: dict[str, int] = {}
     for r in records:
         if r.get("error"):
@@ -93,18 +65,18 @@ def summarize(records: list[dict], slo: dict[str, float] | None = None, schedule
         "output_tokens": out_tokens,
         "output_token_throughput": out_tokens / duration if n else 0.0,
         "total_token_throughput": (in_tokens + out_tokens) / duration if n else 0.0,
-        "ttft_s": _stats(_col(ok, "ttft_s")),
-        "tpot_s": _stats(_col(ok, "tpot_s")),
-        "itl_s": _stats(itl),
-        "e2e_s": _stats(_col(ok, "e2e_s")),
-        "dispatch_lag_s": _stats(_col(sent, "dispatch_lag_s")),
+        "ttft_s": run.ttft.to_dict(),
+        "tpot_s": run.tpot.to_dict(),
+        "itl_s": LatencyStats.of(itl).to_dict(),
+        "e2e_s": run.e2e.to_dict(),
+        "dispatch_lag_s": LatencyStats.of(_col(sent, "dispatch_lag_s")).to_dict(),
     }
-    if slo:
-        good = sum(1 for r in records if meets_slo(r, slo))
+    if slo is not None:
         summary["slo"] = {
-            "objectives_s": dict(slo),
-            "met": good,
-            "attainment": good / n if n else None,
-            "goodput": good / duration if n else 0.0,
+            "objectives_s": slo.objectives(),
+            "attainment_goal": slo.attainment,
+            "met": run.slo_met,
+            "attainment": run.slo_attainment if n else None,
+            "goodput": (run.slo_met or 0) / duration if n else 0.0,
         }
     return summary

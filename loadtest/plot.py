@@ -10,12 +10,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from burstpilot.slo import SLO  # noqa: E402
+
 _BINS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
-def plot_latency(
-    records: list[dict], path: Path, slo: dict[str, float] | None = None, bin_s: float | None = None
-) -> None:
+def plot_latency(records: list[dict], path: Path, slo: SLO | None = None, bin_s: float | None = None) -> None:
     """Top: scheduled arrival rate and errors per bin; bottom: TTFT and E2E quantiles per bin of send time."""
     sched = np.array([r["scheduled_s"] for r in records], dtype=np.float64)
     if sched.size == 0:
@@ -50,8 +50,9 @@ def plot_latency(
         marker = "." if mid.size < 40 else None
         ax2.plot(mid, p50, color=color, marker=marker, label=f"{label} p50")
         ax2.plot(mid, p99, color=color, linestyle="--", marker=marker, label=f"{label} p99")
-        if slo and label.lower() in slo:
-            ax2.axhline(slo[label.lower()], color=color, linestyle=":", label=f"{label} SLO")
+        limit = slo.objectives().get(label.lower()) if slo else None
+        if limit is not None:
+            ax2.axhline(limit, color=color, linestyle=":", label=f"{label} SLO")
     ax2.set_yscale("log")
     ax2.set_ylabel("latency (s)")
     ax2.set_xlabel(f"time since the first scheduled request (s), bins of {bin_s:g} s")

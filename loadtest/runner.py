@@ -26,6 +26,7 @@ import aiohttp
 import numpy as np
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.slo import SLO
 
 from . import records as rec_io
 from .client import PromptBuilder, Timeouts, endpoint_url, request_body, send
@@ -48,7 +49,7 @@ class ReplayOptions:
     max_concurrency: int | None = None
     balance: str = "round-robin"  # or "least-outstanding"
     timeouts: Timeouts = field(default_factory=Timeouts)
-    slo: dict[str, float] | None = None
+    slo: SLO | None = None
     shard: tuple[int, int] = (0, 1)
     workers: int = 1
     grace_s: float = 10.0
@@ -408,7 +409,7 @@ def _prepare_out_dir(out_dir: Path, sched: Schedule, options: ReplayOptions) -> 
     return {int(r["index"]) for r in kept}
 
 
-def finalize(out_dir: Path, slo: dict[str, float] | None, scheduled: int, extra: dict | None = None) -> dict:
+def finalize(out_dir: Path, slo: SLO | None, scheduled: int, extra: dict | None = None) -> dict:
     """Parquet, summary.json and the plot from the records on disk."""
     records = rec_io.read_records(out_dir)
     rec_io.write_parquet(records, out_dir / rec_io.PARQUET_NAME)

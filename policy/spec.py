@@ -9,18 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.slo import SLO
 
 MISSING_POLICIES = ("hold", "floor", "lastKnownGood")
 MODES = ("active", "advisory")
 
 
-@dataclass(frozen=True)
-class SLO:
-    """Latency targets: time to first token, time per output token, and the share of requests that must meet both."""
-
-    ttft_s: float = 2.0
-    tpot_s: float = 0.1
-    attainment: float = 0.99
+# A pool's SLO: both latency targets are needed (the capacity model sizes for TPOT, the backlog for TTFT).
+DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.1, attainment=0.99)
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ class PoolSpec:
     profile: str | None = None
     capacity: Capacity | None = None
     capacity_scale: float = 1.0  # measured / modelled per-replica rate (see burstpilot.evaluation.calibrate)
-    slo: SLO = field(default_factory=SLO)
+    slo: SLO = DEFAULT_SLO
     cold_start_s: float = 120.0
     forecast_model: str = "burst"
     forecast_quantile: float = 0.95
@@ -75,9 +71,8 @@ class PoolSpec:
         )
         _check(self.gpus_per_replica >= 1, "gpusPerReplica", "must be >= 1")
         _check(0 < self.capacity_scale <= 10, "profile.capacityScale", "must be in (0, 10]")
-        _check(self.slo.ttft_s > 0, "slo.ttftSeconds", "must be > 0")
-        _check(self.slo.tpot_s > 0, "slo.tpotSeconds", "must be > 0")
-        _check(0 < self.slo.attainment <= 1, "slo.attainment", "must be in (0, 1]")
+        _check(self.slo.ttft_s is not None, "slo.ttftSeconds", "is required")
+        _check(self.slo.tpot_s is not None, "slo.tpotSeconds", "is required")
         _check(self.cold_start_s >= 0, "coldStartSeconds", "must be >= 0")
         _check(0 < self.forecast_quantile < 1, "forecasting.quantile", "must be in (0, 1)")
         _check(self.forecast_step_s > 0, "forecasting.stepSeconds", "must be > 0")
@@ -143,11 +138,7 @@ class PoolSpec:
             profile=profile,
             capacity=capacity,
             capacity_scale=_num(pr, "capacityScale", d.capacity_scale, name, "profile."),
-            slo=SLO(
-                ttft_s=_num(slo, "ttftSeconds", d.slo.ttft_s, name, "slo."),
-                tpot_s=_num(slo, "tpotSeconds", d.slo.tpot_s, name, "slo."),
-                attainment=_num(slo, "attainment", d.slo.attainment, name, "slo."),
-            ),
+            slo=_slo(slo, name),
             cold_start_s=_num(spec, "coldStartSeconds", d.cold_start_s, name),
             forecast_model=str(fc.get("model", d.forecast_model)),
             forecast_quantile=_num(fc, "quantile", d.forecast_quantile, name, "forecasting."),
@@ -177,7 +168,19 @@ class _Defaults:
 for _f in dataclasses.fields(PoolSpec):
     if _f.default is not dataclasses.MISSING:
         setattr(_Defaults, _f.name, _f.default)
-_Defaults.slo = SLO()
+
+
+def _slo(m: Mapping[str, Any], name: str) -> SLO:
+    d = DEFAULT_SLO
+    values = {
+        "ttftSeconds": _num(m, "ttftSeconds", d.ttft_s, name, "slo."),
+        "tpotSeconds": _num(m, "tpotSeconds", d.tpot_s, name, "slo."),
+        "attainment": _num(m, "attainment", d.attainment, name, "slo."),
+    }
+    for key in ("ttftSeconds", "tpotSeconds"):
+        _check(values[key] > 0, f"slo.{key}", "must be > 0")
+    _check(0 < values["attainment"] <= 1, "slo.attainment", "must be in (0, 1]")
+    return SLO(ttft_s=values["ttftSeconds"], tpot_s=values["tpotSeconds"], attainment=values["attainment"])
 
 
 def _check(ok: bool, fld: str, msg: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from burstpilot.errors import BurstpilotError
 from burstpilot.sim.engine import Engine, Plan
 from burstpilot.sim.profile import Profile, load_profile
+from burstpilot.slo import SLO, RunMetrics
 
 _STEP, _READY, _SCRAPE = range(3)  # event kinds; at equal times in this order
 
@@ -70,27 +71,32 @@ class SimResult:
     end_time_s: float
     metric_series: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
+    def run_metrics(self, slo: SLO | None = None) -> RunMetrics:
+        """The requests of the run in the shared record (burstpilot.slo); rejected requests count as failed."""
+        return RunMetrics.from_requests(self.ttft_s, self.tpot_s, self.e2e_s, self.rejected, slo)
+
+    def summary(self, slo: SLO | None = None) -> dict[str, Any]:
+        """Pool-level figures of the run (quantiles over answered requests; None where there are none)."""
+        m = self.run_metrics(slo)
         ok = ~self.rejected & ~np.isnan(self.e2e_s)
-
-        def q(a, p):
-            a = a[ok & ~np.isnan(a)]
-            return float(np.quantile(a, p)) if len(a) else float("nan")
-
-        return {
-            "requests": int(len(self.ttft_s)),
-            "completed": int(ok.sum()),
+        itl = self.itl_p99_s[ok & ~np.isnan(self.itl_p99_s)]
+        out = {
+            "requests": m.requests,
+            "completed": m.completed,
             "rejected": int(self.rejected.sum()),
             "preemptions": int(self.preemptions),
             "preempted_requests": int((self.preempted > 0).sum()),
-            "ttft_p50_s": q(self.ttft_s, 0.5),
-            "ttft_p99_s": q(self.ttft_s, 0.99),
-            "tpot_p50_s": q(self.tpot_s, 0.5),
-            "tpot_p99_s": q(self.tpot_s, 0.99),
-            "e2e_p99_s": q(self.e2e_s, 0.99),
-            "itl_p99_p99_s": q(self.itl_p99_s, 0.99),
+            "ttft_p50_s": m.ttft.p(50),
+            "ttft_p99_s": m.ttft.p(99),
+            "tpot_p50_s": m.tpot.p(50),
+            "tpot_p99_s": m.tpot.p(99),
+            "e2e_p99_s": m.e2e.p(99),
+            "itl_p99_p99_s": float(np.percentile(itl, 99)) if itl.size else None,
             "gpu_seconds": float(self.gpu_seconds),
         }
+        if slo is not None:
+            out["slo_attainment"] = m.slo_attainment
+        return out
 
 
 class _Replica:

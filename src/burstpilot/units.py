@@ -6,15 +6,15 @@ import re
 
 from burstpilot.errors import BurstpilotError
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|us)?\s*$")
-_UNIT_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|us|s|m|min|h|d)?\s*$")
+_UNIT_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str, what: str) -> float:
-    """'2s', '100ms', '250us' or a bare number of seconds -> seconds."""
+    """'2s', '100ms', '250us', '10m', '1h', '1d' or a bare number of seconds -> seconds."""
     m = _DURATION.match(text)
     if not m:
-        raise BurstpilotError(f"{what}: {text!r} is not a duration (examples: 2s, 100ms)")
+        raise BurstpilotError(f"{what}: {text!r} is not a duration (examples: 2s, 100ms, 10m, 1h)")
     return float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
 
 

@@ -152,11 +152,7 @@ def test_evaluate_cli_writes_table_json_and_plots(small, tmp_path, capsys):
 
 
 def test_bad_input_names_the_field(tmp_path, capsys):
-    assert parse_slo("ttft=1.5s,tpot=80ms,attainment=0.995") == {
-        "ttft_s": 1.5,
-        "tpot_s": 0.08,
-        "attainment": 0.995,
-    }
+    assert parse_slo("ttft=1.5s,tpot=80ms,attainment=0.995") == SLO(ttft_s=1.5, tpot_s=0.08, attainment=0.995)
     with pytest.raises(BurstpilotError, match="--slo"):
         parse_slo("ttft=fast")
     rc = main(["evaluate", "--workload", "x.csv", "--policies", "magic", "--out", str(tmp_path)])

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from burstpilot.loadtest import ReplayOptions, replay
 from burstpilot.sim.fleet import Fleet
 from burstpilot.sim.profile import load_profile
+from burstpilot.slo import SLO
 from burstpilot.traces.generate import generate_preset
 from tests.support.fake_openai import free_port
 
@@ -24,7 +25,7 @@ def test_burstgpt_workload_against_sim_fleet(tmp_path):
         fleet = Fleet(load_profile("h100-llama3-8b"), port, cold_start_s=0.0)
         await fleet.start(2)
         try:
-            opts = ReplayOptions(slo={"ttft": 2.0, "tpot": 0.1})
+            opts = ReplayOptions(slo=SLO(ttft_s=2.0, tpot_s=0.1))
             return await replay(trace, [f"http://127.0.0.1:{port}"], tmp_path, opts)
         finally:
             await fleet.close()

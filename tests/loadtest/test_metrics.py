@@ -6,6 +6,7 @@ import pytest
 from burstpilot.errors import BurstpilotError
 from burstpilot.loadtest import build_schedule, parse_slo, summarize
 from burstpilot.loadtest.schedule import parse_shard
+from burstpilot.slo import SLO
 from burstpilot.units import parse_duration
 from tests.support.workloads import make_workload
 
@@ -34,7 +35,7 @@ def test_summary_definitions():
         rec(2, 2.0, 2.004, ttft=None, e2e=0.05, error="http_5xx"),
         rec(3, 3.0, 3.0, ttft=0.2, e2e=0.2, tpot=None, out=1),
     ]
-    s = summarize(records, slo={"ttft": 0.3, "tpot": 0.2}, scheduled=5)
+    s = summarize(records, slo=SLO(ttft_s=0.3, tpot_s=0.2), scheduled=5)
     assert s["requests"] == {
         "scheduled": 5,
         "recorded": 4,
@@ -56,7 +57,7 @@ def test_summary_definitions():
 
 
 def test_parsers():
-    assert parse_slo("ttft=2s, tpot=100ms,e2e=30") == {"ttft": 2.0, "tpot": 0.1, "e2e": 30.0}
+    assert parse_slo("ttft=2s, tpot=100ms,e2e=30") == SLO(ttft_s=2.0, tpot_s=0.1, e2e_s=30.0)
     assert parse_duration("250us", "x") == pytest.approx(2.5e-4)
     with pytest.raises(BurstpilotError, match="--slo: 'latency=2s'"):
         parse_slo("latency=2s")

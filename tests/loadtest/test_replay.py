@@ -18,6 +18,7 @@ import pytest
 from burstpilot.errors import BurstpilotError
 from burstpilot.loadtest import ReplayOptions, Timeouts, merge, replay
 from burstpilot.loadtest.records import ERROR_KINDS, read_records
+from burstpilot.slo import SLO
 from tests.support.fake_openai import FakeServer
 from tests.support.workloads import make_workload
 
@@ -41,7 +42,7 @@ def test_metric_definitions_on_known_stream(tmp_path):
     w = make_workload([0.0, 0.05, 0.1], response_tokens=n)
 
     async def go(s):
-        return await replay(w, [s.url], tmp_path, ReplayOptions(slo={"ttft": 10.0, "tpot": 10.0}))
+        return await replay(w, [s.url], tmp_path, ReplayOptions(slo=SLO(ttft_s=10.0, tpot_s=10.0)))
 
     summary = run(_with_server(FakeServer(ttft_s=ttft, itl_s=itl), go))
     recs = read_records(tmp_path)

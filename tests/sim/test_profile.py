@@ -37,15 +37,6 @@ def test_profiles_and_capacity():
     assert 60 <= p8.cold_start_s <= 180
 
 
-def test_predict_cli(capsys):
-    assert main(["sim", "predict", "--profile", "h100-llama3-8b", "--batch", "8", "--context", "8192"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["decode_step_ms"] == pytest.approx(load_profile("h100-llama3-8b").decode_ms(8, 8192), abs=1e-3)
-    assert main(["sim", "predict", "--profile", "h100-llama3-8b", "--prefill-tokens", "512"]) == 0
-    assert "prefill_ms" in json.loads(capsys.readouterr().out)
-    assert main(["sim", "predict", "--profile", "nope", "--prefill-tokens", "5"]) == 2
-
-
 def test_bad_profile_names_the_field(tmp_path):
     d = json.loads((ROOT / "sim/profiles/h100-llama3-8b.json").read_text())
     del d["step_model"]["kl_ms"]
