@@ -75,12 +75,12 @@ def _profiles(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("name", "gpu", "model", "GPUs", "KV tokens", "max seqs", "cold start s")
+    t = Table("name", "gpu", "model", "GPUs", "KV tokens", "max seqs", "cold start s", "measured / derived")
     for r in rows:
         t.add_row(r["name"], r["gpu"], r["model"], str(r["gpus_per_replica"]), str(r["kv_capacity_tokens"]),
-                  str(r["max_num_seqs"]), f"{r['cold_start_s']:.0f}")  # fmt: skip
+                  str(r["max_num_seqs"]), f"{r['cold_start_s']:.0f}", r["source"])  # fmt: skip
     # Profile names are what users type: never let an 80-column default truncate them in a pipe.
-    Console(width=None if sys.stdout.isatty() else 160).print(t)
+    Console(width=None if sys.stdout.isatty() else 220).print(t)
     return 0
 
 

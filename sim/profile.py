@@ -146,8 +146,21 @@ class Profile:
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "max_num_seqs": self.max_num_seqs,
             "cold_start_s": self.cold_start_s,
+            "source": self.source,
             "description": self.description,
         }
+
+    @property
+    def source(self) -> str:
+        """What of this profile was measured and what derived (its calibration record says)."""
+        cal = self.calibration
+        if cal.get("source"):
+            return str(cal["source"])
+        if cal.get("table"):
+            return "measured"
+        if cal.get("derived_from"):
+            return f"derived from {cal['derived_from']}"
+        return "not recorded"
 
 
 def _profiles_dir():
