@@ -105,8 +105,17 @@ def register(sub) -> None:
     )
     p.add_argument("--target", required=True, help="the replica's base URL, e.g. http://10.0.0.5:8000")
     p.add_argument("--workload", required=True, help="a trace file whose (prompt, output) lengths are drawn")
-    p.add_argument("--slo", required=True, help="objectives, e.g. ttft=2s,tpot=100ms[,e2e=30s]")
-    p.add_argument("--attainment", type=float, default=0.99, help="share of requests that must meet the SLO")
+    p.add_argument(
+        "--slo",
+        required=True,
+        help="objectives and goal, e.g. ttft=2s,tpot=100ms[,e2e=30s][,attainment=0.99]",
+    )
+    p.add_argument(
+        "--attainment",
+        type=float,
+        default=None,
+        help="share of requests that must meet the SLO (default: the --slo's attainment, 0.99 unless given)",
+    )
     p.add_argument("--base-profile", default="h100-llama3-8b",
                    help="the closest shipped profile (or JSON): memory, limits and the fit's starting terms")  # fmt: skip
     p.add_argument("--rates", help="ascending request rates to try, e.g. 1,2,4,6 (default: from the base)")
@@ -122,12 +131,13 @@ def register(sub) -> None:
 
 def _profile_measure(args) -> int:
     from burstpilot import units
-    from burstpilot.loadtest.metrics import parse_slo
     from burstpilot.sim.measure import measure_profile
     from burstpilot.sim.profile import load_profile
+    from burstpilot.slo import SLO
     from burstpilot.traces import read_trace
 
-    slo = parse_slo(args.slo)
+    slo = SLO.parse(args.slo)
+    goal = slo.attainment if args.attainment is None else args.attainment
     base = load_profile(args.base_profile)
     raw = json.loads(Path(base.path).read_text()) if Path(base.path).is_file() else _shipped_json(base.name)
     rates = None
@@ -142,7 +152,7 @@ def _profile_measure(args) -> int:
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".levels")
     prof = measure_profile(
-        args.target, read_trace(args.workload), slo, raw, work, goal=args.attainment, rates=rates,
+        args.target, read_trace(args.workload), slo, raw, work, goal=goal, rates=rates,
         duration_s=duration, seed=args.seed, name=args.name, api=args.api, bisect=args.bisect,
     )  # fmt: skip
     prof["calibration"]["workload"] = str(args.workload)

@@ -42,6 +42,7 @@ from burstpilot.loadtest.runner import ReplayOptions, replay
 from burstpilot.sim.des import simulate
 from burstpilot.sim.profile import Profile, profile_from_dict
 from burstpilot.sim.workload import Workload
+from burstpilot.slo import SLO
 
 SLO_KEYS_MEASURED = ("ttft", "tpot", "e2e")
 STATS = ("ttft_p50", "ttft_p90", "tpot_p50", "tpot_p90")
@@ -91,18 +92,6 @@ def level_workload(mix, rate: float, duration_s: float, seed: int) -> SweepWorkl
     return SweepWorkload(t, mix[0][pick].copy(), mix[1][pick].copy())
 
 
-def meets(ttft, tpot, e2e, ok, slo: dict[str, float]) -> np.ndarray:
-    """Per request: it succeeded and met every objective (a one-token reply has no TPOT to miss)."""
-    good = ok.copy()
-    if "ttft" in slo:
-        good &= ttft <= slo["ttft"]
-    if "tpot" in slo:
-        good &= np.isnan(tpot) | (tpot <= slo["tpot"])
-    if "e2e" in slo:
-        good &= e2e <= slo["e2e"]
-    return good
-
-
 def _stats(ttft, tpot, ok) -> dict[str, float]:
     t, p = ttft[ok], tpot[ok & ~np.isnan(tpot)]
     return {
@@ -117,7 +106,7 @@ def simulate_level(profile: Profile, arrival, prompt, output, slo) -> dict[str, 
     """The simulator's answer for one level on one ready replica: attainment and latency statistics."""
     res = simulate(Workload(np.asarray(arrival), np.asarray(prompt), np.asarray(output)), profile, replicas=1)
     ok = ~res.rejected & ~np.isnan(res.e2e_s)
-    good = meets(res.ttft_s, res.tpot_s, res.e2e_s, ok, slo)
+    good = slo.met(res.ttft_s, res.tpot_s, res.e2e_s, failed=~ok)
     return {"attainment": float(good.mean()) if len(good) else 1.0} | _stats(res.ttft_s, res.tpot_s, ok)
 
 
@@ -157,7 +146,7 @@ def scaled_profile(base: dict, factors: dict[str, float], name: str) -> Profile:
     return profile_from_dict(d, f"profile {name}")
 
 
-def fit_factors(base: dict, levels: list[dict], slo: dict[str, float]) -> tuple[dict[str, float], float]:
+def fit_factors(base: dict, levels: list[dict], slo: SLO) -> tuple[dict[str, float], float]:
     """The three factors whose simulated levels match the measured latency statistics best."""
     names = list(GROUPS)
 
@@ -205,7 +194,7 @@ async def _replay_level(target: str, wl: SweepWorkload, out_dir: Path, slo, api:
 def measure_profile(
     target: str,
     workload,
-    slo: dict[str, float],
+    slo: SLO,
     base: dict,
     work_dir: Path,
     goal: float = 0.99,
@@ -218,11 +207,9 @@ def measure_profile(
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> dict:
     """Sweep ``target``, fit the step model, return the profile JSON (a dict)."""
-    bad = set(slo) - set(SLO_KEYS_MEASURED)
+    bad = set(slo.objectives()) - set(SLO_KEYS_MEASURED)
     if bad:
         raise BurstpilotError(f"--slo: {', '.join(sorted(bad))} not supported here (use ttft, tpot, e2e)")
-    if not slo:
-        raise BurstpilotError("--slo: give at least one objective, e.g. ttft=2s,tpot=100ms")
     if not 0 < goal <= 1:
         raise BurstpilotError(f"--attainment: {goal} is not in (0, 1]")
     base_profile = profile_from_dict(base, "--base-profile")
@@ -240,7 +227,7 @@ def measure_profile(
         wl = level_workload(mix, rate, duration_s, seed)
         log(f"profile measure: level {i + 1}: {rate:.3g} req/s for {duration_s:g} s ({len(wl)} requests)...")
         lv = asyncio.run(_replay_level(target, wl, work_dir / f"level-{i:02d}", slo, api))
-        good = meets(lv["ttft"], lv["tpot"], lv["e2e"], lv["ok"], slo)
+        good = slo.met(lv["ttft"], lv["tpot"], lv["e2e"], failed=~lv["ok"])
         lv |= {
             "rate": rate,
             "attainment": float(good.mean()),
@@ -277,7 +264,7 @@ def measure_profile(
         "host": socket.gethostname(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
         "workload": str(getattr(workload, "source", "") or "given"),
-        "slo_s": dict(slo),
+        "slo_s": slo.objectives(),
         "attainment_goal": goal,
         "level_duration_s": duration_s,
         "bisection_steps": bisect,

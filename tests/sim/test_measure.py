@@ -20,10 +20,11 @@ from burstpilot.sim import load_profile
 from burstpilot.sim.measure import capacity, level_workload, measure_profile, simulate_level
 from burstpilot.sim.profile import profile_from_dict
 from burstpilot.sim.workload import synthetic
+from burstpilot.slo import SLO
 from tests.support.fake_openai import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SLO = {"ttft": 1.0, "tpot": 0.04}
+OBJECTIVES = SLO(ttft_s=1.0, tpot_s=0.04)
 GOAL = 0.95
 LEVEL_S = 6.0
 RATES = [4.0, 8.0, 11.0, 13.0, 15.0, 17.0, 20.0]
@@ -57,7 +58,9 @@ def served():
 def _des_capacity(profile, mix, seed=0):
     def attainment(rate):
         wl = level_workload(mix, rate, LEVEL_S, seed)
-        return simulate_level(profile, wl.arrival_s, wl.request_tokens, wl.response_tokens, SLO)["attainment"]
+        return simulate_level(profile, wl.arrival_s, wl.request_tokens, wl.response_tokens, OBJECTIVES)[
+            "attainment"
+        ]
 
     return capacity(attainment, RATES, GOAL, bisect=4)[0]
 
@@ -74,7 +77,7 @@ def test_measured_profile_reproduces_the_true_capacity(served, tmp_path):
     assert abs(base_cap / true_cap - 1) > 0.10  # the fit has work to do
 
     prof = measure_profile(
-        served, workload, SLO, base, tmp_path / "levels", goal=GOAL, rates=RATES[:5], duration_s=LEVEL_S,
+        served, workload, OBJECTIVES, base, tmp_path / "levels", goal=GOAL, rates=RATES[:5], duration_s=LEVEL_S,
         bisect=1, name="measured-test", log=lambda s: None,
     )  # fmt: skip
     path = tmp_path / "profile.json"
@@ -88,7 +91,11 @@ def test_measured_profile_reproduces_the_true_capacity(served, tmp_path):
     assert fitted_cap == pytest.approx(true_cap, rel=0.10)
     # the sweep itself found the capacity near the truth too (one bisection step on a coarse grid)
     assert cal["capacity_rps"] is not None and cal["capacity_rps"] == pytest.approx(true_cap, rel=0.20)
-    assert cal["target"] == served and cal["slo_s"] == SLO and cal["base_profile"] == "h100-llama3-8b"
+    assert (
+        cal["target"] == served
+        and cal["slo_s"] == OBJECTIVES.objectives()
+        and cal["base_profile"] == "h100-llama3-8b"
+    )
     assert len(cal["levels"]) >= 5 and all(lv["requests"] > 0 for lv in cal["levels"])
     assert measured.kv_capacity_tokens == truth.kv_capacity_tokens  # memory comes from the base
 
