@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+from burstpilot.operator.decisions import dump_state
 from burstpilot.operator.prom import PrometheusSource
-from burstpilot.operator.reconcile import BudgetBook, PoolReconciler, dump_state
-from burstpilot.operator.state import POOL_LABEL, StateStore, configmap_name, labels
+from burstpilot.operator.reconcile import PoolReconciler, Runtime
+from burstpilot.operator.state import POOL_LABEL, StateStore, configmap_name, decode, labels
 from burstpilot.policy import PoolSpec, new_state
 from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
@@ -16,14 +17,8 @@ CM = "llm-burstpilot-state"
 
 def reconciler(kube, events=None):
     sink = events if events is not None else []
-    return PoolReconciler(
-        kube,
-        PrometheusSource(linger_s=0.0),
-        BudgetBook(),
-        "serving",
-        "llm",
-        lambda kind, reason, msg: sink.append((kind, reason, msg)),
-    )
+    rt = Runtime(kube=kube, prom=PrometheusSource(linger_s=0.0))
+    return PoolReconciler(rt, "serving", "llm", lambda kind, reason, msg: sink.append((kind, reason, msg)))
 
 
 def body(prom_url, status=None, uid=UID):
@@ -32,7 +27,7 @@ def body(prom_url, status=None, uid=UID):
 
 
 def saved(kube, name=CM):
-    return json.loads(kube.configmaps[name]["data"]["policyState"])
+    return decode(kube.configmaps[name]["data"])
 
 
 def test_state_goes_to_an_owned_labelled_configmap_and_never_into_the_status():
@@ -75,9 +70,9 @@ def test_a_restart_resumes_exactly_where_the_last_tick_left_off():
                 rec = reconciler(kube)
             with FakePrometheus(prom_values(requests=n)) as prom:
                 asyncio.run(rec.tick(body(prom.url, {"desiredReplicas": kube.replicas}), NOW + 2 * i))
-        docs[restarts] = kube.configmaps[CM]["data"]["policyState"]
+        docs[restarts] = kube.configmaps[CM]["data"]
     assert docs[True] == docs[False]
-    assert json.loads(docs[True])["state"]["forecaster"]["n_steps"] == len(counts)
+    assert decode(docs[True])["state"]["forecaster"]["n_steps"] == len(counts)
 
 
 def test_status_policy_state_of_an_earlier_version_is_migrated_once_and_dropped():
@@ -85,7 +80,7 @@ def test_status_policy_state_of_an_earlier_version_is_migrated_once_and_dropped(
     old = new_state(spec)
     old["forecaster"]["n_steps"] = 40  # a marker: the migrated forecaster continues from step 40
     old["forecaster"]["n_observed"] = 40
-    status = {"policyState": dump_state(old, SPEC["forecasting"])}
+    status = {"policyState": json.dumps(dump_state(old, SPEC["forecasting"]))}
     kube = FakeKube(replicas=1)
     rec = reconciler(kube)
     with FakePrometheus(prom_values(requests=2)) as prom:
@@ -114,7 +109,7 @@ def test_a_configmap_of_an_earlier_pool_with_that_name_is_not_resumed():
 
 def test_configmap_failures_keep_ticking_in_memory_and_keep_the_migration_source():
     spec = PoolSpec.from_crd(SPEC, "llm")
-    status = {"policyState": dump_state(new_state(spec), SPEC["forecasting"])}
+    status = {"policyState": json.dumps(dump_state(new_state(spec), SPEC["forecasting"]))}
     kube = FakeKube(replicas=1)
     kube.configmap_error = 'configmaps "llm-burstpilot-state" is forbidden'
     events = []
@@ -137,12 +132,12 @@ def test_unchanged_state_is_not_written_again():
     kube = FakeKube()
     store = StateStore(kube, "serving", "llm")
     assert store.load(UID) is None
-    assert store.save('{"a":1}', UID) is True
-    assert store.save('{"a":1}', UID) is False
-    assert store.save('{"a":2}', UID) is True
+    assert store.save({"a": 1}, UID) is True
+    assert store.save({"a": 1}, UID) is False
+    assert store.save({"a": 2}, UID) is True
     assert kube.configmap_writes == [("create", CM), ("patch", CM)]
     again = StateStore(kube, "serving", "llm")
-    assert again.load(UID) == '{"a":2}' and again.save('{"a":2}', UID) is False
+    assert again.load(UID) == {"a": 2} and again.save({"a": 2}, UID) is False
 
 
 def test_configmap_names_and_labels_fit_kubernetes_limits():
