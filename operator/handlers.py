@@ -50,26 +50,34 @@ async def pool_loop(
     try:
         while not stopped:
             t0 = time.monotonic()
-            interval = interval_of(dict(body))
-            bound = interval + rt.tick_timeout_s
-            rt.watch.started(key, bound)
-            try:
-                interval = await asyncio.wait_for(rec.tick(dict(body), time.time()), bound)
-            except TimeoutError:
-                log.error("%s: tick cancelled after %.0fs", key, bound)
-                try:
-                    await asyncio.wait_for(rec.timed_out(time.time(), bound), rt.tick_timeout_s)
-                except Exception:  # reporting the timeout failed too; the next tick tries again
-                    log.exception("%s: reporting the tick timeout failed", key)
-            except Exception as exc:  # keep ticking; the next interval retries
-                opmetrics.ERRORS.labels(namespace, name, "internal").inc()
-                log.exception("%s: tick failed: %s", key, exc)
-            finally:
-                rt.watch.finished(key)
-            opmetrics.TICK_SECONDS.observe(time.monotonic() - t0)
+            interval = await bounded_tick(rec, rt, key, body)
             await stopped.wait(max(interval - (time.monotonic() - t0), 0.5))
     finally:
         rt.watch.remove(key)
         opmetrics.forget(namespace, name)  # deleted, or this replica stopped acting: export nothing for it
         if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             rt.budgets.forget(key)
+
+
+async def bounded_tick(rec: PoolReconciler, rt: Runtime, key: str, body: Any) -> float:
+    """One tick, cancelled (and reported) once it runs ``tick_timeout_s`` past the pool's interval. Returns the
+    seconds until the next tick. Never raises: an unexpected error is logged and counted."""
+    t0 = time.monotonic()
+    interval = interval_of(dict(body))
+    bound = interval + rt.tick_timeout_s
+    rt.watch.started(key, bound)
+    try:
+        interval = await asyncio.wait_for(rec.tick(dict(body), time.time()), bound)
+    except TimeoutError:
+        log.error("%s: tick cancelled after %.0fs", key, bound)
+        try:
+            await asyncio.wait_for(rec.timed_out(time.time(), bound), rt.tick_timeout_s)
+        except Exception:  # reporting the timeout failed too; the next tick tries again
+            log.exception("%s: reporting the tick timeout failed", key)
+    except Exception as exc:  # keep ticking; the next interval retries
+        opmetrics.ERRORS.labels(rec.namespace, rec.name, "internal").inc()
+        log.exception("%s: tick failed: %s", key, exc)
+    finally:
+        rt.watch.finished(key)
+        opmetrics.TICK_SECONDS.observe(time.monotonic() - t0)
+    return interval

@@ -67,7 +67,13 @@ class FakePrometheus:
             return web.json_response(self.answer)
         if "bad(" in promql:
             return web.json_response(
-                {"status": "error", "errorType": "bad_data", "error": "parse error"}, status=400
+                # echoes the request as some proxies in front of Prometheus do (credentials included)
+                {
+                    "status": "error",
+                    "errorType": "bad_data",
+                    "error": f"Authorization: {request.headers.get('Authorization')}; parse error in {promql[:200]!r}",
+                },
+                status=400,
             )
         result = []
         for part in re.split(r" or (?=label_replace\(\()", promql):
@@ -106,6 +112,7 @@ class FakeKube:
         self.secrets: dict[str, dict[str, str]] = {}
         self.configmaps: dict[str, dict] = {}
         self.configmap_writes: list[tuple[str, str]] = []  # (verb, name)
+        self.configmap_bodies: list[dict] = []  # every create body and patch, as sent
         self.configmap_error: str | None = None
         self.status_error: StatusError | None = None  # every status patch fails with it
         self.scale_error: TargetError | None = None  # every scale patch fails with it
@@ -152,6 +159,7 @@ class FakeKube:
         if name in self.configmaps:
             return False
         self.configmap_writes.append(("create", name))
+        self.configmap_bodies.append(json.loads(json.dumps(body)))
         self.configmaps[name] = json.loads(json.dumps(body))
         return True
 
@@ -160,6 +168,7 @@ class FakeKube:
         if name not in self.configmaps:
             return False
         self.configmap_writes.append(("patch", name))
+        self.configmap_bodies.append(json.loads(json.dumps(patch)))
         cm = self.configmaps[name]
         cm["metadata"].update(patch.get("metadata", {}))
         data = cm.setdefault("data", {})
