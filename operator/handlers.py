@@ -79,5 +79,6 @@ async def bounded_tick(rec: PoolReconciler, rt: Runtime, key: str, body: Any) ->
         log.exception("%s: tick failed: %s", key, exc)
     finally:
         rt.watch.finished(key)
+        opmetrics.TICKS.labels(rec.namespace, rec.name).inc()
         opmetrics.TICK_SECONDS.observe(time.monotonic() - t0)
     return interval

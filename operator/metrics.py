@@ -63,6 +63,7 @@ ERRORS = Counter(
     "Ticks that met an error, by kind (target, metrics, spec, kubernetes, state, status, timeout, internal)",
     [*POOL, "kind"],
 )
+TICKS = Counter("burstpilot_operator_ticks_total", "Ticks run, by pool (whatever their outcome)", POOL)
 TICK_SECONDS = Histogram(
     "burstpilot_operator_tick_seconds",
     "Time of one pool's tick: queries, decision, scale and status",
@@ -78,7 +79,7 @@ WRITTEN_BYTES = Counter(
 )
 LEADER = Gauge("burstpilot_operator_leader", "1 while this replica holds the leader Lease (or runs alone)")
 
-_POOL_GAUGES = (DESIRED, CURRENT, GPUS, FORECAST, FORECAST_MEAN, OBSERVED)
+_POOL_GAUGES = (DESIRED, CURRENT, GPUS, FORECAST, FORECAST_MEAN, OBSERVED, TICKS)
 _LABELLED = (PODS, LATENCY, SLO, BOUND, CONFLICT)
 
 
