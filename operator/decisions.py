@@ -12,6 +12,7 @@ profile loader) lives here, so the reconciler deals in CRD dictionaries, Kuberne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -160,7 +161,16 @@ def dump_state(state: dict[str, Any], forecasting: Mapping[str, Any]) -> dict[st
 
 
 def decide(spec: PoolSpec, obs: Observation, state: dict[str, Any]) -> tuple[Decision, dict[str, Any]]:
-    return policy_decide(spec, obs, state)
+    decision, state = policy_decide(spec, obs, state)
+    if decision.replicas > spec.max_replicas >= 1 and obs.current > spec.max_replicas:
+        # maxReplicas lowered below the current count: a hard bound, applied at once (as the HPA does); the
+        # decision core's stabilization window would otherwise hold the old count until it expires.
+        decision = dataclasses.replace(
+            decision,
+            replicas=spec.max_replicas,
+            reason=f"{decision.reason}; maxReplicas {spec.max_replicas} applies at once",
+        )
+    return decision, state
 
 
 def step_limited(decision: Decision) -> bool:

@@ -24,7 +24,9 @@ VARIANTS = {
         "--set",
         "replicaCount=2,networkPolicy.enabled=true,grafanaDashboard.enabled=true,logging.format=text",
         "--set",
-        "extraArgs={--batch-linger=0.1},env[0].name=EXTRA,env[0].value=1,podAnnotations.a=b",
+        "extraArgs={--batch-linger=0.1},env[0].name=EXTRA,podAnnotations.a=b",
+        "--set-string",
+        "env[0].value=1",
     ],
 }
 
@@ -59,6 +61,9 @@ def test_template_output_is_valid_for_the_api_server(cluster, chart_installed, v
         assert "--health-address=[$(POD_IP)]:8080" in args and "--metrics-address=[$(POD_IP)]:8000" in args
         assert not any("0.0.0.0" in a for a in args)
         assert "--leader-elect" in args and "--log-format=json" in args
+        role = next(d for d in docs if d["kind"] == "ClusterRole")
+        # KEDA's CRD is not installed here (kubectl auth can-i cannot resolve it): check the rule itself
+        assert {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]} in role["rules"]
         probes = pod["containers"][0]
         assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -106,7 +111,6 @@ def test_installed_operator_pod_is_hardened(cluster, chart_installed):
         ("list", "pods", "", True),
         ("create", "events", "", True),
         ("list", "horizontalpodautoscalers.autoscaling", "", True),
-        ("list", "scaledobjects.keda.sh", "", True),
         ("get", "secrets", "", False),
         ("patch", "deployments.apps", "", False),
         ("delete", "pods", "", False),

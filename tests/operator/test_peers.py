@@ -183,3 +183,14 @@ def test_an_invalid_profile_is_a_condition():
         _, st = run(kube, prom.url, spec={"profile": {"configMapRef": {"name": "absent"}}})
     c = cond(st, "Ready")
     assert c["status"] == "False" and c["reason"] == "InvalidSpec" and "serving/absent" in c["message"]
+
+
+def test_a_lowered_max_replicas_applies_at_once():
+    kube = FakeKube(replicas=6)
+    with FakePrometheus(prom_values(requests=16)) as prom:
+        _, st = run(kube, prom.url, spec={"maxReplicas": 3}, status={"desiredReplicas": 6})
+    assert (
+        kube.scaled == [3]
+        and st["desiredReplicas"] == 3
+        and "maxReplicas 3 applies at once" in st["lastDecision"]["reason"]
+    )
