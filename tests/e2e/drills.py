@@ -47,6 +47,7 @@ class Call:
     status: int
     sent_bytes: int
     injected: bool = False
+    body: bytes = b""  # the first 512 bytes of the request body
 
 
 class ApiProxy:
@@ -104,7 +105,7 @@ class ApiProxy:
                 status = 503
             else:
                 status = fault.status
-            self.calls.append(Call(time.time(), request.method, path, status, len(body), True))
+            self.calls.append(Call(time.time(), request.method, path, status, len(body), True, body[:512]))
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
             reason = {
                 409: "Conflict",
@@ -140,7 +141,7 @@ class ApiProxy:
             return web.json_response(
                 {"kind": "Status", "code": 502, "message": "API server unreachable"}, status=502
             )
-        self.calls.append(Call(time.time(), request.method, path, up.status, len(body)))
+        self.calls.append(Call(time.time(), request.method, path, up.status, len(body), False, body[:512]))
         resp = web.StreamResponse(
             status=up.status, headers={"Content-Type": up.headers.get("Content-Type", "")}
         )
