@@ -164,7 +164,7 @@ class ApiProxy:
             self._session = ClientSession(connector=TCPConnector(limit=0))
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self._handle)
-            self._runner = web.AppRunner(app, access_log=None)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
@@ -179,7 +179,10 @@ class ApiProxy:
             await self._runner.cleanup()
             await self._session.close()
 
-        asyncio.run_coroutine_threadsafe(teardown(), self._loop).result(10)
+        try:  # open watches end with the proxy
+            asyncio.run_coroutine_threadsafe(teardown(), self._loop).result(30)
+        except Exception:
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
@@ -343,9 +346,28 @@ class VllmExporter:
                 self.generation.labels(*key).inc(50 * n)
 
     def __enter__(self) -> VllmExporter:
-        from prometheus_client import start_http_server
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            # Always the text format: prometheus-client's OpenMetrics output (which Prometheus asks for first)
+            # spells vLLM's "vllm:" names with an underscore.
+            def do_GET(self):
+                body = generate_latest(registry)
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self._thread.start()
         self.prom.set_targets([{"targets": [f"127.0.0.1:{self.port}"], "labels": {"job": "vllm-exporter"}}])
         return self
@@ -354,4 +376,5 @@ class VllmExporter:
         self._stop.set()
         self._thread.join(5)
         self.server.shutdown()
+        self.server.server_close()
         self.prom.set_targets([])
