@@ -63,9 +63,14 @@ def entries(text: str, values: dict) -> list[tuple[str, str, str, str]]:
             value = values
             for k in path:
                 value = value[k]
-            kind = {dict: "object", list: "list", bool: "bool", int: "int", float: "float", str: "string"}.get(
-                type(value), "string"
-            )
+            kind = {
+                dict: "object",
+                list: "list",
+                bool: "bool",
+                int: "int",
+                float: "float",
+                str: "string",
+            }.get(type(value), "string")
             out.append((".".join(path), kind, json.dumps(value), " ".join(comment)))
             comment = None
     return out
