@@ -135,6 +135,7 @@ class ApiProxy:
                 headers=headers,
                 ssl=self._ssl,
                 timeout=ClientTimeout(total=None, sock_connect=5),
+                skip_auto_headers=("Content-Type",),  # the client may send none (JSON); never invent one
             )
         except Exception:
             self.calls.append(Call(time.time(), request.method, path, 502, len(body)))
@@ -257,9 +258,8 @@ class DrillOperator:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> None:
-        self.proc = self.procs.start(
-            self.name, self.argv, env={**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        )
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_NAME": self.name}
+        self.proc = self.procs.start(self.name, self.argv, env=env)
         if wait:
             wait_for(
                 f"{self.name}'s /healthz",
