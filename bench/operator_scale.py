@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -138,6 +139,7 @@ def objects(n: int, prom_url: str, interval: float) -> list[dict]:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the control plane on the way out
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pools", type=int, default=500)
     ap.add_argument("--interval", type=float, default=15.0)

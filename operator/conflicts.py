@@ -49,6 +49,11 @@ class ConflictFinder:
     clock: Callable[[], float] = time.monotonic
     _seen: dict[str, tuple[float, list[Autoscaler]]] = field(default_factory=dict)
 
+    def fresh(self, namespace: str) -> bool:
+        """Whether ``others`` would answer from its cache (no API call)."""
+        hit = self._seen.get(namespace)
+        return hit is not None and self.clock() - hit[0] < TTL_S
+
     def others(self, namespace: str, listing: Callable[[str], list[Autoscaler]]) -> list[Autoscaler] | None:
         """The autoscalers of ``namespace`` (listed at most every TTL_S); None when never listed successfully."""
         hit = self._seen.get(namespace)

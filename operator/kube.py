@@ -142,6 +142,7 @@ class Kube:
         if api_client is None:
             cfg = client.Configuration.get_default_copy()
             cfg.retries = api_retry()
+            cfg.connection_pool_maxsize = 64  # one kept-alive connection per I/O thread (runner.THREADS)
             api_client = client.ApiClient(cfg)
         self.api = api_client
         self.core = client.CoreV1Api(self.api)

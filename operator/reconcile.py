@@ -231,10 +231,13 @@ class PoolReconciler:
         )
 
     async def _read_spec(self, t: Tick) -> PoolSpec:
-        try:
-            spec = await asyncio.to_thread(
-                read_spec, t.raw, self.name, self.namespace, self.rt.profiles, self.rt.kube.get_configmap
-            )
+        args = (t.raw, self.name, self.namespace, self.rt.profiles, self.rt.kube.get_configmap)
+        try:  # a thread only when a profile ConfigMap may have to be read
+            profile = t.raw.get("profile")
+            if isinstance(profile, dict) and "configMapRef" in profile:
+                spec = await asyncio.to_thread(read_spec, *args)
+            else:
+                spec = read_spec(*args)
         except BurstpilotError as exc:
             self._error("spec")
             t.report.condition("Ready", False, "InvalidSpec", str(exc))
@@ -258,7 +261,11 @@ class PoolReconciler:
         """Another controller scaling the same target (an HPA, a KEDA ScaledObject): burstpilot will not act."""
         ref = t.raw["targetRef"]
         kind, name = ref.get("kind") or "Deployment", ref["name"]
-        others = await asyncio.to_thread(self.rt.conflicts.others, self.namespace, self.rt.kube.autoscalers)
+        finder = self.rt.conflicts
+        if finder.fresh(self.namespace):
+            others = finder.others(self.namespace, self.rt.kube.autoscalers)
+        else:
+            others = await asyncio.to_thread(finder.others, self.namespace, self.rt.kube.autoscalers)
         if others is None:
             t.report.condition(
                 "Conflict",
@@ -308,7 +315,10 @@ class PoolReconciler:
         metrics_spec = t.raw.get("metrics") or {}
         values = None
         try:
-            endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
+            if metrics_spec.get("auth"):  # Secrets to read
+                endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
+            else:
+                endpoint = self._endpoint(metrics_spec)
             values = await self.rt.prom.fetch(endpoint, pool_queries(metrics_spec, spec.interval_s))
         except MetricsError as exc:
             reason = "AuthUnavailable" if isinstance(exc, AuthError) else "PrometheusUnavailable"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import kopf
@@ -24,6 +25,7 @@ from burstpilot.operator.reconcile import Runtime
 
 log = logging.getLogger(__name__)
 KOPF_STOP_S = 30.0
+THREADS = 64
 
 
 @dataclass
@@ -70,6 +72,11 @@ class Process:
             marker.cancel()
 
     async def run(self) -> None:
+        # The Kubernetes client blocks; every pool's calls run in threads. The default pool (cores + 4) would
+        # queue 500 pools' calls behind a handful of threads: waiting on the API server needs no core.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="burstpilot-io")
+        )
         await self.health.start()
         self._signals()
         try:
