@@ -198,8 +198,11 @@ class PrometheusSource:
     when the combined PromQL would pass ``max_query_chars``).
     """
 
-    def __init__(self, linger_s: float = 0.05, timeout_s: float = 5.0, max_query_chars: int = 8000) -> None:
+    def __init__(
+        self, linger_s: float = 0.05, timeout_s: float = 5.0, max_query_chars: int = 8000, parallel: int = 8
+    ) -> None:
         self.linger_s = linger_s
+        self.parallel = parallel  # requests of one batch in flight at once
         self.timeout_s = timeout_s
         # The query travels in the URL (GET): pools beyond this length go in further requests.
         self.max_query_chars = max_query_chars
@@ -226,10 +229,14 @@ class PrometheusSource:
                 size = 0
             chunks[-1].append(p)
             size += n
-        try:
-            for chunk in chunks:
-                if chunk:
-                    await self._run(endpoint, chunk)
+        limit = asyncio.Semaphore(self.parallel)
+
+        async def run(chunk: list[_Pending]) -> None:
+            async with limit:
+                await self._run(endpoint, chunk)
+
+        try:  # the requests of one batch in parallel (a few at a time): 500 pools are some 45 requests
+            await asyncio.gather(*(run(chunk) for chunk in chunks if chunk))
         finally:  # cancelled (the operator stops): nobody waits forever
             for chunk in chunks:
                 for p in chunk:
