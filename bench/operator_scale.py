@@ -185,11 +185,12 @@ def main() -> int:
         )
         prom = Prometheus(tools["prometheus"], work, procs)
         cluster.namespace("bench")
-        with VllmExporter(prom) as exporter, ApiProxy(cluster) as proxy:
-            rng = random.Random(0)
-            base = {f"pool-{i:03d}": rng.uniform(0.5, 40.0) for i in range(args.pools)}
-            for name, rate in base.items():
-                exporter.set_rate("bench", name, rate)
+        exporter = VllmExporter(prom)
+        rng = random.Random(0)
+        base = {f"pool-{i:03d}": rng.uniform(0.5, 40.0) for i in range(args.pools)}
+        for name, rate in base.items():
+            exporter.set_rate("bench", name, rate)
+        with exporter, ApiProxy(cluster) as proxy:
             stop = threading.Event()
 
             def wander() -> None:  # each pool's rate moves every minute, so decisions change
