@@ -188,9 +188,9 @@ def test_apiserver_and_etcd_restarts_lose_and_repeat_nothing(drill, drills):
     wait_desired(d, lambda n: n >= 2, "a steady pool")
     before = d.steps()
     t0 = time.time()
-    restart(drills.procs, "kube-apiserver", drills.cluster._readyz)
-    restart(drills.procs, "etcd", drills.cluster._readyz)
-    wait_for("the API server serving again", drills.cluster._readyz, timeout=120)
+    restart(drills.procs, "kube-apiserver", drills.cluster.readyz)
+    restart(drills.procs, "etcd", drills.cluster.readyz)
+    wait_for("the API server serving again", drills.cluster.readyz, timeout=120)
     st = d.decided_after(t0 + 1)
     wait_for("the state saved again", lambda: d.steps() > before + 2, timeout=60)
     assert op.alive(), "the operator rode out both restarts"
