@@ -8,11 +8,17 @@ import sys
 from pathlib import Path
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.traces import formats
 
 
 def _add_read_args(p: argparse.ArgumentParser, window: bool = True) -> None:
     g = p.add_argument_group("reading")
-    g.add_argument("--format", default="auto", choices=["auto", "burstgpt", "azure", "mooncake", "csv"])
+    g.add_argument(
+        "--format",
+        default="auto",
+        choices=formats.choices(),
+        help="trace format (default: auto, recognised by content)",
+    )
     g.add_argument("--model", action="append", help="keep only this model (repeatable)")
     g.add_argument("--log-type", action="append", help="keep only this log type (repeatable)")
     if window:
@@ -32,8 +38,8 @@ def _add_read_args(p: argparse.ArgumentParser, window: bool = True) -> None:
     c.add_argument("--failed-col")
 
 
-def _read(args, path=None, window=True):
-    from burstpilot.traces import ColumnMap, read_trace
+def _columns(args):
+    from burstpilot.traces import ColumnMap
 
     columns = None
     if args.time_col or args.request_col or args.response_col:
@@ -53,12 +59,33 @@ def _read(args, path=None, window=True):
             failed=args.failed_col,
             time_unit=args.time_unit,
         )
-    kw = dict(model=args.model, log_type=args.log_type, include_failed=not args.no_failed)
+    return columns
+
+
+def _read_kwargs(args, window=True) -> dict:
+    kw = dict(
+        fmt=args.format,
+        model=args.model,
+        log_type=args.log_type,
+        include_failed=not args.no_failed,
+        skip_bad_rows=args.skip_bad_rows,
+        columns=_columns(args),
+    )
     if window:
         kw |= dict(start_s=args.start, end_s=args.end)
-    return read_trace(
-        path or args.trace, fmt=args.format, skip_bad_rows=args.skip_bad_rows, columns=columns, **kw
-    )
+    return kw
+
+
+def _read(args, path=None, window=True):
+    from burstpilot.traces import read_trace
+
+    return read_trace(path or args.trace, **_read_kwargs(args, window))
+
+
+def _iter(args):
+    from burstpilot.traces import iter_trace
+
+    return iter_trace(args.trace, **_read_kwargs(args))
 
 
 def _progress():
@@ -157,10 +184,17 @@ def cmd_info(args) -> int:
 
 def cmd_convert(args) -> int:
     from burstpilot.traces import write_burstgpt_csv
+    from burstpilot.traces.formats.parquet import write_parquet
 
+    out = Path(args.out)
+    if out.suffix == ".parquet":
+        # streamed: record batches in, one Parquet folder per day out (any length, bounded memory)
+        rows, days = write_parquet(_iter(args), out)
+        print(f"{rows:,} rows -> {out} ({days} day partitions)")
+        return 0
     trace = _read(args)
-    write_burstgpt_csv(trace, args.out)
-    print(f"{len(trace):,} rows -> {args.out}")
+    write_burstgpt_csv(trace, out)
+    print(f"{len(trace):,} rows -> {out}")
     return 0
 
 
@@ -204,8 +238,15 @@ def register(sub) -> None:
     _add_read_args(p)
     p.set_defaults(handler=cmd_info)
 
-    p = ts.add_parser("convert", help="rewrite a trace (after filters) as BurstGPT CSV")
+    p = ts.add_parser(
+        "convert", help="rewrite a trace (after filters) as BurstGPT CSV, or as Parquet partitioned by day"
+    )
     p.add_argument("trace")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="W.csv (BurstGPT 8-column CSV; .gz compresses) or DIR.parquet (a folder: day=N/part-K.parquet, "
+        "streamed in record batches)",
+    )
     _add_read_args(p)
     p.set_defaults(handler=cmd_convert)
