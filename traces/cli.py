@@ -95,22 +95,43 @@ def _progress():
 
 
 def cmd_analyze(args) -> int:
-    from burstpilot.traces.analyze import analyze
+    from burstpilot.traces.analyze import analyze, analyze_stream
 
     with _progress() as prog:
         task = prog.add_task("reading", total=None)
-        trace = _read(args)
 
         def step(i, n, what):
             prog.update(task, description=f"analyzing {what}", completed=i, total=n)
 
-        summary = analyze(trace, args.out, window_s=args.window, figures=not args.no_figures, progress=step)
+        if args.stream:
+            summary = analyze_stream(
+                lambda: _iter(args),
+                args.out,
+                window_s=args.window,
+                figures=not args.no_figures,
+                progress=step,
+            )
+        else:
+            trace = _read(args)
+            summary = analyze(
+                trace, args.out, window_s=args.window, figures=not args.no_figures, progress=step
+            )
     out = Path(args.out)
-    o = summary["overall"]
+    ia = summary["overall"]["interarrival"]
+    res = summary["timestamp_resolution_s"]
+    if ia["gamma_shape"] is None:
+        shape = "Gamma shape: too few gaps to fit"
+    elif not ia.get("identifiable", True):
+        shape = (
+            f"Gamma shape not identifiable at the {res:g}-s timestamp grid "
+            f"({ia['mean_ticks']:.2f} grid steps per gap; see report.md)"
+        )
+    else:
+        lo, hi = ia["gamma_shape_ci95"]
+        shape = f"Gamma shape {ia['gamma_shape']:.3f} [{lo:.3f}, {hi:.3f}] ({summary['interarrival_method']})"
     print(
         f"{summary['rows']:,} rows over {summary['duration_s'] / 3600:.2f} h, {summary['mean_rps']:.3f} req/s, "
-        f"Gamma shape {o['interarrival']['gamma_shape'] or float('nan'):.3f} ({summary['interarrival_method']}), "
-        f"failures {100 * summary['failure_rate']:.2f}%, {summary['bad_rows']} bad rows"
+        f"{shape}, failures {100 * summary['failure_rate']:.2f}%, {summary['bad_rows']} bad rows"
     )
     print(f"report: {out / 'report.md'}")
     print(f"summary: {out / 'summary.json'}")
@@ -208,6 +229,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--window", type=float, default=1200.0, help="refit window, seconds (default 1200)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read in record batches, two passes, memory bounded whatever the length (needs a time-ordered trace)",
+    )
     _add_read_args(p)
     p.set_defaults(handler=cmd_analyze)
 

@@ -475,7 +475,7 @@ class WindowStats:
         widx = self.window_of(a)
         self.count += np.bincount(widx, minlength=w)
         if failed is not None:
-            self.failures += np.bincount(widx, failed.astype(np.int64), minlength=w)
+            self.failures += np.bincount(widx, failed, minlength=w).astype(np.int64)
         if self.last is None:
             gaps, gw = np.diff(a), widx[:-1]
         else:

@@ -108,6 +108,20 @@ class Trace:
             bad_lines=list(self.bad_lines),
         )
 
+    def _slice(self, lo: int, hi: int) -> Trace:
+        """Rows lo:hi as views (no copy)."""
+        return replace(
+            self,
+            arrival_s=self.arrival_s[lo:hi],
+            request_tokens=self.request_tokens[lo:hi],
+            response_tokens=self.response_tokens[lo:hi],
+            failed=self.failed[lo:hi],
+            model_codes=self.model_codes[lo:hi],
+            log_type_codes=self.log_type_codes[lo:hi],
+            session_id=self.session_id[lo:hi],
+            elapsed_s=self.elapsed_s[lo:hi],
+        )
+
     def shifted(self, offset_s: float) -> Trace:
         """The same trace with ``offset_s`` added to every arrival time."""
         return replace(self, arrival_s=self.arrival_s + offset_s, bad_lines=list(self.bad_lines))

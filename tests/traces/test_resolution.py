@@ -11,7 +11,9 @@ from burstpilot.traces import read_trace
 from burstpilot.traces.fit import ResolutionDetector, fit_interarrival, fit_windows
 from tests.traces.conftest import gamma_arrivals
 
-MOONCAKE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mooncake" / "conversation_trace.jsonl"
+MOONCAKE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mooncake" / "conversation_trace.jsonl"
+)
 
 
 def _detect(a, chunks=1):
