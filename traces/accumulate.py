@@ -74,6 +74,7 @@ class BottomK:
         self.k, self.salt = k, np.uint64(salt)
         self.keys = np.zeros(0, np.uint64)
         self.cols: list[np.ndarray] | None = None
+        self.threshold = None
         self.seen = 0
 
     def add(self, *cols: np.ndarray) -> None:
@@ -83,6 +84,10 @@ class BottomK:
         with np.errstate(over="ignore"):
             keys = _splitmix(np.arange(self.seen, self.seen + n, dtype=np.uint64) ^ self.salt)
         self.seen += n
+        if self.cols is not None and self.threshold is not None:
+            # only rows below the k-th smallest key so far can enter the sample
+            keep = keys < self.threshold
+            keys, cols = keys[keep], [c[keep] for c in cols]
         if self.cols is None:
             self.keys, self.cols = keys, [np.asarray(c) for c in cols]
         else:
@@ -90,23 +95,25 @@ class BottomK:
             self.cols = [np.concatenate([a, b]) for a, b in zip(self.cols, cols, strict=True)]
         if len(self.keys) > 2 * self.k:
             self._trim()
+        if len(self.keys) >= self.k and self.threshold is None:
+            self._trim()
 
     def _trim(self) -> None:
         if len(self.keys) > self.k:
             keep = np.argpartition(self.keys, self.k - 1)[: self.k]
             self.keys = self.keys[keep]
             self.cols = [c[keep] for c in self.cols]
+        if len(self.keys) >= self.k:
+            self.threshold = self.keys.max()
 
-    def sample(self, k: int | None = None) -> list[np.ndarray]:
-        """The (at most) k rows with the smallest keys, in stream order."""
+    def sample(self) -> list[np.ndarray]:
+        """The (at most) k rows with the smallest keys, in key order (a prefix of it is itself
+        a uniform sample, the same whatever the chunking)."""
         if self.cols is None:
             return []
         self._trim()
-        keys, cols = self.keys, self.cols
-        if k is not None and len(keys) > k:
-            keep = np.argpartition(keys, k - 1)[:k]
-            keys, cols = keys[keep], [c[keep] for c in cols]
-        return cols
+        order = np.argsort(self.keys, kind="stable")
+        return [c[order] for c in self.cols]
 
 
 class BurstDetector:
@@ -128,11 +135,13 @@ class BurstDetector:
         self.hot: list[np.ndarray] = []  # rows of (second, count, failures, is_hot)
         self.rows = 0
 
-    def add(self, a: np.ndarray, failed: np.ndarray) -> None:
+    def add(self, a: np.ndarray, failed: np.ndarray, sec: np.ndarray | None = None) -> None:
+        """A time-ordered chunk (``sec``: whole seconds since t0, when the caller has them)."""
         if len(a) == 0:
             return
         self.rows += len(a)
-        sec = np.minimum((a - self.t0).astype(np.int64), self.nb - 1)
+        sec = (a - self.t0).astype(np.int64) if sec is None else sec
+        sec = np.minimum(sec, self.nb - 1)
         need = int(sec[-1]) + 1 - self.base
         if need > len(self.cnt):
             grow = need - len(self.cnt)
@@ -146,27 +155,41 @@ class BurstDetector:
 
     def _resolve(self, upto: int) -> None:
         upto = min(upto, self.nb - 1)
-        if upto < self.resolved:
+        s0 = self.resolved
+        if upto < s0:
             return
-        s = np.arange(self.resolved, upto + 1)
-        lo = np.maximum(s - self.half, 0)
-        hi = np.minimum(s + self.half + 1, self.nb)
-        top = int(hi.max()) - self.base
+        top = min(upto + self.half + 1, self.nb) - self.base
         if top > len(self.cnt):  # the end of the trace: the seconds past the last arrival are empty
             grow = top - len(self.cnt)
             self.cnt = np.concatenate([self.cnt, np.zeros(grow, np.int64)])
             self.fail = np.concatenate([self.fail, np.zeros(grow, np.int64)])
-        cum = np.concatenate([[0], np.cumsum(self.cnt)])
-        b = (cum[hi - self.base] - cum[lo - self.base]) / (hi - lo)
-        c = self.cnt[s - self.base]
-        hot = (c >= 5) & (c >= np.maximum(4 * b, b + 5 * np.sqrt(b) + 5))
-        last = np.maximum.accumulate(np.where(hot, s, -(10**12)))
-        last = np.maximum(last, self.last_hot)
-        near = (c > 0) & (s - last <= self.MERGE_S)
-        if near.any():
-            self.hot.append(np.stack([s[near], c[near], self.fail[s[near] - self.base], hot[near]], axis=1))
-        if hot.any():
-            self.last_hot = int(s[hot][-1])
+        c = self.cnt[s0 - self.base : upto + 1 - self.base]
+        # the threshold is never below 5: only seconds with 5 or more arrivals need a baseline
+        cand = np.flatnonzero(c >= 5) + s0
+        hot = cand[:0]
+        if len(cand):
+            cum = np.concatenate([[0], np.cumsum(self.cnt)])
+            lo = np.maximum(cand - self.half, 0)
+            hi = np.minimum(cand + self.half + 1, self.nb)
+            b = (cum[hi - self.base] - cum[lo - self.base]) / (hi - lo)
+            cc = self.cnt[cand - self.base]
+            hot = cand[cc >= np.maximum(4 * b, b + 5 * np.sqrt(b) + 5)]
+        # seconds within MERGE_S after a hot second (they may lie inside an episode)
+        heads = (
+            np.concatenate([np.arange(self.last_hot, self.last_hot + 1), hot]) if self.last_hot >= 0 else hot
+        )
+        if len(heads):
+            near = np.unique((heads[:, None] + np.arange(self.MERGE_S + 1)[None, :]).ravel())
+            near = near[(near >= s0) & (near <= upto)]
+            cn = self.cnt[near - self.base]
+            near = near[cn > 0]
+            if len(near):
+                is_hot = np.isin(near, hot)
+                self.hot.append(
+                    np.stack([near, self.cnt[near - self.base], self.fail[near - self.base], is_hot], axis=1)
+                )
+        if len(hot):
+            self.last_hot = int(hot[-1])
         self.resolved = upto + 1
         drop = self.resolved - self.half - self.base
         if drop > 0:

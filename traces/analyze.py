@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -297,12 +299,13 @@ class GroupStats:
         if self.res > 0:
             self._runs(np.round((a - self.t0) / self.res).astype(np.int64))
         self.windows.add(a, failed)
-        self.bursts.add(a, failed)
+        sec = (a - self.t0).astype(np.int64)  # whole seconds since the start (a >= t0)
+        self.bursts.add(a, failed, sec)
         fi = failed.astype(np.int64)
-        m = ((a - self.t0) // 60.0).astype(np.int64)
+        m = sec // 60
         self.minute[0].add(m)
         self.minute[1].add(m, fi)
-        d = ((a - self.t0) // 10.0).astype(np.int64)
+        d = sec // 10
         self.ten[0].add(d)
         self.ten[1].add(d, fi)
         self.hours.add(np.floor((a + self.ctx["clock"]) / 3600.0).astype(np.int64) - self.h_first)
@@ -478,6 +481,7 @@ class TraceStats:
         self.has_sessions = False
         self.last = -np.inf
         self.rows = 0
+        self.pool = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4))
 
     def add(self, chunk: Trace) -> None:
         a = chunk.arrival_s
@@ -491,14 +495,19 @@ class TraceStats:
             )
         self.last = float(a[-1])
         self.rows += len(a)
-        self.overall.add(a, chunk.request_tokens, chunk.response_tokens, chunk.failed)
+        work = [(self.overall, a, chunk.request_tokens, chunk.response_tokens, chunk.failed)]
         for m, lt, mask in chunk.groups():
             if not (m or lt):
                 continue
             g = self.groups.get((m, lt))
             if g is None:
                 g = self.groups[(m, lt)] = GroupStats(self.ctx)
-            g.add(a[mask], chunk.request_tokens[mask], chunk.response_tokens[mask], chunk.failed[mask])
+            work.append(
+                (g, a[mask], chunk.request_tokens[mask], chunk.response_tokens[mask], chunk.failed[mask])
+            )
+        # the groups are independent and numpy releases the GIL in its heavy loops: use the cores
+        for f in [self.pool.submit(w[0].add, *w[1:]) for w in work]:
+            f.result()
         if chunk.has_sessions:
             self.has_sessions = True
             sid = _session_keys(chunk)
@@ -507,12 +516,14 @@ class TraceStats:
 
     def finish(self) -> tuple[dict, dict]:
         ctx = self.ctx
-        overall, plot = self.overall.finish()
-        plots = {"all": plot}
         items = sorted(self.groups.items(), key=lambda kv: (-kv[1].rows, kv[0]))
+        done = [self.pool.submit(g.finish) for g in [self.overall] + [g for _, g in items]]
+        self.pool.shutdown()
+        overall, plot = done[0].result()
+        plots = {"all": plot}
         groups = []
-        for (m, lt), g in items:
-            s, p = g.finish()
+        for ((m, lt), _), fut in zip(items, done[1:], strict=True):
+            s, p = fut.result()
             groups.append({"model": m or None, "log_type": lt or None} | s)
             plots[" / ".join(x for x in (m, lt) if x)] = p
         res = self.resolution

@@ -67,9 +67,12 @@ class ResolutionDetector:
             if len(pos) and (gaps == 0).any():
                 self.tick = float(pos.min())
         self.n += len(a)
+        # a multiple of a coarser unit is a multiple of every finer one: test the coarsest still open
         for r in RESOLUTIONS:
             if self.exact[r]:
-                self.exact[r] = _multiple_of(a, r)
+                if _multiple_of(a, r):
+                    break
+                self.exact[r] = False
         if self.tick is not None and self.tick_ok:
             self.tick_ok = _multiple_of(a - self.first, self.tick)
         # the phase histograms see every row of the first _PHASE_ALL rows, then every 16th (by the

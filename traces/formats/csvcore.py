@@ -11,6 +11,7 @@ already handed out are not handed out again.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,31 @@ class Col:
 
 class _NeedSlow(Exception):
     pass
+
+
+UTF8_REPLACE = "burstpilot-utf8-replace"
+
+
+def _utf8_replace(name: str):
+    if name.replace("_", "-") != UTF8_REPLACE:
+        return None
+    utf8 = codecs.lookup("utf-8")
+
+    class Decoder(codecs.IncrementalDecoder):
+        def __init__(self, errors="strict"):
+            super().__init__(errors)
+            self._inner = utf8.incrementaldecoder("replace")
+
+        def decode(self, data, final=False):
+            return self._inner.decode(data, final)
+
+    return codecs.CodecInfo(
+        name=UTF8_REPLACE, encode=utf8.encode, decode=lambda b, e="replace": utf8.decode(b, "replace"),
+        incrementaldecoder=Decoder,
+    )  # fmt: skip
+
+
+codecs.register(_utf8_replace)
 
 
 def _arrow_type(kind: str):
@@ -106,26 +132,18 @@ def _fast(src: Source, cols: list[Col], session_text: bool) -> Iterator[dict]:
     """Typed batches; raises _NeedSlow at the first problem (or _SessionText when session ids
     are not integers: they are then read as text, still in the fast pass)."""
 
-    invalid = []
-
-    def on_invalid(row) -> str:
-        invalid.append(row.number)
-        return "skip"
-
     types = {c.name: _arrow_type(c.kind) for c in cols}
     if session_text:
         types |= {c.name: pa.string() for c in cols if c.kind == "session"}
     try:
-        reader = _open(src, cols, types, on_invalid, threads=True)
+        # no invalid-row handler: a row with the wrong number of fields raises, and the text pass
+        # takes over (pyarrow's handler would decode a non-UTF-8 row and print a traceback)
+        reader = _open(src, cols, types, None, threads=True)
         while True:
             try:
                 rb = reader.read_next_batch()
             except StopIteration:
-                if invalid:
-                    raise _NeedSlow from None
                 return
-            if invalid:
-                raise _NeedSlow
             out = {}
             for c in cols:
                 arr = rb.column(c.name)
@@ -161,9 +179,12 @@ def _fast(src: Source, cols: list[Col], session_text: bool) -> Iterator[dict]:
 
 
 def _open(src: Source, cols, types, on_invalid, threads: bool, keep_blank: bool = False):
+    # the text pass decodes the bytes as UTF-8 with U+FFFD for what is not: a row that is not
+    # UTF-8 is then a bad row like any other (and pyarrow's handler can show it)
+    encoding = UTF8_REPLACE if keep_blank else "utf8"
     return pacsv.open_csv(
         src.arrow_stream(),
-        read_options=pacsv.ReadOptions(use_threads=threads, block_size=BATCH_BYTES),
+        read_options=pacsv.ReadOptions(use_threads=threads, block_size=BATCH_BYTES, encoding=encoding),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=not keep_blank),
         convert_options=pacsv.ConvertOptions(
             include_columns=[c.name for c in cols],
