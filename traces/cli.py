@@ -140,7 +140,7 @@ def cmd_analyze(args) -> int:
 
 def cmd_generate(args) -> int:
     from burstpilot.traces import write_burstgpt_csv
-    from burstpilot.traces.generate import generate_modeled, generate_preset, scale_replay
+    from burstpilot.traces.generate import generate_modeled, generate_preset, scale_rate, scale_replay
 
     sources = [x for x in (args.preset, args.from_trace, args.fit) if x]
     if len(sources) != 1:
@@ -159,9 +159,21 @@ def cmd_generate(args) -> int:
         )
     elif args.from_trace:
         src = _read(args, path=args.from_trace, window=False)
-        trace = scale_replay(
-            src, rps=args.rps, speedup=args.speedup, start_s=args.start, duration_s=args.duration
-        )
+        if (args.rps is None) == (args.speedup is None):
+            raise BurstpilotError(
+                "--from needs exactly one of --rps (keeps the clock) or --speedup (compresses time)"
+            )
+        if args.speedup is not None:
+            trace = scale_replay(src, speedup=args.speedup, start_s=args.start, duration_s=args.duration)
+        else:
+            trace = scale_rate(
+                src,
+                args.rps,
+                method=args.method,
+                start_s=args.start,
+                duration_s=args.duration,
+                seed=args.seed,
+            )
     else:
         if args.rps is None or args.duration is None:
             raise BurstpilotError("--fit needs --rps and --duration")
@@ -245,8 +257,23 @@ def register(sub) -> None:
     src.add_argument("--from", dest="from_trace", metavar="TRACE", help="replay scaling of a trace")
     src.add_argument("--fit", metavar="SUMMARY", help="modeled scaling from an analyze summary.json")
     p.add_argument("--out", required=True, help="output CSV (BurstGPT schema; .gz compresses)")
-    p.add_argument("--rps", type=float, help="target mean request rate over the span")
-    p.add_argument("--speedup", type=float, help="replay: compress time by this factor instead of --rps")
+    p.add_argument(
+        "--rps",
+        type=float,
+        help="target mean request rate over the span; with --from the trace keeps its clock (see --method)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["replay", "modeled"],
+        default="replay",
+        help="--from --rps: replay = thin the trace's own requests (rate down) or lay its other days over it "
+        "(rate up); modeled = sample its per-window Gamma fit at the scaled rate (default: replay)",
+    )
+    p.add_argument(
+        "--speedup",
+        type=float,
+        help="--from: compress time by this factor instead (shortens every burst and the day; explicit only)",
+    )
     p.add_argument("--start", type=float, help="start on the trace's time axis, seconds")
     p.add_argument("--duration", type=float, help="span to generate (or to take from --from), seconds")
     p.add_argument("--seed", type=int, default=0)
