@@ -36,7 +36,7 @@ BURST_METHOD = (
 )
 TAIL_METHOD = "hill-top-2pct"
 MAX_BURSTS = 50
-SAMPLE = 250_000  # rows for rank correlation (a hashed random subset; 4x that for binned medians)
+SAMPLE = 250_000  # rows for rank correlation (a hashed random subset; 2x that for binned medians)
 GAP_SAMPLE = 200_000  # continuous gaps for the Weibull fit and the KS distances
 CHUNK_ROWS = 1 << 20  # an in-memory trace is summarized in chunks of this many rows
 TOKEN_PROBS = np.unique(np.concatenate([np.linspace(0, 1, 201), 1 - np.logspace(-2, -5, 16)]))
@@ -273,7 +273,7 @@ class GroupStats:
         self.req_ok = IntHist()  # successful requests (the token model)
         self.resp_ok = IntHist()
         self.sums = np.zeros(6)
-        self.pairs = BottomK(4 * SAMPLE, salt=2)
+        self.pairs = BottomK(2 * SAMPLE, salt=2)
 
     def add(self, a: np.ndarray, req: np.ndarray, resp: np.ndarray, failed: np.ndarray) -> None:
         n = len(a)

@@ -459,9 +459,13 @@ def generate_modeled(
         js = np.arange(j0, j1)
         edges = np.clip(w0 + ws * np.append(js, j1), start, end)
         wi = js % nwin
-        overall_k = g["interarrival"].get("gamma_shape") or 1.0
+        ia = g["interarrival"]
+        overall_k = ia.get("gamma_shape") or 1.0
         rates = np.array([w["rate"][i] for i in wi], dtype=float)
         shapes = np.array([w["gamma_shape"][i] or overall_k for i in wi], dtype=float)
+        if ia.get("identifiable", True) is False:
+            # the timestamp grid hides the shape: what counts per grid step imply, else Poisson
+            shapes = np.full(len(wi), min((ia.get("grid") or {}).get("shape_from_dispersion") or 1.0, 1000.0))
         frs = np.array(
             [g["failure_rate"] if w["failure_rate"][i] is None else w["failure_rate"][i] for i in wi],
             dtype=float,

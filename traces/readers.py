@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.traces import formats
@@ -75,6 +76,8 @@ def read_trace(
     if not chunks or sum(len(c) for c in chunks) == 0:
         raise BurstpilotError(f"{src}: no valid rows (only a header, or every row was bad)")
     trace = concat_traces(chunks)
+    del chunks
+    pa.default_memory_pool().release_unused()  # the parsed batches are numpy arrays now
     if trace.origin is not None:
         lo = float(trace.arrival_s.min())
         if lo < 0:  # a later batch held earlier date-times: arrival 0 is the earliest request

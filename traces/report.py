@@ -78,7 +78,7 @@ def make_figures(summary: dict, plots: dict, out: Path) -> dict[str, str]:
             keep = covered >= 0.25 * bin_s  # a sliver of a bin says nothing about the rate
             x = np.append(starts[keep], starts[keep][-1] + covered[keep][-1]) / scale
             ax.stairs(c[keep] / covered[keep], x, lw=0.8, label=_label(g), baseline=None)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_xlabel(f"time since start ({unit})")
     ax.set_ylabel(f"requests/s ({bin_s:g}-s bins)")
     ax.set_title("Request rate")
@@ -191,7 +191,7 @@ def make_figures(summary: dict, plots: dict, out: Path) -> dict[str, str]:
     if drawn:
         if max(hi_all) / max(min(lo_all), 1e-9) > 4:  # log only where the shapes span a wide range
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     else:
         _note(ax, f"no {summary['window_s']:g}-s window has the 20 gaps a refit needs")
     ax.set_xlabel(f"window centre, time since start ({unit})")
