@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +82,6 @@ def read_trace(
     if trace.origin is not None:
         lo = float(trace.arrival_s.min())
         if lo < 0:  # a later batch held earlier date-times: arrival 0 is the earliest request
-            from datetime import timedelta
-
             trace = trace.shifted(-lo)
             trace.origin = trace.origin + timedelta(seconds=lo)
             trace.clock_offset_s = (trace.clock_offset_s + lo) % 86400.0
