@@ -303,7 +303,7 @@ def fit_ticks(values: np.ndarray, counts: np.ndarray, resolution: float, mean_s:
     es = _exp_discrete(values_f, counts)
     ks_e = _ks_discrete(values_f, counts, "gamma", 1.0, es)
     r = resolution
-    identifiable = m >= MIN_TICKS_PER_GAP and hi / lo <= MAX_CI_RATIO
+    identifiable = m >= MIN_TICKS_PER_GAP and lo > 0 and hi / lo <= MAX_CI_RATIO
     return out | {
         "gamma_shape": float(k),
         "gamma_scale": float(s * r),
@@ -331,7 +331,9 @@ def _profile_ci(values_f, counts, k, m) -> tuple[float, float]:
         return float(np.dot(counts, _discrete_logp("gamma", values_f, kk, m / kk)))
 
     curv = (ll(u + h) - 2 * ll(u) + ll(u - h)) / h**2
-    se = 1 / np.sqrt(-curv) if curv < 0 else np.inf
+    se = 1 / np.sqrt(-curv) if curv < 0 else np.inf  # a flat (or not concave) profile: no interval
+    if not np.isfinite(se):
+        return 0.0, float("inf")
     return float(k * np.exp(-1.96 * se)), float(min(k * np.exp(1.96 * se), np.finfo(float).max))
 
 
@@ -364,7 +366,7 @@ def fit_continuous(n: int, mean_s: float, cv, npos: int, sum_log_pos: float, min
         "ks_weibull": ks_sorted(xs, lambda v: _cdf_weibull(v, wk, wl)),
         "exponential_scale": float(es),
         "mean_s": mean_s,
-        "identifiable": bool(hi / lo <= MAX_CI_RATIO),
+        "identifiable": bool(lo > 0 and hi / lo <= MAX_CI_RATIO),
     }
 
 
