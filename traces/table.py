@@ -132,7 +132,9 @@ class Trace:
             return []
         nl = max(len(self.log_types), 1)
         key = (self.model_codes.astype(np.int64) + 1) * (nl + 1) + (self.log_type_codes + 1)
-        keys, counts = np.unique(key, return_counts=True)
+        counts = np.bincount(key)  # few categories: a count per key, no sort
+        keys = np.flatnonzero(counts)
+        counts = counts[keys]
         out = []
         for k in keys[np.argsort(-counts, kind="stable")]:
             mc, lc = divmod(int(k), nl + 1)
