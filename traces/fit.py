@@ -64,7 +64,7 @@ class ResolutionDetector:
             self.first = float(a[0])
             gaps = np.diff(a)
             pos = gaps[gaps > 0]
-            if len(pos) and (gaps == 0).any():
+            if len(pos) and (gaps == 0).any() and pos.min() >= 1e-6:
                 self.tick = float(pos.min())
         self.n += len(a)
         # a multiple of a coarser unit is a multiple of every finer one: test the coarsest still open
@@ -74,7 +74,7 @@ class ResolutionDetector:
                     break
                 self.exact[r] = False
         if self.tick is not None and self.tick_ok:
-            self.tick_ok = _multiple_of(a - self.first, self.tick)
+            self.tick_ok = _multiple_of(a - self.first, self.tick, measured=True)
         # the phase histograms see every row of the first _PHASE_ALL rows, then every 16th (by the
         # row's index in the whole trace, so any chunking gives the same answer)
         idx = np.arange(self.n - len(a), self.n)
@@ -121,11 +121,16 @@ class ResolutionDetector:
         return {"resolution_s": float(best), "unit_s": float(unit), "grid_share": share_best, "found_by": how}
 
 
-def _multiple_of(x: np.ndarray, r: float) -> bool:
+def _multiple_of(x: np.ndarray, r: float, measured: bool = False) -> bool:
+    """Whether every x is a whole multiple of r. ``measured``: r is itself a difference of two
+    timestamps (the smallest gap), so it carries their rounding error, which grows with |q|."""
     q = x / r
     if np.array_equal(q, np.rint(q)):  # the common case (whole ticks), in two passes
         return True
-    return bool(np.all(np.abs(q - np.round(q)) <= 1e-6 * np.maximum(1.0, np.abs(q)) + 1e-9))
+    # a value stored on the grid is off by float rounding only: about 1e-16 of its size. A tolerance
+    # relative to the tick count itself (1e-6 |q|) would accept anything once |q| passes 5e5.
+    tol = np.minimum(0.01, 1e-6 * np.abs(q)) if measured else 1e-12 * np.abs(q)
+    return bool(np.all(np.abs(q - np.rint(q)) <= 1e-9 + tol))
 
 
 def detect_resolution(arrival_s: np.ndarray) -> float:

@@ -92,3 +92,16 @@ def test_windowed_shapes_continuous_timestamps():
     w = fit_windows(a, 1200.0, 0.0)
     k = np.array([v for v in w["gamma_shape"] if v is not None])
     assert np.median(k) == pytest.approx(0.4, abs=0.02)
+
+
+def test_late_continuous_timestamps_are_not_taken_for_a_grid():
+    """Timestamps far along the axis (day 120 of a trace) once passed any grid test: the tolerance
+    grew with the tick count. Continuous stays continuous; rounded to 1 ms or 1 s is found as such."""
+    rng = np.random.default_rng(12)
+    a = 120 * 86400 + gamma_arrivals(rng, 0.5, 2.0, 5000)
+    assert _detect(a)["resolution_s"] == 0.0
+    assert _detect(np.round(a, 3))["resolution_s"] == 0.001
+    assert _detect(np.floor(a))["resolution_s"] == 1.0
+    b = a.copy()
+    b[100] = b[101]  # a repeated timestamp does not make the smallest gap a tick
+    assert _detect(b)["resolution_s"] == 0.0
