@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from burstpilot.errors import BurstpilotError
@@ -88,20 +87,16 @@ def _iter(args):
     return iter_trace(args.trace, **_read_kwargs(args))
 
 
-def _progress():
-    from rich.progress import Progress
-
-    return Progress(transient=True, disable=not sys.stderr.isatty())
-
-
 def cmd_analyze(args) -> int:
+    from burstpilot.progress import Reporter
     from burstpilot.traces.analyze import analyze, analyze_stream
+    from burstpilot.traces.report import verdict
 
-    with _progress() as prog:
-        task = prog.add_task("reading", total=None)
+    with Reporter("trace analyze") as prog:
+        task = prog.add_task("analyzing", unit=" steps")
 
         def step(i, n, what):
-            prog.update(task, description=f"analyzing {what}", completed=i, total=n)
+            prog.update(task, completed=i, total=n, note=what)
 
         if args.stream:
             summary = analyze_stream(
@@ -117,23 +112,8 @@ def cmd_analyze(args) -> int:
                 trace, args.out, window_s=args.window, figures=not args.no_figures, progress=step
             )
     out = Path(args.out)
-    ia = summary["overall"]["interarrival"]
-    res = summary["timestamp_resolution_s"]
-    if ia["gamma_shape"] is None:
-        shape = "Gamma shape: too few gaps to fit"
-    elif not ia.get("identifiable", True):
-        shape = (
-            f"Gamma shape not identifiable at the {res:g}-s timestamp grid "
-            f"({ia['mean_ticks']:.2f} grid steps per gap; see report.md)"
-        )
-    else:
-        lo, hi = ia["gamma_shape_ci95"]
-        shape = f"Gamma shape {ia['gamma_shape']:.3f} [{lo:.3f}, {hi:.3f}] ({summary['interarrival_method']})"
-    print(
-        f"{summary['rows']:,} rows over {summary['duration_s'] / 3600:.2f} h, {summary['mean_rps']:.3f} req/s, "
-        f"{shape}, failures {100 * summary['failure_rate']:.2f}%, {summary['bad_rows']} bad rows"
-    )
-    print(f"report: {out / 'report.md'}")
+    print(verdict(summary))
+    print(f"report: {out / 'report.md'} (and {out / 'report.html'}, self-contained: open it in a browser)")
     print(f"summary: {out / 'summary.json'}")
     return 0
 

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from burstpilot.htmlreport import write_html  # noqa: E402
 from burstpilot.traces import fit  # noqa: E402
 
 
@@ -339,10 +340,39 @@ def _identifiability(s: dict, rows: list[dict]) -> list[str]:
     return L
 
 
+def verdict(summary: dict) -> str:
+    """One sentence a reader takes away: size, rate, burstiness (or why it cannot be told), failures."""
+    s = summary
+    ia = s["overall"]["interarrival"]
+    res = s["timestamp_resolution_s"]
+    if ia["gamma_shape"] is None:
+        shape = "too few gaps to fit a Gamma shape"
+    elif not ia.get("identifiable", True):
+        shape = (
+            f"Gamma shape not identifiable at the {res:g}-s timestamp grid "
+            f"({ia['mean_ticks']:.2f} grid steps per gap; see the dispersion of counts per step below)"
+        )
+    else:
+        lo, hi = ia["gamma_shape_ci95"]
+        kind = (
+            "burstier than Poisson" if hi < 1 else ("calmer than Poisson" if lo > 1 else "close to Poisson")
+        )
+        shape = (
+            f"Gamma shape {ia['gamma_shape']:.3f} [{lo:.3f}, {hi:.3f}] ({kind}; {s['interarrival_method']})"
+        )
+    return (
+        f"{s['rows']:,} rows over {s['duration_s'] / 3600:.2f} h, {s['mean_rps']:.3f} req/s, {shape}, "
+        f"failures {100 * s['failure_rate']:.2f}%, {s['bad_rows']} bad rows"
+    )
+
+
 def write_report(summary: dict, figs: dict[str, str], path: Path) -> None:
+    """``report.md`` (the verdict first, then the tables and figures) and its self-contained ``report.html``."""
     s = summary
     L = [
         "# Trace characterization",
+        "",
+        f"**{verdict(s)}.**",
         "",
         f"- Source: `{s['source']}` (format {s['format']})",
         f"- Rows: {s['rows']:,} ({s['bad_rows']} bad rows skipped)"
@@ -467,3 +497,4 @@ def write_report(summary: dict, figs: dict[str, str], path: Path) -> None:
         L += ["", "## Figures", ""]
         L += [f"![{name}]({fname})" for name, fname in figs.items()]
     path.write_text("\n".join(L) + "\n")
+    write_html(path, f"Trace characterization: {Path(str(s['source'])).name}", verdict=verdict(s))
