@@ -250,16 +250,15 @@ def run_evaluate(args) -> int:
     return 0
 
 
-def show(res: dict[str, Any], out: Path, notes=()) -> list[Path]:
-    files = report.write_reports(res, out, notes)
+def show(res: dict[str, Any], out: Path) -> None:
+    """Print the verdict, the table and where the report is."""
     console = _console()
     console.print(report.verdict(res), style="bold")
     console.print(report.rich_table(res, title=report.case_title(res)))
     o = report.oracle_sentence(res)
     if o:
         console.print(o)
-    console.print(f"wrote {out / 'results.json'}, " + ", ".join(str(f) for f in files))
-    return files
+    console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.html'} and the figures")
 
 
 def run_merge(dirs: list[str], out: Path) -> int:
@@ -273,7 +272,8 @@ def run_merge(dirs: list[str], out: Path) -> int:
         d.mkdir(parents=True, exist_ok=True)
         write_json(d / "results.json", res)
         missing = (res["meta"].get("oracle") or {}).get("families_missing")
-        show(res, d, [f"Oracle families missing from the shards: {', '.join(missing)}."] if missing else [])
+        report.write_reports(res, d, [f"Oracle families missing from the shards: {', '.join(missing)}."] if missing else [])
+        show(res, d)
     return 0
 
 
@@ -284,6 +284,7 @@ def run_realtime_case(case: Case, names, seed: int, out: Path) -> int:
         print(f"burstpilot: --realtime runs online policies only; skipping {', '.join(bad)}", file=sys.stderr)
     workload, _ = prepare_workload(case.workload(), case.profile)
     res = realtime_to_dir(workload, case, names, seed, out)
+    report.write_reports(res, out)
     show(res, out)
     return 0
 
@@ -351,7 +352,8 @@ def run_demo(args) -> int:
         "not a policy.",
         "",
     ]
-    files = show(res, out, notes)
+    files = report.write_reports(res, out, notes)
+    show(res, out)
     lines = [report.markdown(res, [f for f in files if f.suffix == ".png"], out, notes)]
     # 2. Real time: a few minutes through the load generator against fleets scaled by burstpilot and the HPA.
     if args.realtime_minutes > 0:

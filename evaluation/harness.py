@@ -30,6 +30,7 @@ import numpy as np
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation import capacity as capacity_mod
+from burstpilot.evaluation import report
 from burstpilot.evaluation.oracle_search import FAMILIES, FamilyResult, Trial, choose, search_family
 from burstpilot.evaluation.runner import (
     ALL_POLICIES,
@@ -314,6 +315,7 @@ def merge(units: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, An
         plot: dict[str, Any] = {"timeline": {}, "ttft_p99": {}}
         if fams:
             missing = [f for f in FAMILIES if f"oracle:{f}" not in seen]
+            fams.sort(key=lambda u: FAMILIES.index(u["unit"].split(":", 1)[1]))  # ties go the same way always
             frs = [_family_result(u) for u in fams if u.get("metrics")]
             if frs:
                 o = choose(frs, goal)
@@ -372,13 +374,15 @@ def evaluate(
     on_unit: Callable[[dict[str, Any], int, int], None] | None = None,
     on_start: Callable[[list[tuple[str, int, str]]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every policy on one case and seed: results.json's content (written to ``out_dir`` when given)."""
+    """Every policy on one case and seed: results.json's content (written to ``out_dir`` when given, with the
+    report in markdown and HTML and its figures)."""
     t0 = time.perf_counter()
     units = run_sweep([case], [seed], names, out_dir, workers=workers, on_unit=on_unit, on_start=on_start)
     res = merge(units)[(case.name, seed)]
     res["meta"]["elapsed_s"] = time.perf_counter() - t0
     if out_dir is not None:
         write_json(out_dir / "results.json", res)
+        report.write_reports(res, out_dir)
     return res
 
 
