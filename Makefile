@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export BURSTPILOT_CACHE ?= $(HOME)/.cache/burstpilot
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint unit e2e toolchain bench clean
+.PHONY: venv demo test lint unit e2e toolchain chromium bench clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ lint: venv
 
 toolchain:
 	scripts/build-toolchain.sh
+
+# Headless Chromium from Debian's packages, for the HTML report tests (tests/evaluation/test_html_report.py).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 unit: venv
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
