@@ -30,7 +30,7 @@ import numpy as np
 from shared_data import AZURE
 
 from burstpilot.evaluation.capacity import measure_capacity
-from burstpilot.evaluation.harness import Case, merge, read_units, run_sweep
+from burstpilot.evaluation.harness import Case, merge, parse_shard, read_units, run_sweep
 from burstpilot.evaluation.runner import DEFAULT_POLICIES, TUNED_POLICIES, prepare_workload
 from burstpilot.policy import SLO, PoolSpec
 from burstpilot.sim import load_profile
@@ -118,7 +118,9 @@ def cases() -> list[Case]:
 
 def summary_line(name: str, res: dict) -> str:
     m = res["meta"]
-    return f"{name}: {m['requests']:,} requests, {m['elapsed_s']:.0f} s wall ({m['wall_s']:.0f} s of simulation)"
+    return (
+        f"{name}: {m['requests']:,} requests, {m['elapsed_s']:.0f} s wall ({m['wall_s']:.0f} s of simulation)"
+    )
 
 
 def main() -> None:
@@ -126,12 +128,18 @@ def main() -> None:
     ap.add_argument("--cases", default=None, help="comma list of case names (default: all)")
     ap.add_argument("--quick", action="store_true", help="the stress cases and the Azure hour only")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--capacity", choices=("profile", "measured"), default="profile",
+                    help="the policies' capacity source (measured: a one-replica load test; case names get "
+                    "'+measured')")  # fmt: skip
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--shard", default=None, metavar="i/n", help="run share i of n of every case's units")
     ap.add_argument("--out", type=Path, default=None, help="with --shard: the shard's output folder")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="join shard folders into the results")
     args = ap.parse_args()
     all_cases = cases()
+    if args.capacity != "profile":
+        for c in all_cases:
+            c.name, c.capacity = f"{c.name}+{args.capacity}", args.capacity
     if args.list:
         for c in all_cases:
             print(f"{c.name:40s} {c.label}")
@@ -149,7 +157,9 @@ def main() -> None:
                  "cases": {k: v for k, v in saved.get("cases", {}).items() if "meta" in v and "case" in v["meta"]}}  # fmt: skip
 
     def save(name: str, res: dict) -> None:
-        res["meta"].pop("plot", None)  # the figures' series stay in the evaluate output, not in the bench file
+        res["meta"].pop(
+            "plot", None
+        )  # the figures' series stay in the evaluate output, not in the bench file
         res["meta"]["loadavg"] = os.getloadavg()
         res["meta"]["cpus"] = os.cpu_count()
         out["cases"][name] = res
@@ -163,8 +173,6 @@ def main() -> None:
             print(f"{name}: merged")
         return
     if args.shard:
-        from burstpilot.evaluation.harness import parse_shard
-
         if args.out is None:
             raise SystemExit("--shard needs --out DIR")
         run_sweep(chosen, [0], POLICIES, args.out, parse_shard(args.shard), args.workers,
