@@ -272,7 +272,9 @@ def run_merge(dirs: list[str], out: Path) -> int:
         d.mkdir(parents=True, exist_ok=True)
         write_json(d / "results.json", res)
         missing = (res["meta"].get("oracle") or {}).get("families_missing")
-        report.write_reports(res, d, [f"Oracle families missing from the shards: {', '.join(missing)}."] if missing else [])
+        report.write_reports(
+            res, d, [f"Oracle families missing from the shards: {', '.join(missing)}."] if missing else []
+        )
         show(res, d)
     return 0
 

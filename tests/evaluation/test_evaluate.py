@@ -98,10 +98,12 @@ def test_reports_open_with_the_verdict(evaluated):
     res, out = evaluated
     md = (out / "report.md").read_text()
     first = md.splitlines()[0]
-    goal_met = sorted((m["gpu_hours"], n) for n, m in res["policies"].items() if n != "oracle" and m["meets_goal"])
+    goal_met = sorted(
+        (m["gpu_hours"], n) for n, m in res["policies"].items() if n != "oracle" and m["meets_goal"]
+    )
     assert first.startswith(goal_met[0][1]) and "fewest GPU-hours" in first
     html = (out / "report.html").read_text()
-    assert 'id="verdict"' in html and "data:image/png;base64," in html and "src=\"replicas" not in html
+    assert 'id="verdict"' in html and "data:image/png;base64," in html and 'src="replicas' not in html
 
 
 def test_shards_merge_into_the_unsharded_results(evaluated, tmp_path):
@@ -110,7 +112,9 @@ def test_shards_merge_into_the_unsharded_results(evaluated, tmp_path):
     names = ["oracle", "hpa", "static-peak"]
     for i in range(3):
         units += run_sweep([small_case()], [5], names, tmp_path / f"s{i}", shard=(i, 3), workers=1)
-    assert len(units) == 6 and len({u["unit"] for u in units}) == 6  # 4 oracle families + 2 policies, once each
+    assert (
+        len(units) == 6 and len({u["unit"] for u in units}) == 6
+    )  # 4 oracle families + 2 policies, once each
     merged = merge(units)[("small", 5)]
     for name in names:
         assert merged["policies"][name] == res["policies"][name], name
@@ -141,7 +145,16 @@ def test_measured_capacity_is_a_load_test_of_one_replica(monkeypatch):
 def test_evaluate_cli_takes_the_workload_as_an_argument_and_shards(tmp_path, capsys):
     path = tmp_path / "w.csv"
     write_burstgpt_csv(generate_preset("burstgpt", duration_s=120, rps=20, seed=3, start_s=10 * 3600), path)
-    common = ["--policies", "oracle,burstpilot,hpa", "--cold-start", "1m", "--max-replicas", "8", "--workers", "1"]
+    common = [
+        "--policies",
+        "oracle,burstpilot,hpa",
+        "--cold-start",
+        "1m",
+        "--max-replicas",
+        "8",
+        "--workers",
+        "1",
+    ]
     out = tmp_path / "out"
     assert main(["evaluate", str(path), *common, "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -151,9 +164,14 @@ def test_evaluate_cli_takes_the_workload_as_an_argument_and_shards(tmp_path, cap
     assert (out / "report.html").exists() and (out / "report.md").exists()
     # shards and merge
     for i in range(2):
-        assert main(["evaluate", str(path), *common, "--shard", f"{i}/2", "--out", str(tmp_path / f"sh{i}")]) == 0
+        assert (
+            main(["evaluate", str(path), *common, "--shard", f"{i}/2", "--out", str(tmp_path / f"sh{i}")])
+            == 0
+        )
     merged = tmp_path / "merged"
-    assert main(["evaluate", "merge", str(tmp_path / "sh0"), str(tmp_path / "sh1"), "--out", str(merged)]) == 0
+    assert (
+        main(["evaluate", "merge", str(tmp_path / "sh0"), str(tmp_path / "sh1"), "--out", str(merged)]) == 0
+    )
     assert json.loads((merged / "results.json").read_text())["policies"] == whole["policies"]
     # the old flag still works, with a warning
     assert main(["evaluate", "--workload", str(path), *common, "--out", str(tmp_path / "old")]) == 0
@@ -163,7 +181,16 @@ def test_evaluate_cli_takes_the_workload_as_an_argument_and_shards(tmp_path, cap
 def test_off_a_terminal_progress_is_plain_lines(tmp_path, capsys):
     path = tmp_path / "w.csv"
     write_burstgpt_csv(generate_preset("burstgpt", duration_s=60, rps=10, seed=3, start_s=10 * 3600), path)
-    args = ["evaluate", str(path), "--policies", "burstpilot,hpa", "--workers", "1", "--out", str(tmp_path / "o")]
+    args = [
+        "evaluate",
+        str(path),
+        "--policies",
+        "burstpilot,hpa",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("evaluate:")]
     assert lines[0] == "evaluate: 2 simulation jobs"
@@ -232,4 +259,6 @@ def test_realtime_replays_through_fleets_the_policies_scale(tmp_path):
 
 
 def test_policy_lists_are_consistent():
-    assert set(ONLINE_POLICIES) | set(TUNED_POLICIES) | {"oracle", "static-peak", "static-mean"} == set(ALL_POLICIES)
+    assert set(ONLINE_POLICIES) | set(TUNED_POLICIES) | {"oracle", "static-peak", "static-mean"} == set(
+        ALL_POLICIES
+    )

@@ -34,7 +34,9 @@ class FakeRunner:
         return 1.0 - 0.5 / max(replicas, 1e-9) ** 2
 
     def follow(self, sigma, window_s):
-        req = [min(int(-(-x // sigma)), self.spec.max_replicas) for x in self.need]  # clamped, as real schedules
+        req = [
+            min(int(-(-x // sigma)), self.spec.max_replicas) for x in self.need
+        ]  # clamped, as real schedules
         return schedule(req, 2, req[0], 1.0), req[0]
 
     def scheduled_gpu_hours(self, p):
