@@ -16,7 +16,7 @@ those that meet the SLO attainment goal. The families of candidates:
    lengths), which ignores the sampling noise of 10 s slots and the spikes of single long prompts.
 
 For each family the search looks for the largest ``sigma`` (smallest ``n``) that meets the goal: doubling or
-halving from ``start`` until the goal is bracketed, then geometric bisection to a ratio of ``1 + RESOLUTION``; a
+halving from ``start`` until the goal is bracketed, then geometric bisection to a ratio of ``1 + RESOLUTION`` (5 %); a
 candidate whose scheduled GPU-hours (its replica-slots) exceed the best simulated GPU-hours found so far by more
 than ``PRUNE_MARGIN`` is not simulated (a run costs a few percent more than its schedule, for draining replicas
 and the last requests, so it would not win). Every simulation is cached by the schedule it asks for.
@@ -42,7 +42,7 @@ from burstpilot.policy.spec import PoolSpec
 
 FAMILIES = ("follow-10s", "constant", "follow-60s", "follow-300s")
 WINDOW_S = {"follow-10s": 10.0, "follow-60s": 60.0, "follow-300s": 300.0}
-RESOLUTION = 0.03
+RESOLUTION = 0.05
 PRUNE_MARGIN = 0.02
 SIGMA_LO = 0.02
 SIGMA_HI = 4.0
