@@ -72,7 +72,7 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
     proc = subprocess.Popen(
         [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'ud'}",
-         "--window-size=1200,900", html.as_uri()],
+         "--window-size=1200,900", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -96,20 +96,26 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
                         break
                     await asyncio.sleep(0.1)
             ws = pages[0]["webSocketDebuggerUrl"]
-            wait_loaded = (
-                "new Promise(r => { const f = () => document.readyState === 'complete' ? r(true) : "
-                "setTimeout(f, 50); f(); })"
-            )
+            await _cdp(ws, [("Page.navigate", {"url": html.as_uri()})])
+            url = json.dumps(html.as_uri())
+            loaded = f"location.href === {url} && document.readyState === 'complete'"
+            for _ in range(600):  # a busy machine can take a while
+                (r,) = await _cdp(ws, [_evaluate_js(loaded)])
+                if r["result"].get("value"):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the report did not load")
             images = "Array.from(document.images).map(i => ({ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth}))"
             verdict = (
                 "(() => { const e = document.getElementById('verdict'); const b = e.getBoundingClientRect();"
                 " const st = getComputedStyle(e); return {text: e.innerText, top: b.top, h: b.height,"
                 " first: document.body.firstElementChild === e, vis: st.visibility, disp: st.display}; })()"
             )
-            return await _cdp(ws, [_evaluate_js(wait_loaded), _evaluate_js(images), _evaluate_js(verdict),
+            return await _cdp(ws, [_evaluate_js(images), _evaluate_js(verdict),
                                    ("Page.captureScreenshot", {"format": "png"})])  # fmt: skip
 
-        _, imgs, verdict, shot = asyncio.run(run())
+        imgs, verdict, shot = asyncio.run(run())
     finally:
         proc.terminate()
         proc.wait(timeout=30)
