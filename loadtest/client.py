@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiohttp.http_exceptions import LineTooLong
 
 from burstpilot.errors import BurstpilotError
 
@@ -194,21 +193,25 @@ async def send(
                 if resp.content_type == "application/json":  # a non-streaming answer
                     usage_tokens, prompt_tokens = await _read_json(resp, times)
                 else:
-                    content = resp.content
-                    while True:
-                        try:
-                            raw = await content.readline()
-                        except (ValueError, LineTooLong) as exc:  # aiohttp's limit: 2 x the read buffer
+                    # Whole reads, split into lines here: every event of one read arrived at once, and a
+                    # starved loop catches up in one step instead of one await per line.
+                    pending = b""
+                    async for data in resp.content.iter_any():
+                        now = time.perf_counter()
+                        lines = (pending + data).split(b"\n") if pending else data.split(b"\n")
+                        pending = lines.pop()
+                        if len(pending) > MAX_SSE_LINE:
                             raise AnswerError(
                                 "malformed_response", f"an SSE line longer than {MAX_SSE_LINE // 1024} KiB"
-                            ) from exc
-                        if not raw:
-                            break
+                            )
                         had_text = bool(times)
-                        if stream.feed(raw, time.perf_counter()):
+                        if any(stream.feed(line, now) for line in lines):
                             break
                         if times and not had_text:
                             cm.reschedule(total_deadline)
+                    else:
+                        if pending.strip():
+                            stream.feed(pending, time.perf_counter())
                     if not stream.done:
                         raise AnswerError(
                             "truncated", f"stream ended without [DONE] after {len(times)} chunks"

@@ -94,9 +94,9 @@ def _ms(v) -> str:
     return "–" if v is None else f"{v * 1000:,.1f}"
 
 
-def _markdown(summary: dict, meta: dict, files: list[str], plot: str | None) -> str:
+def _markdown(summary: dict, meta: dict, files: list[str], plot: str | None, title: str) -> str:
     req = summary["requests"]
-    lines = [f"# burstpilot replay: {meta.get('workload', '')}", ""]
+    lines = [f"# {title}", ""]
     warn = warnings(summary)
     if warn:
         lines += ["## Warnings", "", *(f"- {w}" for w in warn), ""]
@@ -175,8 +175,12 @@ def _markdown(summary: dict, meta: dict, files: list[str], plot: str | None) -> 
     return "\n".join(lines)
 
 
+def _title(meta: dict, out_dir: Path) -> str:
+    return f"burstpilot replay: {meta.get('workload') or Path(out_dir).resolve().name}"
+
+
 def write_report(out_dir: Path, summary: dict, meta: dict, files: list[str], plot: str | None) -> Path:
     """Writes report.md and report.html into ``out_dir``; returns the HTML's path."""
     md = Path(out_dir) / REPORT_MD
-    md.write_text(_markdown(summary, meta, files, plot), encoding="utf-8")
-    return write_html(md, title=f"burstpilot replay: {meta.get('workload', '')}", verdict=verdict(summary))
+    md.write_text(_markdown(summary, meta, files, plot, _title(meta, out_dir)), encoding="utf-8")
+    return write_html(md, title=_title(meta, out_dir), verdict=verdict(summary))

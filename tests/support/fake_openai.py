@@ -52,10 +52,14 @@ class FakeServer:
         stop_after_models=False,
         ready_after_s=0.0,
         metrics=True,
+        api_key=None,
     ):
         self.ttft_s, self.itl_s = ttft_s, itl_s
         self.ready_after_s = ready_after_s  # /health and completions answer 503 until this long after start
         self.metrics = metrics  # serve a vLLM-like /metrics
+        self.api_key = api_key  # when set, every endpoint answers 401 without "Authorization: Bearer KEY"
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.started_at: float | None = None  # perf_counter at start()
         self.headers: list[dict] = []  # the headers of each completion request
         self.modes = modes or {}
@@ -69,8 +73,14 @@ class FakeServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
 
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        return await handler(request)
+
     async def start(self) -> FakeServer:
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth])
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         if self.metrics:
@@ -114,6 +124,14 @@ class FakeServer:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.arrivals.append(time.perf_counter())
         self.headers.append(dict(request.headers))
         body = await request.json()
