@@ -439,12 +439,12 @@ def _conclude(summary: dict, out: Path, bar: dict | None, report: bool) -> int:
         s = summary["slo"]
         att = "-" if s["attainment"] is None else f"{s['attainment']:.3f}"
         line += f"; SLO attainment {att}, goodput {s['goodput']:.1f} req/s"
-    c.print(line, highlight=False)
+    c.print(line, highlight=False, soft_wrap=True)
     for w in warnings(summary):
-        c.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+        c.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     if report:
-        c.print(f"report: {out / 'report.html'}", highlight=False)
+        c.print(f"report: {out / 'report.html'}", highlight=False, soft_wrap=True)
     misses = fail_under_misses(summary, bar) if bar else []
     text = verdict(summary) + (f"; FAILED --fail-under: {', '.join(misses)}" if misses else "")
-    c.print(f"[bold]verdict:[/] {text}", highlight=False)
+    c.print(f"[bold]verdict:[/] {text}", highlight=False, soft_wrap=True)
     return EXIT_FAIL_UNDER if misses else 0

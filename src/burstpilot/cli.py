@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         'eval "$(burstpilot completion bash)" (or save it in /etc/bash_completion.d/burstpilot); zsh: '
         "burstpilot completion zsh > ~/.zfunc/_burstpilot.",
     )
-    c.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete in")
+    c.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
     c.set_defaults(handler=_completion)
     _version_everywhere(parser)
     return parser
