@@ -44,10 +44,12 @@ def summarize(records: list[dict], slo: SLO | None = None, scheduled: int | None
     )  # fmt: skip
     ok = [r for r, f in zip(records, failed, strict=True) if not f]
     errors: dict[str, int] = {}
+    examples: dict[str, str] = {}
     for r, f in zip(records, failed, strict=True):
         if f:
             kind = str(r.get("error") or "empty_response")
             errors[kind] = errors.get(kind, 0) + 1
+            examples.setdefault(kind, str(r.get("error_detail") or "")[:200])
     sent = [r for r in records if not np.isnan(_num(r.get("sent_s")))]
     sched = _col(records, "scheduled_s")
     sent_s = _col(sent, "sent_s")
@@ -79,6 +81,7 @@ def summarize(records: list[dict], slo: SLO | None = None, scheduled: int | None
         "itl_s": LatencyStats.of(itl).to_dict(),
         "e2e_s": run.e2e.to_dict(),
         "dispatch_lag_s": LatencyStats.of(_col(sent, "dispatch_lag_s")).to_dict(),
+        "error_examples": dict(sorted(examples.items())),  # the first error_detail of each kind
     }
     if slo is not None:
         summary["slo"] = {

@@ -18,7 +18,8 @@ LAG_WARN_S = 0.05  # a dispatch lag p99 above this means the client, not the ser
 # error kind -> what it usually means
 HINTS = {
     "http_5xx": "the target answered 5xx: overloaded, or not ready yet (is --wait-ready off?)",
-    "http_4xx": "the target refused the requests: check --model, --api, --api-key and --extra-body",
+    "http_4xx": "the target refused requests: check --model, --api, --api-key, --extra-body, and requests longer "
+    "than the model's context",
     "connect": "the target refused connections or could not be reached",
     "connect_timeout": "no TCP connection in time: the target or the network is saturated",
     "first_token_timeout": "no first token within --first-token-timeout: the target queues too long",
@@ -71,9 +72,11 @@ def warnings(summary: dict) -> list[str]:
     if req["failed"]:
         share = req["failed"] / max(req["recorded"], 1)
         top = max(req["errors"].items(), key=lambda kv: kv[1])[0] if req["errors"] else ""
+        example = (summary.get("error_examples") or {}).get(top)
         out.append(
             f"{req['failed']:,} of {req['recorded']:,} requests failed ({share:.1%}); most are {top}: "
             + HINTS.get(top, "see error_detail in the records")
+            + (f" (e.g. {example[:140]})" if example else "")
         )
     slo = summary.get("slo")
     if slo and slo.get("attainment") is not None and slo["attainment"] < slo["attainment_goal"]:
@@ -150,9 +153,11 @@ def _markdown(summary: dict, meta: dict, files: list[str], plot: str | None, tit
     lines += ["", "TTFT, TPOT, ITL and E2E are over the successful requests (ITL over every gap); dispatch lag"
               " (send time minus scheduled time) over every sent request.", ""]  # fmt: skip
     if req["errors"]:
-        lines += ["## Errors", "", "| kind | requests | usual cause |", "|---|---|---|"]
+        lines += ["## Errors", "", "| kind | requests | usual cause | first detail |", "|---|---|---|---|"]
+        examples = summary.get("error_examples") or {}
         for k, v in sorted(req["errors"].items(), key=lambda kv: -kv[1]):
-            lines.append(f"| `{k}` | {v:,} | {HINTS.get(k, '')} |")
+            detail = examples.get(k, "").replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{k}` | {v:,} | {HINTS.get(k, '')} | {detail} |")
         lines.append("")
     sm = summary.get("server_metrics")
     if sm:
