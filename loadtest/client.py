@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from burstpilot.errors import BurstpilotError
 
@@ -101,7 +101,7 @@ def request_body(
         body["prompt"] = prompt
     if extra:
         body.update(extra)
-    return json.dumps(body, separators=(",", ":")).encode()
+    return orjson.dumps(body)
 
 
 def endpoint_url(target: str, api: str) -> str:
@@ -153,8 +153,8 @@ async def _read_json(resp: aiohttp.ClientResponse, times: list[float]) -> tuple[
     """A whole JSON answer (no streaming): TTFT = E2E, as in vLLM's benchmark."""
     raw = await resp.read()
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise AnswerError("malformed_response", f"the body is not JSON: {raw[:80]!r}") from exc
     text, completion, prompt = parse_answer(data)
     if text:

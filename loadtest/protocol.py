@@ -13,8 +13,9 @@ answer that does not have the expected shape raises :class:`AnswerError` with an
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson  # a measured hot path: every streamed event is parsed (4x json.loads)
 
 READ_BUFSIZE = 1 << 16  # the client's read buffer; aiohttp refuses a line over twice that
 MAX_SSE_LINE = 2 * READ_BUFSIZE  # 128 KiB: far above any streamed delta
@@ -56,8 +57,8 @@ def sse_payload(line: bytes) -> bytes | None:
 def decode_event(payload: bytes) -> dict:
     """The JSON object of a ``data:`` payload (not ``[DONE]``)."""
     try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:  # also bad UTF-8, NaN, and nesting past 1024
         raise AnswerError("malformed_sse", f"data is not JSON: {payload[:80]!r}") from exc
     if not isinstance(data, dict):
         raise AnswerError("malformed_sse", f"data is not a JSON object: {payload[:80]!r}")
@@ -159,6 +160,8 @@ class StreamState:
 
     def feed(self, line: bytes, now: float) -> bool:
         """One line (``now``: when it was read); True once the stream has ended with ``[DONE]``."""
+        if not line or line == b"\r":  # the blank line after each event: half of all lines
+            return False
         if len(line) > MAX_SSE_LINE:
             raise AnswerError("malformed_response", f"an SSE line longer than {MAX_SSE_LINE // 1024} KiB")
         payload = sse_payload(line)

@@ -12,6 +12,7 @@ import math
 import threading
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -77,7 +78,7 @@ class JsonlWriter:
 
     def __init__(self, path: Path, flush_s: float = 0.5):
         self.path = path
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._fh = open(path, "ab")  # noqa: SIM115 (closed in close())
         self._pending: list[dict] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -96,7 +97,7 @@ class JsonlWriter:
         with self._lock:
             pending, self._pending = self._pending, []
             if pending:
-                self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in pending))
+                self._fh.write(b"".join(orjson.dumps(r) + b"\n" for r in pending))
             self._fh.flush()
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import orjson
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.progress import Reporter
@@ -741,6 +742,13 @@ def _check(options: ReplayOptions, targets: list[str]) -> None:
         raise BurstpilotError("--warmup: cannot be negative")
     if options.server_metrics:
         servermetrics.check_sources(options.server_metrics)
+    if options.extra_body is not None:
+        if not isinstance(options.extra_body, dict):
+            raise BurstpilotError("--extra-body: must be a JSON object")
+        try:
+            orjson.dumps(options.extra_body)
+        except TypeError as exc:  # orjson's encode error: an integer past 64 bits, a non-JSON value
+            raise BurstpilotError(f"--extra-body: cannot be sent as JSON: {exc}") from None
 
 
 async def replay(workload, targets: list[str], out_dir: Path, options: ReplayOptions | None = None) -> dict:
