@@ -441,9 +441,12 @@ def _die_with_parent() -> None:
 
 
 def event_loop_factory():
-    """uvloop's event loop where it is installed (a measured gain on the send path), else asyncio's."""
+    """uvloop's event loop where it is installed (a measured gain on the send path, bench/loadtest_send_accuracy.py),
+    else asyncio's; ``BURSTPILOT_EVENT_LOOP=asyncio`` asks for asyncio's own."""
+    if os.environ.get("BURSTPILOT_EVENT_LOOP", "").lower() == "asyncio":
+        return None
     try:
-        import uvloop  # optional: the send loop works on asyncio's own loop too
+        import uvloop  # optional: not built for every platform, and the send loop works on asyncio's loop too
     except ImportError:
         return None
     return uvloop.new_event_loop
