@@ -457,3 +457,49 @@ def test_connect_timeout_is_recorded():
             c.close()
         listener.close()
     assert rec["error"] == "connect_timeout", rec
+
+
+def test_stored_records_of_any_shape_never_crash_the_summary_and_resume_works(tmp_path):
+    """Issue 15 item 3: records an older version stored (status 200, no error, no timings, text where numbers
+    belong) are failures of their own kind in the summary, and --resume completes the run."""
+    w = make_workload([0.01 * i for i in range(6)], response_tokens=2)
+
+    async def go(s):
+        first = await replay(w, [s.url], tmp_path, ReplayOptions(limit=2, plot=False))
+        return first
+
+    run(_with_server(FakeServer(), go))
+    # the limited run's fingerprint differs; rewrite run.json as a full run would have it, with stored junk
+    from burstpilot.loadtest.schedule import build_schedule
+
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["fingerprint"] = build_schedule(w).fingerprint
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    junk = [
+        {"index": 2, "sent_s": 0.02, "scheduled_s": 0.02, "status": 200, "error": "", "ttft_s": None, "e2e_s": None,
+         "output_tokens": "many", "usage_reported": "yes"},
+        {"index": 3, "sent_s": "soon", "scheduled_s": 0.03, "status": "200", "error": "", "ttft_s": "0.1",
+         "e2e_s": 0.2, "itl_s": "x", "prompt_tokens": [1]},
+        {"index": 4.0, "sent_s": 0.04, "scheduled_s": 0.04, "error": 5, "ttft_s": float("inf"),
+         "e2e_s": 0.3, "itl_s": [0.1, "a", None], "output_tokens": True},
+    ]  # fmt: skip
+    with open(tmp_path / "requests.jsonl", "a") as fh:
+        for r in junk:
+            fh.write(json.dumps(r) + "\n")
+    records = read_records(tmp_path)
+    assert [r["error"] for r in records][2:] == ["malformed_response", "empty_response", "5"]
+    from burstpilot.loadtest import summarize
+
+    s = summarize(records, SLO(ttft_s=1.0))
+    assert s["requests"]["recorded"] == 5 and s["requests"]["completed"] == 2
+    assert s["requests"]["errors"] == {"5": 1, "empty_response": 1, "malformed_response": 1}
+
+    async def resume(s):
+        return await replay(w, [s.url], tmp_path, ReplayOptions(resume=True, plot=False, slo=SLO(ttft_s=1.0)))
+
+    summary = run(_with_server(FakeServer(), resume))
+    assert (
+        summary["requests"]["recorded"] == 6
+    )  # the 5th row was sent now; the junk records are kept as failures
+    assert json.loads((tmp_path / "summary.json").read_text())["requests"]["completed"] == 3
+    assert pq.read_table(tmp_path / "requests.parquet").num_rows == 6
