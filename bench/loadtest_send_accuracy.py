@@ -23,6 +23,7 @@ Writes bench/results/loadtest.json (after every run) and prints the table and th
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -172,10 +173,16 @@ def http_json(url: str):
         return json.loads(r.read())
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when this benchmark ends, however it ends (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def start_server(python: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [str(python), str(REPO / "bench" / "loadtest_fake_server.py"), "--port", str(port)]
+        [str(python), str(REPO / "bench" / "loadtest_fake_server.py"), "--port", str(port)],
+        preexec_fn=_die_with_parent,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -414,10 +421,12 @@ def own_report(out: Path) -> dict:
     path = out / "replay" / "summary.json"
     if not path.is_file():
         return {}
-    lag = json.loads(path.read_text())["dispatch_lag_s"]
-    if lag["p50"] is None:
-        return {}
-    return {"own_dispatch_lag_p50_ms": lag["p50"] * 1e3, "own_dispatch_lag_p99_ms": lag["p99"] * 1e3}
+    summary = json.loads(path.read_text())
+    lag = summary["dispatch_lag_s"]
+    own = {"own_errors": summary["requests"]["errors"]}  # why a request may never have arrived
+    if lag["p50"] is not None:
+        own |= {"own_dispatch_lag_p50_ms": lag["p50"] * 1e3, "own_dispatch_lag_p99_ms": lag["p99"] * 1e3}
+    return own
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
