@@ -26,7 +26,7 @@ from burstpilot.progress import DEFAULT_INTERVAL_S, Reporter
 from burstpilot.sim import load_profile
 from burstpilot.slo import SLO
 from burstpilot.traces import read_trace
-from burstpilot.traces.generate import generate_preset, scale_replay
+from burstpilot.traces.generate import SCALE_METHODS, generate_preset, scale_rate, scale_replay
 from burstpilot.units import parse_duration
 
 DEMO_PROFILE = "h100-llama3-70b-tp4"
@@ -56,6 +56,12 @@ def register(sub) -> None:
     p.add_argument("--exact-cold-start", action="store_true", help="every cold start exactly --cold-start")
     p.add_argument("--speedup", type=float, default=None,
                    help="compress time this many times (a stress case: bursts get shorter against the cold start)")  # fmt: skip
+    p.add_argument("--rps", type=float, default=None,
+                   help="scale the workload to this mean request rate on its own time axis (its diurnal "
+                   "shape and bursts kept; see --scale-method)")  # fmt: skip
+    p.add_argument("--scale-method", choices=SCALE_METHODS, default="replay",
+                   help="with --rps: 'replay' thins or superposes the trace's own requests, 'modeled' samples "
+                   "its per-window Gamma fit (default replay)")  # fmt: skip
     p.add_argument("--duration", default=None, help="use only the first part of the workload (e.g. 30m, 2h)")
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=32)
@@ -155,10 +161,14 @@ class Progress:
                              note=f"last: {r['case']} {r['unit']} {res} ({r['wall_s']:.0f} s)")  # fmt: skip
 
 
-def load_workload(path: str, duration: str | None, speedup: float | None):
+def load_workload(
+    path: str, duration: str | None, speedup: float | None, rps: float | None = None, method: str = "replay"
+):
     trace = read_trace(path)
     if duration:
         trace = trace.subset(trace.arrival_s < trace.arrival_s[0] + parse_duration(duration, "--duration"))
+    if rps:
+        trace = scale_rate(trace, rps, method=method, seed=0)
     if speedup:
         trace = scale_replay(trace, speedup=speedup)
     return trace
@@ -182,20 +192,31 @@ def run_evaluate(args) -> int:
         raise BurstpilotError("--cold-start must be >= 0")
     if args.speedup is not None and args.speedup <= 0:
         raise BurstpilotError("--speedup must be > 0")
+    if args.rps is not None and args.rps <= 0:
+        raise BurstpilotError("--rps must be > 0")
+    if args.rps is not None and args.speedup is not None:
+        raise BurstpilotError("give --rps (keeps the clock) or --speedup (compresses time), not both")
     profile = load_profile(args.profile)
     spec = pool_spec(profile, slo, cold, args.min_replicas, args.max_replicas)
     path = paths[0]
     label = Path(path).name + (f" compressed {args.speedup:g}x" if args.speedup else " (real time axis)")
+    if args.rps:
+        label += f" at {args.rps:g} req/s ({args.scale_method} scaling)"
     case = Case(
         name=Path(path).stem,
-        workload=lambda: load_workload(path, args.duration, args.speedup),
+        workload=lambda: load_workload(path, args.duration, args.speedup, args.rps, args.scale_method),
         profile=profile,
         spec=spec,
         cold_start_s=cold,
         capacity=args.capacity,
         capacity_scale=args.capacity_scale,
         label=label,
-        meta={"workload": str(path), "speedup": args.speedup or 1.0},
+        meta={
+            "workload": str(path),
+            "speedup": args.speedup or 1.0,
+            "rps": args.rps,
+            "scale_method": args.scale_method if args.rps else None,
+        },  # fmt: skip
         exact_cold_start=args.exact_cold_start,
     )
     if args.realtime:

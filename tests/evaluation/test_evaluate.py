@@ -8,7 +8,7 @@ import pytest
 from burstpilot.cli import main
 from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation import capacity
-from burstpilot.evaluation.cli import burstgpt_window, parse_slo, pool_spec
+from burstpilot.evaluation.cli import burstgpt_window, load_workload, parse_slo, pool_spec
 from burstpilot.evaluation.harness import Case, evaluate, merge, run_sweep
 from burstpilot.evaluation.runner import ALL_POLICIES, ONLINE_POLICIES, TUNED_POLICIES, prepare_workload
 from burstpilot.policy import SLO
@@ -210,6 +210,19 @@ def test_bad_input_names_the_field(tmp_path, capsys):
     assert main(["evaluate", "merge", "--out", str(tmp_path)]) == 2
     assert main(["evaluate", "merge", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
     assert "units" in capsys.readouterr().err
+
+
+def test_rps_scales_the_workload_on_its_own_clock(tmp_path, capsys):
+    src = generate_preset("burstgpt", duration_s=1800, rps=4, seed=3, start_s=9 * 3600)
+    path = tmp_path / "w.csv"
+    write_burstgpt_csv(src, path)
+    scaled = load_workload(str(path), None, None, rps=12.0)
+    span = src.arrival_s[-1] - src.arrival_s[0]
+    assert scaled.arrival_s[-1] - scaled.arrival_s[0] == pytest.approx(span, rel=0.02)  # the clock kept
+    assert len(scaled) / span == pytest.approx(12.0, rel=0.05)
+    rc = main(["evaluate", str(path), "--rps", "12", "--speedup", "4", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--rps" in capsys.readouterr().err
+    assert main(["evaluate", str(path), "--rps", "-1", "--out", str(tmp_path / "o")]) == 2
 
 
 def test_prepare_workload_starts_at_zero_and_drops_unservable():
