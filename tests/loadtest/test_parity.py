@@ -17,20 +17,8 @@ from burstpilot.errors import BurstpilotError
 from burstpilot.loadtest import ReplayOptions, build_schedule, replay
 from burstpilot.loadtest.records import read_records
 from burstpilot.traces import make_trace, write_burstgpt_csv
-from tests.support.fake_openai import FakeServer
+from tests.support.fake_openai import FakeServer, with_server
 from tests.support.workloads import make_workload
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def _with_server(server: FakeServer, fn):
-    await server.start()
-    try:
-        return await fn(server)
-    finally:
-        await server.stop()
 
 
 def _cli_against(server: FakeServer, *argv, env: dict | None = None, monkeypatch=None):
@@ -40,7 +28,7 @@ def _cli_against(server: FakeServer, *argv, env: dict | None = None, monkeypatch
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, main, [str(a).replace("{url}", s.url) for a in argv])
 
-    return run(_with_server(server, go))
+    return with_server(server, go)
 
 
 def test_api_key_headers_and_extra_body_reach_the_server(tmp_path, monkeypatch):
@@ -149,7 +137,7 @@ def test_generated_rate_closed_loop_warmup_and_limits_end_to_end(tmp_path):
         out["dur"] = await replay(w, [s.url], tmp_path / "dur", ReplayOptions(duration_s=1.2, plot=False))
         return out, n_rate, closed_peak, n_warm
 
-    out, n_rate, closed_peak, n_warm = run(_with_server(FakeServer(ttft_s=0.05, itl_s=0.01), go))
+    out, n_rate, closed_peak, n_warm = with_server(FakeServer(ttft_s=0.05, itl_s=0.01), go)
     rate = read_records(tmp_path / "rate")
     assert n_rate == 30 and [r["index"] for r in rate] == list(range(30))
     assert [r["row"] for r in rate[:5]] == [0, 1, 2, 3, 0]
@@ -179,7 +167,7 @@ def test_vllm_bench_json_and_csv(tmp_path):
         opts = ReplayOptions(plot=False, percentiles=(50.0, 99.0, 99.9))
         return await replay(w, [s.url], tmp_path, opts)
 
-    summary = run(_with_server(FakeServer(ttft_s=0.02, itl_s=0.005), go))
+    summary = with_server(FakeServer(ttft_s=0.02, itl_s=0.005), go)
     v = json.loads((tmp_path / "vllm-bench.json").read_text())
     # the keys and units of vllm bench serve --save-result (vllm/benchmarks/serve.py)
     for key in ("date", "endpoint_type", "backend", "label", "model_id", "tokenizer_id", "num_prompts",
@@ -219,7 +207,7 @@ def test_the_targets_metrics_are_captured_beside_the_latencies(tmp_path):
         c = await replay(w, [s.url], tmp_path / "c", ReplayOptions(server_metrics=[], plot=False))
         return a, b, c
 
-    a, b, c = run(_with_server(FakeServer(itl_s=0.02), go))
+    a, b, c = with_server(FakeServer(itl_s=0.02), go)
     sm = a["server_metrics"]
     assert sm["rounds"] >= 5 and sm["urls"] == [sm["sources"][0]]
     assert set(sm["series"]) == {

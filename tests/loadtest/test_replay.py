@@ -20,22 +20,10 @@ from burstpilot.errors import BurstpilotError
 from burstpilot.loadtest import ReplayOptions, Timeouts, merge, replay
 from burstpilot.loadtest.records import ERROR_KINDS, read_records
 from burstpilot.slo import SLO
-from tests.support.fake_openai import FakeServer
+from tests.support.fake_openai import FakeServer, with_server
 from tests.support.workloads import make_workload
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def _with_server(server: FakeServer, fn):
-    await server.start()
-    try:
-        return await fn(server)
-    finally:
-        await server.stop()
 
 
 def test_metric_definitions_on_known_stream(tmp_path):
@@ -45,7 +33,7 @@ def test_metric_definitions_on_known_stream(tmp_path):
     async def go(s):
         return await replay(w, [s.url], tmp_path, ReplayOptions(slo=SLO(ttft_s=10.0, tpot_s=10.0)))
 
-    summary = run(_with_server(FakeServer(ttft_s=ttft, itl_s=itl), go))
+    summary = with_server(FakeServer(ttft_s=ttft, itl_s=itl), go)
     recs = read_records(tmp_path)
     assert [r["index"] for r in recs] == [0, 1, 2]
     for r in recs:
@@ -78,7 +66,7 @@ def test_request_shape_completions_and_chat(tmp_path):
         await replay(w, [s.url + "/v1"], tmp_path / "chat", ReplayOptions(api="chat", model="m2", plot=False))
         return s.bodies
 
-    bodies = run(_with_server(FakeServer(), go))
+    bodies = with_server(FakeServer(), go)
     first = bodies[0]
     assert first["model"] == "fake-model"  # taken from /v1/models
     assert first["max_tokens"] == 3 and first["ignore_eos"] and first["stream"]
@@ -97,7 +85,7 @@ def test_non_streaming_requests(tmp_path):
         await replay(w, [s.url], tmp_path / "chat", ReplayOptions(stream=False, api="chat", plot=False))
         return s.bodies
 
-    bodies = run(_with_server(FakeServer(ttft_s=0.02, itl_s=0.01), go))
+    bodies = with_server(FakeServer(ttft_s=0.02, itl_s=0.01), go)
     assert not any(b["stream"] for b in bodies) and "stream_options" not in bodies[0]
     for d in ("c", "chat"):
         recs = read_records(tmp_path / d)
@@ -115,7 +103,7 @@ def test_failed_rows_are_skipped_unless_included(tmp_path):
         b = await replay(w, [s.url], tmp_path / "b", ReplayOptions(include_failed=True, plot=False))
         return a, b
 
-    a, b = run(_with_server(FakeServer(), go))
+    a, b = with_server(FakeServer(), go)
     assert [r["index"] for r in read_records(tmp_path / "a")] == [0, 2]
     assert b["requests"]["completed"] == 3
 
@@ -156,7 +144,7 @@ def test_every_failure_kind_is_recorded_and_replay_goes_on(tmp_path):
         await replay(w2, [dead.url], tmp_path / "dead", replace(opts, wait_ready_s=0))
         return summary
 
-    summary = run(_with_server(FakeServer(modes=modes), go))
+    summary = with_server(FakeServer(modes=modes), go)
     recs = read_records(tmp_path / "main")
     got = {r["expected_prompt_tokens"]: r["error"] for r in recs}
     assert {k: got[k] for k in modes} == {k: kind for k, (_, kind) in FAILURE_MODES.items()}
@@ -182,7 +170,7 @@ def test_malformed_json_answers_fail_without_streaming(tmp_path):
     async def go(s):
         return await replay(w, [s.url], tmp_path, ReplayOptions(stream=False, plot=False))
 
-    summary = run(_with_server(FakeServer(modes=modes), go))
+    summary = with_server(FakeServer(modes=modes), go)
     assert [r["error"] for r in read_records(tmp_path)] == ["malformed_response", "malformed_response", ""]
     assert summary["requests"]["completed"] == 1
 
@@ -203,7 +191,7 @@ def test_refusing_target_fails_before_the_clock_starts(tmp_path, capsys):
             await replay(w, [s.url, dead], tmp_path / "b", ReplayOptions(wait_ready_s=1.0))
         return s.arrivals, time.monotonic() - t
 
-    arrivals, waited = run(_with_server(FakeServer(), go))
+    arrivals, waited = with_server(FakeServer(), go)
     assert arrivals == [] and not list(tmp_path.glob("*/requests.jsonl"))
     assert waited >= 1.0  # it did wait, and said so
     assert "waiting up to 1 s for http://127.0.0.1:" in capsys.readouterr().err
@@ -218,7 +206,7 @@ def test_the_clock_starts_when_the_target_is_ready(tmp_path, capsys):
     async def go(s):
         return await replay(w, [s.url], tmp_path, ReplayOptions(plot=False, wait_ready_s=30))
 
-    summary = run(_with_server(server, go))
+    summary = with_server(server, go)
     assert summary["requests"]["errors"] == {} and summary["requests"]["completed"] == 3
     assert min(server.arrivals) - server.started_at >= 1.5
     assert max(r["dispatch_lag_s"] for r in read_records(tmp_path)) < 0.5  # the clock started after the wait
@@ -249,7 +237,7 @@ def test_a_server_without_health_is_ready_when_it_lists_its_models(tmp_path):
         finally:
             await runner.cleanup()
 
-    assert run(go()) == "m"
+    assert asyncio.run(go()) == "m"
 
 
 def test_absolute_deadlines_catch_up_after_a_stall(tmp_path):
@@ -260,7 +248,7 @@ def test_absolute_deadlines_catch_up_after_a_stall(tmp_path):
         asyncio.get_running_loop().call_later(0.3, time.sleep, 0.4)  # blocks the loop from ~0.3 to ~0.7 s
         return await replay(w, [s.url], tmp_path, ReplayOptions(plot=False))
 
-    run(_with_server(FakeServer(), go))
+    with_server(FakeServer(), go)
     recs = read_records(tmp_path)
     assert len(recs) == 60
     assert all(r["sent_s"] >= r["scheduled_s"] - 1e-3 for r in recs)  # never early
@@ -284,7 +272,7 @@ def test_least_outstanding_and_round_robin_spread_over_targets(tmp_path):
             await b.stop()
         return s.url, b.url
 
-    a_url, b_url = run(_with_server(FakeServer(), go))
+    a_url, b_url = with_server(FakeServer(), go)
     rr = read_records(tmp_path / "rr")
     assert [r["target"] for r in rr] == [a_url, b_url] * 6
     lo = read_records(tmp_path / "lo")
@@ -297,7 +285,7 @@ def test_max_concurrency_bounds_in_flight_requests(tmp_path):
     async def go(s):
         return await replay(w, [s.url], tmp_path, ReplayOptions(max_concurrency=2, plot=False))
 
-    run(_with_server(FakeServer(ttft_s=0.1), go))
+    with_server(FakeServer(ttft_s=0.1), go)
     recs = sorted(read_records(tmp_path), key=lambda r: r["sent_s"])
     ends = [r["sent_s"] + r["e2e_s"] for r in recs]
     for r in recs:  # at each send, at most one other request is still running
@@ -321,7 +309,7 @@ def test_interrupt_flushes_and_resume_completes(tmp_path):
         second = await replay(w, [s.url], tmp_path, ReplayOptions(resume=True, plot=False))
         return first, second
 
-    first, second = run(_with_server(FakeServer(ttft_s=0.2), go))
+    first, second = with_server(FakeServer(ttft_s=0.2), go)
     assert first["interrupted"] and 0 < first["requests"]["recorded"] < 40
     assert first["requests"]["errors"].get("cancelled", 0) >= 1  # in flight past the grace period
     assert not second["interrupted"]
@@ -367,7 +355,7 @@ def test_kill_9_keeps_everything_completed_a_second_before(tmp_path):
         await proc.wait()
         return [t for t in s.finished if t < killed_at - 1.0]
 
-    durable = run(_with_server(FakeServer(), go))
+    durable = with_server(FakeServer(), go)
     assert len(durable) >= 1
     assert len(read_records(tmp_path)) >= len(durable)
 
@@ -383,7 +371,7 @@ def test_shards_merge_to_the_unsharded_accounting(tmp_path):
             await replay(w, [s.url], tmp_path / f"s{i}", ReplayOptions(shard=(i, 3), plot=False))
         return full
 
-    full = run(_with_server(FakeServer(modes=modes), go))
+    full = with_server(FakeServer(modes=modes), go)
     shard_rows = [sorted(r["index"] for r in read_records(tmp_path / f"s{i}")) for i in range(3)]
     assert shard_rows == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
     merged = merge([tmp_path / f"s{i}" for i in range(3)], tmp_path / "merged")
@@ -405,7 +393,7 @@ def test_workers_share_one_schedule(tmp_path):
     async def go(s):
         return await replay(w, [s.url], tmp_path, ReplayOptions(workers=2, plot=False))
 
-    summary = run(_with_server(FakeServer(), go))
+    summary = with_server(FakeServer(), go)
     recs = read_records(tmp_path)
     assert sorted(r["index"] for r in recs) == list(range(30))
     assert {r["worker"] for r in recs} == {0, 1}
@@ -452,7 +440,7 @@ def test_connect_timeout_is_recorded():
         return rec
 
     try:
-        rec = run(go())
+        rec = asyncio.run(go())
     finally:
         for c in fillers:
             c.close()
@@ -469,7 +457,7 @@ def test_stored_records_of_any_shape_never_crash_the_summary_and_resume_works(tm
         first = await replay(w, [s.url], tmp_path, ReplayOptions(limit=2, plot=False))
         return first
 
-    run(_with_server(FakeServer(), go))
+    with_server(FakeServer(), go)
     # the limited run's fingerprint differs; rewrite run.json as a full run would have it, with stored junk
     from burstpilot.loadtest.schedule import build_schedule
 
@@ -498,7 +486,7 @@ def test_stored_records_of_any_shape_never_crash_the_summary_and_resume_works(tm
     async def resume(s):
         return await replay(w, [s.url], tmp_path, ReplayOptions(resume=True, plot=False, slo=SLO(ttft_s=1.0)))
 
-    summary = run(_with_server(FakeServer(), resume))
+    summary = with_server(FakeServer(), resume)
     assert (
         summary["requests"]["recorded"] == 6
     )  # the 5th row was sent now; the junk records are kept as failures

@@ -219,3 +219,16 @@ class FakeServer:
         await resp.write_eof()
         self.finished.append(time.time())
         return resp
+
+
+def with_server(server: FakeServer, fn):
+    """Runs ``await fn(server)`` on a fresh event loop with the server up, and stops the server after."""
+
+    async def go():
+        await server.start()
+        try:
+            return await fn(server)
+        finally:
+            await server.stop()
+
+    return asyncio.run(go())
