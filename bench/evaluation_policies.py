@@ -14,7 +14,7 @@ from pathlib import Path
 from shared_data import AZURE
 
 from burstpilot.evaluation.harness import ALL_POLICIES, evaluate, prepare_workload
-from burstpilot.policy import SLO, PoolSpec
+from burstpilot.policy import SLO, CapacityModel, PoolSpec
 from burstpilot.sim import load_profile
 from burstpilot.traces import read_trace
 from burstpilot.traces.generate import generate_preset, scale_replay
@@ -80,7 +80,7 @@ def main() -> None:
         workload, dropped = prepare_workload(make(), profile)
         spec = PoolSpec(
             profile=PROFILE,
-            profile_obj=profile,
+            model=CapacityModel.from_profile(profile),
             min_replicas=1,
             max_replicas=32,
             cold_start_s=cold,

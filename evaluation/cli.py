@@ -91,11 +91,11 @@ def parse_slo(text: str) -> SLO:
 
 
 def _spec(profile, slo: SLO, cold_start: float, min_r: int, max_r: int):
-    from burstpilot.policy import PoolSpec
+    from burstpilot.policy import CapacityModel, PoolSpec
 
     return PoolSpec(
         profile=profile.name,
-        profile_obj=profile,
+        model=CapacityModel.from_profile(profile),
         gpus_per_replica=profile.gpus_per_replica,
         min_replicas=min_r,
         max_replicas=max_r,

@@ -31,7 +31,16 @@ from burstpilot.operator.conditions import Condition, merge_conditions
 from burstpilot.operator.kube import Kube, PodSummary, StateError, TargetError
 from burstpilot.operator.prom import Endpoint, MetricsError, PrometheusSource, pool_queries
 from burstpilot.operator.state import StateStore
-from burstpilot.policy import Observation, PoolDemand, PoolSpec, allocate_budget, decide, new_state
+from burstpilot.policy import (
+    Observation,
+    PolicyState,
+    PoolDemand,
+    PoolSpec,
+    allocate_budget,
+    decide,
+    new_state,
+)
+from burstpilot.sim import load_profile
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +72,21 @@ def now_iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_state(raw: str | None, spec: PoolSpec, forecasting: dict[str, Any]) -> dict[str, Any]:
-    """The decision core's state from a saved document (``dump_state``); a fresh one when absent, unreadable,
-    or made for other forecasting settings."""
+def load_state(raw: str | None, spec: PoolSpec, forecasting: dict[str, Any]) -> PolicyState:
+    """The decision core's state from a saved document (``dump_state``, also of earlier versions); a fresh one
+    when absent, unreadable, or made for other forecasting settings."""
     if raw:
         try:
             saved = json.loads(raw)
             if saved.get("forecasting") == forecasting and isinstance(saved.get("state"), dict):
-                return saved["state"]
-        except (ValueError, AttributeError):
+                return PolicyState.from_dict(saved["state"])
+        except (ValueError, AttributeError, BurstpilotError):
             log.warning("%s: unreadable saved policy state; starting a fresh forecaster", spec.name)
     return new_state(spec)
 
 
-def dump_state(state: dict[str, Any], forecasting: dict[str, Any]) -> str:
-    return json.dumps({"forecasting": forecasting, "state": state}, separators=(",", ":"))
+def dump_state(state: PolicyState, forecasting: dict[str, Any]) -> str:
+    return json.dumps({"forecasting": forecasting, "state": state.to_dict()}, separators=(",", ":"))
 
 
 def measured_cold_start(samples: list[float]) -> float | None:
@@ -110,7 +119,7 @@ class PoolReconciler:
         interval = float((spec_raw.get("scaling") or {}).get("intervalSeconds") or 10.0)
         labels = (self.namespace, self.name)
         try:
-            spec = await asyncio.to_thread(PoolSpec.from_crd, spec_raw, self.name)
+            spec = await asyncio.to_thread(PoolSpec.from_crd, spec_raw, self.name, load_profile)
         except BurstpilotError as exc:
             opmetrics.ERRORS.labels(*labels, "spec").inc()
             conds.append(Condition("Ready", False, "InvalidSpec", str(exc)))
@@ -372,7 +381,7 @@ class PoolReconciler:
                 "MaxReplicas",
                 f"needs {decision.recommendation}, capped at {spec.max_replicas}",
             )
-        if "limited to" in decision.reason:
+        if decision.limited_by == "max-step":
             return Condition("ScalingLimited", True, "MaxStep", decision.reason)
         return Condition("ScalingLimited", False, "WithinLimits", "")
 

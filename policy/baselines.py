@@ -32,6 +32,7 @@ from burstpilot.policy import core
 from burstpilot.policy.capacity import concurrency_at, replica_rate
 from burstpilot.policy.core import Decision, Observation
 from burstpilot.policy.spec import PoolSpec
+from burstpilot.policy.state import Lengths
 
 HPA_SYNC_S = 15.0
 HPA_TOLERANCE = 0.1
@@ -60,11 +61,9 @@ class Policy:
 
 def _lengths(state: dict[str, Any], obs: Observation) -> tuple[float, float]:
     """Running mean prompt/output lengths (the same estimate the decision core keeps)."""
-    core._update_lengths(state, obs)
-    return (
-        state.get("prompt_mean") or core.DEFAULT_PROMPT_TOKENS,
-        state.get("output_mean") or core.DEFAULT_OUTPUT_TOKENS,
-    )
+    est = Lengths.from_dict(state).update(obs)
+    state.update(est.to_dict())
+    return est.prompt, est.output
 
 
 def _clamp(spec: PoolSpec, n: int) -> int:

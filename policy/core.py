@@ -8,71 +8,52 @@ Each tick the decision core
 3. scales up at once (within ``max_step``), and scales down only to the highest recommendation of the
    stabilization window. The replicas the target already asked for (ready, starting and pending) count, so a
    burst never makes it ask twice for the same capacity.
-Missing or stale metrics never scale down. The state is a JSON-serializable dict.
+Missing, stale or invalid metrics (not finite, negative, or beyond anything the pool could serve) never scale
+down. The state is a frozen ``PolicyState`` (``burstpilot.policy.state``) with a JSON form.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
+from burstpilot import forecasting
 from burstpilot.policy.capacity import kv_capacity_tokens, replica_rate
+from burstpilot.policy.observation import Bound, Decision, LimitedBy, Observation
 from burstpilot.policy.spec import PoolSpec
+from burstpilot.policy.state import (
+    DEFAULT_OUTPUT_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    STATE_VERSION,
+    Lengths,
+    PolicyState,
+)
 
-STATE_VERSION = 1
-DEFAULT_PROMPT_TOKENS = 512.0
-DEFAULT_OUTPUT_TOKENS = 256.0
-LENGTH_TAU_S = 300.0  # time constant of the mean prompt/output length estimates
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "DEFAULT_PROMPT_TOKENS",
+    "STATE_VERSION",
+    "Decision",
+    "Lengths",
+    "Observation",
+    "PolicyState",
+    "decide",
+    "new_state",
+    "sizing",
+]
+
 BURST_CALIB_WINDOW_S = 1800.0  # calibration window of the burst forecaster (see new_state)
+# A sample is implausible beyond this many times what maxReplicas replicas could serve at the model's rate.
+PLAUSIBLE_FACTOR = 100.0
+PLAUSIBLE_TOKENS_PER_REQUEST = 1e7  # more tokens than any model's context, per request counted
+PLAUSIBLE_QUEUE_S = 3600.0  # a queue longer than an hour of implausible arrivals is itself implausible
+PLAUSIBLE_SEQS_PER_REPLICA = 100_000
+MAX_WINDOW_S = 86400.0  # an observation window longer than a day is not a tick's
+MAX_FEED_STEPS = 10_000  # most forecaster steps one observation may feed
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What the metrics say about one pool at one tick.
-
-    ``requests``, ``prompt_tokens`` and ``generation_tokens`` are counts during the last ``window_s`` seconds
-    (None: unknown; ``window_s`` None means the spec's forecasting step). ``current`` is the replica count the
-    target asks for (its scale subresource's spec); ``ready``, ``starting`` and ``pending`` split it by pod state.
-    ``metrics_age_s`` is the age of the newest sample, None when the metrics are missing.
-    """
-
-    time_s: float
-    requests: float | None = None
-    prompt_tokens: float | None = None
-    generation_tokens: float | None = None
-    waiting: float | None = None
-    running: float | None = None
-    kv_usage: float | None = None
-    ttft_p99_s: float | None = None
-    current: int = 0
-    ready: int = 0
-    starting: int = 0
-    pending: int = 0
-    metrics_age_s: float | None = 0.0
-    window_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Desired replicas and why. ``bound`` names the rule that set the number; ``bounds`` has every rule's value."""
-
-    replicas: int
-    reason: str
-    bound: str
-    forecast: dict[str, Any] | None = None
-    advisory: bool = False
-    recommendation: int = 0  # the sizing before stabilization, rate limits and the min/max clamp
-    bounds: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def new_state(spec: PoolSpec) -> dict[str, Any]:
-    """A fresh state for ``spec``: JSON-serializable, the forecaster's state inside."""
-    from burstpilot.forecasting import make_forecaster
-
+def new_state(spec: PoolSpec) -> PolicyState:
+    """A fresh state for ``spec`` (JSON with ``to_dict``; the forecaster's state inside)."""
     # The burst model's calibration ring: the last half hour, not the forecaster's default hour, which halves
     # the state (the operator saves it every tick): 47 KiB after an hour at a 10 s step instead of 93.
     params = (
@@ -80,60 +61,49 @@ def new_state(spec: PoolSpec) -> dict[str, Any]:
         if spec.forecast_model == "burst"
         else {}
     )
-    f = make_forecaster(spec.forecast_model, step_s=spec.forecast_step_s, **params)
-    return {
-        "version": STATE_VERSION,
-        "forecaster": f.to_state(),
-        "acc_count": 0.0,
-        "acc_s": 0.0,
-        "prompt_mean": None,
-        "output_mean": None,
-        "history": [],  # [time_s, recommendation] within the stabilization window
-        "last_good": None,  # the last observation with fresh metrics, as a dict
-    }
+    f = forecasting.make_forecaster(spec.forecast_model, step_s=spec.forecast_step_s, **params)
+    return PolicyState(forecaster=f.to_state())
 
 
-def decide(spec: PoolSpec, obs: Observation, state: dict[str, Any] | None) -> tuple[Decision, dict[str, Any]]:
-    """One scaling decision. Returns the decision and the new state (the input state is not modified)."""
-    from burstpilot.forecasting import from_state
+def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple[Decision, PolicyState]:
+    """One scaling decision. Returns the decision and the new state (states are immutable).
 
-    state = _copy_state(state if state is not None else new_state(spec))
-    current = max(int(obs.current), 0)
-    fresh = (
-        obs.metrics_age_s is not None
-        and obs.metrics_age_s <= spec.staleness_limit_s
-        and obs.requests is not None
-    )
-    window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
+    Never raises on what the metrics say: an observation with values that are not finite, negative, or beyond
+    anything the pool could serve is an invalid sample, handled like missing metrics (never a scale-down)."""
+    state = state if state is not None else new_state(spec)
+    current = _count(obs.current)
+    invalid = _invalid(spec, obs, state)
+    if invalid == "time":  # no clock: nothing can be accounted for this tick
+        return _hold(spec, current, "observation time is not finite"), state
+    fresh = not invalid and obs.metrics_age_s is not None and obs.metrics_age_s <= spec.staleness_limit_s
+    fresh = fresh and obs.requests is not None
+    window = float(obs.window_s) if not invalid and obs.window_s else spec.forecast_step_s
 
-    forecaster = from_state(state["forecaster"])
-    _feed(forecaster, state, obs.requests if fresh else math.nan, window, spec.forecast_step_s)
-    state["forecaster"] = forecaster.to_state()
+    forecaster = forecasting.from_state(dict(state.forecaster))
+    state = _feed(forecaster, state, obs.requests if fresh else math.nan, window, spec.forecast_step_s)
+    state = state.replace(forecaster=forecaster.to_state())
 
     if not fresh:
-        decision = _missing(spec, obs, state, forecaster, current)
-        return decision, state
+        return _missing(spec, obs, state, forecaster, current, invalid), state
 
-    _update_lengths(state, obs)
-    state["last_good"] = asdict(obs)
+    obs = _clean(obs)
+    state = state.replace(lengths=state.lengths.update(obs, spec.forecast_step_s), last_good=obs)
     rec, bound, bounds, fc = _size(spec, obs, state, forecaster)
-    return _apply(spec, obs.time_s, current, rec, bound, bounds, fc, state), state
+    return _apply(spec, obs.time_s, current, rec, bound, bounds, fc, state)
 
 
 def sizing(
-    spec: PoolSpec, obs: Observation, state: dict[str, Any], rate: float, peak_rate: float | None = None
-) -> tuple[int, str, dict[str, int]]:
+    spec: PoolSpec, obs: Observation, state: PolicyState, rate: float, peak_rate: float | None = None
+) -> tuple[int, Bound, dict[str, int]]:
     """Replicas needed for ``rate`` requests per second sustained over the horizon (the forecast), its
     ``peak_rate`` (the busiest step), and the current backlog.
 
     The sustained rate is sized at the target utilization; the peak step may use a replica's full rate at the
     SLO (a queue of one step's excess drains well within the TTFT target).
 
-    Returns (replicas, the bound that applied, every bound's value). Exposed for the baselines and the oracle,
-    which size with the same capacity model.
+    Returns (replicas, the bound that applied, every bound's value).
     """
-    p_mean = state.get("prompt_mean") or DEFAULT_PROMPT_TOKENS
-    o_mean = state.get("output_mean") or DEFAULT_OUTPUT_TOKENS
+    p_mean, o_mean = state.lengths.prompt, state.lengths.output
     rr = replica_rate(spec, p_mean, o_mean)
     per_replica = rr.rate * spec.target_utilization
     bounds: dict[str, int] = {"min": spec.min_replicas}
@@ -144,13 +114,8 @@ def sizing(
         # Little's law: sequences held = arrival rate x time in the replica; each holds `ctx` tokens of KV.
         kv_tokens = rate * rr.latency_s * ctx
         kv_bound = _ceil(kv_tokens / (kv_cap * spec.target_utilization))
-        if obs.kv_usage is not None and obs.ready > 0:
-            kv_bound = max(
-                kv_bound,
-                _ceil(obs.kv_usage * obs.ready / spec.target_utilization)
-                if obs.kv_usage > spec.target_utilization
-                else 0,
-            )
+        if obs.kv_usage is not None and obs.ready > 0 and obs.kv_usage > spec.target_utilization:
+            kv_bound = max(kv_bound, _ceil(obs.kv_usage * obs.ready / spec.target_utilization))
         bounds["kv"] = kv_bound
     if obs.waiting:
         window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
@@ -161,7 +126,7 @@ def sizing(
     return bounds[bound], bound, bounds
 
 
-def _size(spec, obs, state, forecaster):
+def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster):
     """The recommendation. Replicas asked for now are ready only after the cold start, so a scale-up is sized
     for the forecast of the window after it, [cold start, cold start + interval]; keeping replicas is sized for
     the whole horizon [0, cold start + interval] (a replica let go now could not come back within it). A burst
@@ -208,18 +173,17 @@ def _size(spec, obs, state, forecaster):
     return keep, keep_bound, bounds, fc
 
 
-def _apply(spec, time_s, current, rec, bound, bounds, fc, state) -> Decision:
+def _apply(spec, time_s, current, rec, bound, bounds, fc, state: PolicyState) -> tuple[Decision, PolicyState]:
     rec_c = min(max(rec, spec.min_replicas), spec.max_replicas)
-    hist = [h for h in state["history"] if h[0] > time_s - spec.scale_down_stabilization_s]
-    if not state["history"]:
-        hist.append([float(time_s), int(current)])  # the replicas found at the first decision count as one
-    hist.append([float(time_s), int(rec_c)])
-    state["history"] = hist
+    hist = [h for h in state.history if h[0] > time_s - spec.scale_down_stabilization_s]
+    if not state.history:
+        hist.append((float(time_s), int(current)))  # the replicas found at the first decision count as one
+    hist.append((float(time_s), int(rec_c)))
+    state = state.replace(history=tuple(hist))
+    limited: LimitedBy | None = None
     if rec_c > current:
         target = rec_c
         reason = f"scale up {current}->{target}: {bound} bound needs {rec}"
-        if rec > spec.max_replicas:
-            reason += f", capped at maxReplicas {spec.max_replicas}"
     elif rec_c < current:
         stab = max(h[1] for h in hist)
         target = min(current, stab)
@@ -231,81 +195,130 @@ def _apply(spec, time_s, current, rec, bound, bounds, fc, state) -> Decision:
     else:
         target = current
         reason = f"hold {current}: {bound} bound needs {rec}"
+    if rec > spec.max_replicas and target >= spec.max_replicas:
+        reason += f", capped at maxReplicas {spec.max_replicas}"
+        limited = "max-replicas"
     if spec.max_step and abs(target - current) > spec.max_step:
         target = current + spec.max_step * (1 if target > current else -1)
         reason += f"; limited to {spec.max_step} per step"
+        limited = "max-step"
     if current < spec.min_replicas and target < spec.min_replicas:
         target = spec.min_replicas
-    return _decision(spec, target, reason, bound, fc, rec, bounds)
+    return _decision(spec, target, reason, bound, fc, rec, bounds, limited), state
 
 
-def _missing(spec: PoolSpec, obs: Observation, state, forecaster, current: int) -> Decision:
-    what = (
-        "missing"
-        if obs.metrics_age_s is None or obs.requests is None
-        else f"stale ({obs.metrics_age_s:.0f}s old)"
-    )
+def _missing(
+    spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, current: int, invalid
+) -> Decision:
+    if invalid:
+        what = f"invalid ({invalid})"
+    elif obs.metrics_age_s is None or obs.requests is None:
+        what = "missing"
+    else:
+        what = f"stale ({obs.metrics_age_s:.0f}s old)"
     base = max(current, spec.min_replicas)
+    last = state.last_good
     if spec.missing_metrics == "floor":
         target = max(base, spec.missing_floor_replicas)
         reason = f"metrics {what}: floor {spec.missing_floor_replicas}"
         bound, fc, rec, bounds = "missing-metrics", None, target, {}
     elif (
         spec.missing_metrics == "lastKnownGood"
-        and state.get("last_good") is not None
-        and (obs.time_s - state["last_good"]["time_s"] <= spec.staleness_limit_s)
+        and last is not None
+        and obs.time_s - last.time_s <= spec.staleness_limit_s
     ):
-        last = Observation(**{**state["last_good"], "current": current})
-        rec, bound, bounds, fc = _size(spec, last, state, forecaster)
+        rec, bound, bounds, fc = _size(spec, replace(last, current=current), state, forecaster)
         target = max(base, min(rec, spec.max_replicas))
         reason = f"metrics {what}: last known good sizing ({bound} bound needs {rec}), never down"
     else:
         target = base
         reason = f"metrics {what}: hold {current}"
         bound, fc, rec, bounds = "missing-metrics", None, target, {}
-    target = min(target, max(spec.max_replicas, current))
+    limited: LimitedBy | None = None
+    target = min(target, spec.max_replicas)
     if spec.max_step and target - current > spec.max_step:
         target = current + spec.max_step
-    return _decision(spec, target, reason, bound, fc, rec, bounds)
+        limited = "max-step"
+    return _decision(spec, target, reason, bound, fc, rec, bounds, limited)
 
 
-def _feed(forecaster, state, count: float | None, window: float, step: float) -> None:
+def _hold(spec: PoolSpec, current: int, why: str) -> Decision:
+    target = min(max(current, spec.min_replicas), spec.max_replicas)
+    return _decision(spec, target, f"{why}: hold {current}", "missing-metrics", None, target, {}, None)
+
+
+_COUNTS = ("requests", "prompt_tokens", "generation_tokens", "completed", "preemptions")
+_GAUGES = ("waiting", "running", "kv_usage", "ttft_p99_s", "tpot_p99_s")
+
+
+def _invalid(spec: PoolSpec, obs: Observation, state: PolicyState) -> str | None:
+    """Why the observation is not a valid sample ("time" when its clock is unusable), None when it is."""
+    if not _finite(obs.time_s):
+        return "time"
+    for name in _COUNTS + _GAUGES:
+        v = getattr(obs, name)
+        if v is not None and (not _finite(v) or v < 0):
+            return f"{name}={v!r}"
+    if obs.metrics_age_s is not None and not _finite(obs.metrics_age_s):
+        return f"metrics_age_s={obs.metrics_age_s!r}"
+    if obs.window_s is not None and not (_finite(obs.window_s) and 0 < obs.window_s <= MAX_WINDOW_S):
+        return f"window_s={obs.window_s!r}"
+    window = float(obs.window_s or spec.forecast_step_s)
+    # What the pool could ever serve: maxReplicas (or the current count, if larger) at the model's rate.
+    most = max(spec.max_replicas, min(_count(obs.current), 10 * spec.max_replicas))
+    rr = replica_rate(spec, state.lengths.prompt, state.lengths.output)
+    plausible_rate = PLAUSIBLE_FACTOR * most * rr.rate
+    limits = {
+        "requests": plausible_rate * window,
+        "completed": plausible_rate * window,
+        "prompt_tokens": plausible_rate * window * PLAUSIBLE_TOKENS_PER_REQUEST,
+        "generation_tokens": plausible_rate * window * PLAUSIBLE_TOKENS_PER_REQUEST,
+        "waiting": plausible_rate * PLAUSIBLE_QUEUE_S,
+        "running": most * PLAUSIBLE_SEQS_PER_REPLICA,
+        "preemptions": most * PLAUSIBLE_SEQS_PER_REPLICA,
+        "kv_usage": 1.0 + 1e-6,
+    }
+    for name, limit in limits.items():
+        v = getattr(obs, name)
+        if v is not None and v > limit:
+            return f"{name}={v:.3g} beyond what {most} replicas could serve"
+    return None
+
+
+def _clean(obs: Observation) -> Observation:
+    """A valid observation with its replica counts as non-negative ints."""
+    return replace(
+        obs,
+        current=_count(obs.current),
+        ready=_count(obs.ready),
+        starting=_count(obs.starting),
+        pending=_count(obs.pending),
+        metrics_age_s=max(float(obs.metrics_age_s or 0.0), 0.0),
+    )
+
+
+def _count(x) -> int:
+    """A replica count from Kubernetes: a non-negative int (0 for anything that is not a finite number)."""
+    return max(int(x), 0) if _finite(x) else 0
+
+
+def _feed(forecaster, state: PolicyState, count: float | None, window: float, step: float) -> PolicyState:
     """Turn counts over `window` seconds into the forecaster's step counts (missing stays missing)."""
-    if count is None or (isinstance(count, float) and math.isnan(count)):
-        n = max(1, int(round(window / step)))
+    if count is None or math.isnan(count):
+        n = min(max(1, int(round(window / step))), MAX_FEED_STEPS)
         for _ in range(n):
             forecaster.update(math.nan)
-        state["acc_count"], state["acc_s"] = 0.0, 0.0
-        return
-    acc_c = state["acc_count"] + float(count)
-    acc_s = state["acc_s"] + window
+        return state.replace(acc_count=0.0, acc_s=0.0)
+    acc_c = state.acc_count + float(count)
+    acc_s = state.acc_s + window
+    if acc_s / step > MAX_FEED_STEPS:  # a window of more steps than the forecaster could use: keep the rate
+        acc_c, acc_s = acc_c * MAX_FEED_STEPS * step / acc_s, MAX_FEED_STEPS * step
     while acc_s >= step - 1e-9:
         share = acc_c * min(1.0, step / acc_s)
         forecaster.update(share)
         acc_c -= share
         acc_s -= step
-    state["acc_count"], state["acc_s"] = max(acc_c, 0.0), max(acc_s, 0.0)
-
-
-def _update_lengths(state, obs: Observation) -> None:
-    """Mean prompt and output lengths as ratios of exponentially weighted sums (time constant LENGTH_TAU_S).
-
-    A ratio of smoothed sums, not a smoothed ratio: after a burst, the generation tokens of its requests keep
-    coming while new arrivals fall, and a per-step ratio would read that as much longer outputs.
-    """
-    if obs.requests is None or obs.requests < 0:
-        return
-    window = float(obs.window_s or 10.0)
-    w = 1.0 - math.exp(-window / LENGTH_TAU_S)
-    sums = state.get("length_sums") or [0.0, 0.0, 0.0]
-    new = [float(obs.requests), float(obs.prompt_tokens or 0.0), float(obs.generation_tokens or 0.0)]
-    sums = [(1 - w) * a + w * b for a, b in zip(sums, new, strict=True)]
-    state["length_sums"] = sums
-    if sums[0] > 0:
-        if sums[1] > 0:
-            state["prompt_mean"] = sums[1] / sums[0]
-        if sums[2] > 0:
-            state["output_mean"] = sums[2] / sums[0]
+    return state.replace(acc_count=max(acc_c, 0.0), acc_s=max(acc_s, 0.0))
 
 
 def _quantile(qs: dict, q: float) -> float:
@@ -321,14 +334,15 @@ def _ceil(x: float) -> int:
     return int(math.ceil(x - 1e-9))
 
 
-def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
-    out = dict(state)
-    out["history"] = [list(h) for h in state.get("history", [])]
-    return out
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except TypeError:
+        return False
 
 
-def _decision(spec: PoolSpec, target, reason: str, bound: str, fc, rec, bounds) -> Decision:
-    """The Decision both paths return; advisory mode marks the reason so status and events say no action."""
+def _decision(spec: PoolSpec, target, reason: str, bound: Bound, fc, rec, bounds, limited) -> Decision:
+    """The Decision every path returns; advisory mode marks the reason so status and events say no action."""
     return Decision(
         replicas=int(target),
         reason=f"advisory: {reason}" if spec.advisory else reason,
@@ -337,4 +351,5 @@ def _decision(spec: PoolSpec, target, reason: str, bound: str, fc, rec, bounds) 
         advisory=spec.advisory,
         recommendation=int(rec),
         bounds=bounds,
+        limited_by=limited,
     )

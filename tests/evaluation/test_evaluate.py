@@ -9,7 +9,7 @@ from burstpilot.cli import main
 from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation.cli import DEMO_PROFILE, burstgpt_day, parse_slo
 from burstpilot.evaluation.harness import evaluate, prepare_workload
-from burstpilot.policy import SLO, PoolSpec
+from burstpilot.policy import SLO, CapacityModel, PoolSpec
 from burstpilot.sim import load_profile
 from burstpilot.traces import write_burstgpt_csv
 from burstpilot.traces.generate import generate_preset
@@ -33,7 +33,7 @@ def small():
     workload, _ = prepare_workload(trace, profile)
     spec = PoolSpec(
         profile=profile.name,
-        profile_obj=profile,
+        model=CapacityModel.from_profile(profile),
         max_replicas=8,
         cold_start_s=60,
         slo=SLO(ttft_s=2.0, tpot_s=0.1),
@@ -103,7 +103,7 @@ def test_oracle_beats_a_static_pool_the_calibrated_plan_did_not():
     workload, _ = prepare_workload(burstgpt_day(6.0, 1, hours=10 * 16 / 60, speedup=16.0), profile)
     spec = PoolSpec(
         profile=profile.name,
-        profile_obj=profile,
+        model=CapacityModel.from_profile(profile),
         gpus_per_replica=profile.gpus_per_replica,
         max_replicas=16,
         cold_start_s=90,

@@ -16,7 +16,7 @@ from burstpilot.operator.reconcile import (
     load_state,
     measured_cold_start,
 )
-from burstpilot.policy import PoolSpec
+from burstpilot.policy import PoolSpec, new_state
 from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
 
@@ -77,11 +77,15 @@ def test_the_saved_state_is_resumed_on_the_next_tick():
 
 def test_changed_forecasting_settings_start_a_fresh_forecaster():
     spec = PoolSpec.from_crd(SPEC, "llm")
-    saved = dump_state({"version": 1, "marker": True}, {"model": "ewma"})
-    assert "marker" not in load_state(saved, spec, SPEC["forecasting"])
-    assert load_state(saved, spec, {"model": "ewma"})["marker"] is True
-    assert "forecaster" in load_state("{not json", spec, SPEC["forecasting"])
-    assert "forecaster" in load_state(None, spec, SPEC["forecasting"])
+    marked = new_state(spec)
+    marked.forecaster["n_steps"] = 7  # a marker
+    saved = dump_state(marked, {"model": "ewma"})
+    assert load_state(saved, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
+    assert load_state(saved, spec, {"model": "ewma"}).forecaster["n_steps"] == 7
+    assert load_state("{not json", spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
+    no_forecaster = '{"forecasting": {"model": "ewma"}, "state": {"version": 1}}'
+    assert load_state(no_forecaster, spec, {"model": "ewma"}).forecaster["n_steps"] == 0
+    assert load_state(None, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
 
 
 def test_missing_target_is_a_condition_not_an_exception():
