@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # type names only: spec.py imports this module
     from burstpilot.policy.spec import PoolSpec
 
+MAX_TOKENS = 1e7  # lengths are clipped to [1, MAX_TOKENS], beyond any model's context
 MEMO_LIMIT = 4096  # entries of one model's memo before it starts afresh
 DEFAULT_MAX_NUM_SEQS = 256
 
@@ -89,8 +90,7 @@ class CapacityModel:
 
     def rate(self, prompt_tokens: float, output_tokens: float, tpot_target_s: float) -> ReplicaRate:
         """The request rate one replica sustains at the TPOT target for requests of these mean lengths."""
-        p_mean = max(1.0, float(prompt_tokens))
-        o_mean = max(1.0, float(output_tokens))
+        p_mean, o_mean = _clip(prompt_tokens), _clip(output_tokens)
         if self.explicit is not None:
             c = self.explicit
             per_req = p_mean / c.prefill_tokens_per_s + o_mean / c.decode_tokens_per_s
@@ -109,8 +109,7 @@ class CapacityModel:
         self, prompt_tokens: float, output_tokens: float, rate: float, tpot_target_s: float
     ) -> float:
         """Requests in flight on one replica serving ``rate`` requests per second (Little's law on the model)."""
-        p_mean = max(1.0, float(prompt_tokens))
-        o_mean = max(1.0, float(output_tokens))
+        p_mean, o_mean = _clip(prompt_tokens), _clip(output_tokens)
         if self.explicit is not None:  # no batch model: every request takes the SLO's TPOT
             return rate * self.rate(p_mean, o_mean, tpot_target_s).latency_s
         key = ("conc", _q(p_mean), _q(o_mean), round(rate, 3))
@@ -156,6 +155,11 @@ def concurrency_at(spec: PoolSpec, prompt_tokens: float, output_tokens: float, r
 
 def kv_capacity_tokens(spec: PoolSpec) -> int:
     return spec.model.kv_capacity_tokens
+
+
+def _clip(tokens: float) -> float:
+    x = float(tokens)
+    return min(max(x, 1.0), MAX_TOKENS) if math.isfinite(x) else 1.0
 
 
 def _q(x: float) -> float:

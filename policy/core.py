@@ -195,15 +195,15 @@ def _apply(spec, time_s, current, rec, bound, bounds, fc, state: PolicyState) ->
     else:
         target = current
         reason = f"hold {current}: {bound} bound needs {rec}"
-    if rec > spec.max_replicas and target >= spec.max_replicas:
-        reason += f", capped at maxReplicas {spec.max_replicas}"
-        limited = "max-replicas"
     if spec.max_step and abs(target - current) > spec.max_step:
         target = current + spec.max_step * (1 if target > current else -1)
         reason += f"; limited to {spec.max_step} per step"
         limited = "max-step"
-    if current < spec.min_replicas and target < spec.min_replicas:
-        target = spec.min_replicas
+    # Above maxReplicas (also when it was lowered below the current count: go there at once), or held there.
+    if target > spec.max_replicas or (rec > spec.max_replicas and target == spec.max_replicas):
+        target, limited = spec.max_replicas, "max-replicas"
+        reason += f", capped at maxReplicas {spec.max_replicas}"
+    target = max(target, spec.min_replicas)
     return _decision(spec, target, reason, bound, fc, rec, bounds, limited), state
 
 

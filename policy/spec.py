@@ -253,6 +253,13 @@ def _slo(m: Mapping[str, Any], name: str) -> SLO:
         "tpotSeconds": _num(m, "tpotSeconds", d.tpot_s, name, "slo."),
         "attainment": _num(m, "attainment", d.attainment, name, "slo."),
     }
+    for key, ok, msg in (
+        ("ttftSeconds", values["ttftSeconds"] > 0, "must be > 0"),
+        ("tpotSeconds", values["tpotSeconds"] > 0, "must be > 0"),
+        ("attainment", 0 < values["attainment"] <= 1, "must be in (0, 1]"),
+    ):
+        if not ok:
+            raise BurstpilotError(f"ServingPool {name}: spec.slo.{key} {msg}, got {m.get(key)!r}")
     return SLO(ttft_s=values["ttftSeconds"], tpot_s=values["tpotSeconds"], attainment=values["attainment"])
 
 

@@ -20,6 +20,8 @@ STATE_VERSION = 2  # 1: the untyped dict of before; 2: this class (same keys, re
 DEFAULT_PROMPT_TOKENS = 512.0
 DEFAULT_OUTPUT_TOKENS = 256.0
 LENGTH_TAU_S = 300.0  # time constant of the mean prompt/output length estimates
+MIN_WEIGHT = 1e-6  # smoothed request count below which the length means are not updated
+MAX_MEAN_TOKENS = 1e7  # a mean length beyond any model's context is not one
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,9 @@ class Lengths:
         w = 1.0 - math.exp(-window / LENGTH_TAU_S)
         r, p, g = ((1 - w) * a + w * float(b) for a, b in zip(self.sums, counts, strict=True))
         pm, om = self.prompt_mean, self.output_mean
-        if r > 0:
-            pm = p / r if p > 0 else pm
-            om = g / r if g > 0 else om
+        if r > MIN_WEIGHT:  # a ratio of sums this small says nothing (and may overflow)
+            pm = p / r if 0 < p / r <= MAX_MEAN_TOKENS else pm
+            om = g / r if 0 < g / r <= MAX_MEAN_TOKENS else om
         return Lengths(r, p, g, pm, om)
 
     @property
