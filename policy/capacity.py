@@ -129,6 +129,30 @@ class CapacityModel:
             self._remember(key, hit)
         return hit
 
+    @property
+    def max_num_seqs(self) -> int:
+        """Most sequences in one replica's batch (0: not known, as for an explicit capacity without it)."""
+        if self.explicit is not None:
+            return int(self.explicit.max_num_seqs)
+        return int(getattr(self.profile, "max_num_seqs", 0) or DEFAULT_MAX_NUM_SEQS)
+
+    def rate_at_seqs(self, prompt_tokens: float, output_tokens: float, seqs: float) -> float | None:
+        """The request rate at which one replica holds ``seqs`` sequences in its batch (Little's law on the
+        step-time model: ``seqs / (O * t(seqs) + seqs * pf)``); None without a step-time model."""
+        if self.profile is None or seqs < 1:
+            return None
+        p, o = _q(_clip(prompt_tokens)), _q(_clip(output_tokens))
+        n = int(seqs)
+        key = ("seqs", p, o, n)
+        hit = self._memo.get(key)
+        if hit is None:
+            ctx = p + o / 2.0
+            pf = self.profile.prefill_ms(int(round(p))) / 1000.0
+            t = self.profile.decode_ms(n, int(n * ctx)) / 1000.0
+            hit = n / (o * t + n * pf)
+            self._remember(key, hit)
+        return hit
+
     def _remember(self, key: tuple, value: Any) -> None:
         if len(self._memo) >= MEMO_LIMIT:
             self._memo.clear()

@@ -15,11 +15,15 @@ down. The state is a frozen ``PolicyState`` (``burstpilot.policy.state``) with a
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from burstpilot import forecasting
 from burstpilot.policy.capacity import kv_capacity_tokens, replica_rate
+from burstpilot.policy.headroom import LEVELS, Headroom, headroom
+from burstpilot.policy.learned import resource_rate
 from burstpilot.policy.observation import Bound, Decision, LimitedBy, Observation
+from burstpilot.policy.signals import Signals, read_signals
 from burstpilot.policy.spec import PoolSpec
 from burstpilot.policy.state import (
     DEFAULT_OUTPUT_TOKENS,
@@ -50,6 +54,12 @@ PLAUSIBLE_QUEUE_S = 3600.0  # a queue longer than an hour of implausible arrival
 PLAUSIBLE_SEQS_PER_REPLICA = 100_000
 MAX_WINDOW_S = 86400.0  # an observation window longer than a day is not a tick's
 MAX_FEED_STEPS = 10_000  # most forecaster steps one observation may feed
+FEEDBACK_QUEUE = 0.5  # SLO feedback needs a queue that alone takes this share of the TTFT target to drain
+FEEDBACK_MAX_PRESSURE = 4.0  # SLO feedback at most doubles the ready replicas per tick
+MARGIN_PRESSURE = 0.5  # the SLO margin that shortens the scale-down hold: latency within half its targets,
+MARGIN_QUEUE = 0.05  # no queue to speak of,
+MARGIN_KV = 0.5  # and the KV cache at most half full
+SHORT_HOLD_SHARE = 0.25  # of the stabilization window, when the margin and the forecast agree
 
 
 def new_state(spec: PoolSpec) -> PolicyState:
@@ -74,7 +84,7 @@ def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple
     current = _count(obs.current)
     invalid = _invalid(spec, obs, state)
     if invalid == "time":  # no clock: nothing can be accounted for this tick
-        return _hold(spec, current, "observation time is not finite"), state
+        return _hold(spec, current, "observation time is not finite", state), state
     fresh = not invalid and obs.metrics_age_s is not None and obs.metrics_age_s <= spec.staleness_limit_s
     fresh = fresh and obs.requests is not None
     window = float(obs.window_s) if not invalid and obs.window_s else spec.forecast_step_s
@@ -88,59 +98,129 @@ def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple
 
     obs = _clean(obs)
     state = state.replace(lengths=state.lengths.update(obs, spec.forecast_step_s), last_good=obs)
-    rec, bound, bounds, fc = _size(spec, obs, state, forecaster)
-    return _apply(spec, obs.time_s, current, rec, bound, bounds, fc, state)
+    state, sig = _learn(spec, obs, state, window)
+    plan = _size(spec, obs, state, forecaster, sig)
+    return _apply(spec, obs.time_s, current, plan, state, sig)
+
+
+def capacity_rate(spec: PoolSpec, state: PolicyState) -> tuple[float, float]:
+    """(the model's per-replica rate at the SLO times ``capacityScale``, that rate times the learned factor)
+    for the current mean lengths, requests/s."""
+    base = replica_rate(spec, state.lengths.prompt, state.lengths.output).rate
+    return base, base * state.capacity.factor
+
+
+def _learn(
+    spec: PoolSpec, obs: Observation, state: PolicyState, window: float
+) -> tuple[PolicyState, Signals]:
+    """This tick's SLO signals and the learned capacity after them (burstpilot.policy.learned)."""
+    base, c = capacity_rate(spec, state)
+    sig = read_signals(spec, obs, window, c)
+    res = None
+    if sig.served_per_replica is not None:
+        lam_model = sig.served_per_replica / spec.capacity_scale
+        res = resource_rate(spec, sig, state.lengths.prompt, state.lengths.output, lam_model)
+    return state.replace(capacity=state.capacity.step(spec, sig, base, res, window)), sig
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A recommendation and what it rests on."""
+
+    replicas: int
+    bound: Bound
+    bounds: dict[str, int]
+    forecast: dict[str, Any] | None
+    why: str  # the numbers behind the bound that set it
+    headroom: Headroom | None = None
 
 
 def sizing(
-    spec: PoolSpec, obs: Observation, state: PolicyState, rate: float, peak_rate: float | None = None
-) -> tuple[int, Bound, dict[str, int]]:
-    """Replicas needed for ``rate`` requests per second sustained over the horizon (the forecast), its
-    ``peak_rate`` (the busiest step), and the current backlog.
+    spec: PoolSpec,
+    obs: Observation,
+    state: PolicyState,
+    rate: float,
+    peaks: dict[float, float] | None = None,
+    mean_rate: float = 0.0,
+    horizon_s: float = 0.0,
+) -> tuple[int, Bound, dict[str, int], dict[str, str], Headroom | None]:
+    """Replicas needed for ``rate`` requests per second sustained over the horizon (the forecast), the bursts
+    within it (``peaks``: the busiest step's rate quantiles; see burstpilot.policy.headroom), the KV cache and
+    the current backlog, at the learned per-replica capacity.
 
-    The sustained rate is sized at the target utilization; the peak step may use a replica's full rate at the
-    SLO (a queue of one step's excess drains well within the TTFT target).
+    The sustained rate is sized at the target utilization; bursts at a replica's full rate at the SLO.
 
-    Returns (replicas, the bound that applied, every bound's value).
+    Returns (replicas, the bound that applied, every bound's value, the numbers behind each, the headroom).
     """
     p_mean, o_mean = state.lengths.prompt, state.lengths.output
     rr = replica_rate(spec, p_mean, o_mean)
-    per_replica = rr.rate * spec.target_utilization
+    c = rr.rate * state.capacity.factor
+    per_replica = c * spec.target_utilization
     bounds: dict[str, int] = {"min": spec.min_replicas}
-    bounds["throughput"] = max(_ceil(rate / per_replica), _ceil((peak_rate or 0.0) / rr.rate))
+    why: dict[str, str] = {"min": f"minReplicas {spec.min_replicas}"}
+    bounds["throughput"] = _ceil(rate / per_replica)
+    why["throughput"] = f"{rate:.2f}/s at {c:.3g}/s per replica x {spec.target_utilization:g}"
+    hr = None
+    if peaks:
+        hr = headroom(
+            peaks,
+            mean_rate,
+            horizon_s,
+            c,
+            spec.forecast_step_s,
+            spec.slo.ttft_s,
+            spec.slo.attainment,
+            spec.max_replicas,
+        )
+        bounds["headroom"] = hr.replicas
+        why["headroom"] = (
+            f"bursts to {max(peaks.values()):.2f}/s (q{max(peaks):g}) leave {hr.expected_violations:.1f} requests "
+            f"un-absorbed in {horizon_s:.0f}s, budget {hr.budget:.1f}"
+        )
     kv_cap = kv_capacity_tokens(spec)
     if kv_cap > 0:
         ctx = p_mean + o_mean / 2.0
         # Little's law: sequences held = arrival rate x time in the replica; each holds `ctx` tokens of KV.
         kv_tokens = rate * rr.latency_s * ctx
         kv_bound = _ceil(kv_tokens / (kv_cap * spec.target_utilization))
+        why["kv"] = f"{kv_tokens:.3g} KV tokens in flight, {kv_cap} per replica x {spec.target_utilization:g}"
         if obs.kv_usage is not None and obs.ready > 0 and obs.kv_usage > spec.target_utilization:
-            kv_bound = max(kv_bound, _ceil(obs.kv_usage * obs.ready / spec.target_utilization))
+            used = _ceil(obs.kv_usage * obs.ready / spec.target_utilization)
+            if used > kv_bound:
+                kv_bound = used
+                why["kv"] = (
+                    f"KV usage {obs.kv_usage:.2f} on {obs.ready} ready over {spec.target_utilization:g}"
+                )
         bounds["kv"] = kv_bound
     if obs.waiting:
         window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
         now_rate = (obs.requests or 0.0) / window
         # Serve the arrivals and empty the queue within the TTFT target.
-        bounds["backlog"] = _ceil((now_rate + obs.waiting / spec.slo.ttft_s) / rr.rate)
+        bounds["backlog"] = _ceil((now_rate + obs.waiting / spec.slo.ttft_s) / c)
+        why["backlog"] = (
+            f"{now_rate:.2f}/s arriving and {obs.waiting:.0f} waiting to drain in {spec.slo.ttft_s:g}s"
+        )
     bound = max(bounds, key=lambda k: (bounds[k], k != "min"))
-    return bounds[bound], bound, bounds
+    return bounds[bound], bound, bounds, why, hr
 
 
-def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster):
+def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig: Signals | None) -> _Plan:
     """The recommendation. Replicas asked for now are ready only after the cold start, so a scale-up is sized
     for the forecast of the window after it, [cold start, cold start + interval]; keeping replicas is sized for
     the whole horizon [0, cold start + interval] (a replica let go now could not come back within it). A burst
     the forecaster expects to be over before new replicas could start therefore buys none; the backlog bound
     keeps replicas (never scales down while a queue waits) but buys new ones only when they start within the
-    TTFT target."""
+    TTFT target. SLO feedback (the SLO missed now with a backlog) buys replicas whatever the forecast says."""
     horizon = spec.cold_start_s + spec.interval_s
     q = spec.forecast_quantile
-    f = forecaster.forecast(horizon_s=horizon, quantiles=(q,))
+    levels = tuple(sorted({q, *LEVELS}))
+    f = forecaster.forecast(horizon_s=horizon, quantiles=levels)
     window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
     now_rate = (obs.requests or 0.0) / window
     rate = max(_quantile(f.rate_quantiles, q), now_rate)
+    peaks = {lv: max(float(f.peak_quantiles[lv]), now_rate) for lv in LEVELS if lv in f.peak_quantiles}
     peak = max(_quantile(f.peak_quantiles, q), now_rate)
-    rate_after, peak_after = rate, peak
+    rate_after, after = rate, 1.0
     if spec.cold_start_s >= spec.forecast_step_s:
         # The q-quantile of the arrivals in [C, H] from those of [0, H] and [0, C] (comonotone approximation);
         # the busiest step after C keeps the horizon's peak-to-mean ratio.
@@ -149,7 +229,7 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster):
         h_rate = _quantile(f.rate_quantiles, q)
         rate_after = max(0.0, (horizon * h_rate - spec.cold_start_s * c_rate) / spec.interval_s)
         rate_after = min(rate_after, rate) if h_rate >= c_rate else rate_after
-        peak_after = peak * (rate_after / rate) if rate > 0 else 0.0
+        after = rate_after / rate if rate > 0 else 0.0
     fc = {
         "model": f.model,
         "quantile": q,
@@ -159,42 +239,98 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster):
         "rate_after_cold_start": rate_after,
         "mean_rate": float(f.mean_rate),
     }
-    keep, keep_bound, bounds = sizing(spec, obs, state, rate, peak)
+    mean = float(f.mean_rate) if math.isfinite(f.mean_rate) else now_rate
+    keep, keep_bound, bounds, why, hr = sizing(spec, obs, state, rate, peaks, mean, horizon)
     # The backlog is for the replicas there now to drain (within the TTFT target); replicas started now help
     # with it only if they are ready that soon. Sustained overload shows in the forecast instead.
     new_obs = obs if spec.cold_start_s <= spec.slo.ttft_s else replace(obs, waiting=0.0)
-    new, new_bound, new_bounds = sizing(spec, new_obs, state, rate_after, peak_after)
+    peaks_after = {lv: x * after for lv, x in peaks.items()}
+    new, new_bound, new_bounds, new_why, new_hr = sizing(
+        spec, new_obs, state, rate_after, peaks_after, mean * after, horizon
+    )
     current = max(int(obs.current), 0)
+    fb = _feedback(spec, obs, sig, capacity_rate(spec, state)[1])
+    if fb is not None and fb[0] > max(new, current):
+        n, text = fb
+        return _Plan(n, "slo-feedback", {**bounds, "slo-feedback": n}, fc, text, hr)
     if new > current:
-        return new, new_bound, new_bounds, fc
+        return _Plan(new, new_bound, new_bounds, fc, new_why[new_bound], new_hr)
     if keep > current:
         bounds = {**bounds, "cold-start": current}
-        return current, "cold-start", bounds, fc
-    return keep, keep_bound, bounds, fc
+        text = (
+            f"{why[keep_bound]} needs {keep}, but new replicas would start after the burst the forecast sees"
+        )
+        return _Plan(current, "cold-start", bounds, fc, text, hr)
+    return _Plan(keep, keep_bound, bounds, fc, why[keep_bound], hr)
 
 
-def _apply(spec, time_s, current, rec, bound, bounds, fc, state: PolicyState) -> tuple[Decision, PolicyState]:
+def _feedback(
+    spec: PoolSpec, obs: Observation, sig: Signals | None, capacity: float
+) -> tuple[int, str] | None:
+    """SLO feedback: a TTFT or TPOT p99 above its target now, with a backlog (the queue alone takes
+    ``FEEDBACK_QUEUE`` of the TTFT target to drain), asks for the ready replicas times the square root of the
+    SLO pressure (at most doubling them), unless the ready replicas (at ``capacity`` each) would drain the queue
+    before a replica started now could be ready."""
+    if sig is None or sig.ready <= 0 or (sig.queue or 0.0) < FEEDBACK_QUEUE:
+        return None
+    latency = max(v for v in (sig.ttft, sig.tpot, 0.0) if v is not None)
+    if latency <= 1.0:
+        return None
+    # Replicas bought now are ready after the cold start: worth it only if the queue would still be there.
+    window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
+    spare = sig.ready * capacity - (obs.requests or 0.0) / window
+    if spare > 0 and (obs.waiting or 0.0) / spare < spec.cold_start_s:
+        return None
+    pressure = max(latency, sig.queue or 0.0)
+    n = _ceil(sig.ready * min(pressure, FEEDBACK_MAX_PRESSURE) ** 0.5)
+    text = f"p99 at {latency:.2f}x its target with {obs.waiting:.0f} waiting on {sig.ready} ready"
+    return n, text
+
+
+def _hold_s(spec: PoolSpec, sig: Signals | None) -> tuple[float, str]:
+    """The scale-down stabilization for this tick: the spec's window, or a quarter of it when the SLO margin
+    agrees with the forecast (latency well inside its targets, no queue, KV usage low)."""
+    full = spec.scale_down_stabilization_s
+    if (
+        sig is not None
+        and sig.latency_measured
+        and sig.slo is not None
+        and sig.slo <= MARGIN_PRESSURE
+        and (sig.queue or 0.0) <= MARGIN_QUEUE
+        and (sig.kv_usage is None or sig.kv_usage <= MARGIN_KV)
+    ):
+        return max(spec.interval_s, full * SHORT_HOLD_SHARE), f"SLO margin (pressure {sig.slo:.2f})"
+    return full, ""
+
+
+def _apply(spec: PoolSpec, time_s: float, current: int, plan: _Plan, state: PolicyState, sig):
+    rec, bound, bounds = plan.replicas, plan.bound, plan.bounds
     rec_c = min(max(rec, spec.min_replicas), spec.max_replicas)
-    hist = [h for h in state.history if h[0] > time_s - spec.scale_down_stabilization_s]
+    keep_s = max(spec.scale_down_stabilization_s, spec.interval_s)
+    hist = [h for h in state.history if h[0] > time_s - keep_s]
     if not state.history:
         hist.append((float(time_s), int(current)))  # the replicas found at the first decision count as one
     hist.append((float(time_s), int(rec_c)))
     state = state.replace(history=tuple(hist))
+    hold_s, margin = _hold_s(spec, sig)
     limited: LimitedBy | None = None
     if rec_c > current:
         target = rec_c
-        reason = f"scale up {current}->{target}: {bound} bound needs {rec}"
+        reason = f"scale up {current}->{target}: {bound} bound needs {rec} ({plan.why})"
     elif rec_c < current:
-        stab = max(h[1] for h in hist)
+        stab = max([rec_c] + [h[1] for h in hist if h[0] > time_s - hold_s])
         target = min(current, stab)
         if target < current:
-            reason = f"scale down {current}->{target}: highest recommendation in {spec.scale_down_stabilization_s:.0f}s"
+            what = f"highest recommendation in {hold_s:.0f}s"
+            reason = f"scale down {current}->{target}: {what}{'; ' + margin if margin else ''} ({bound}: {plan.why})"
         else:
-            reason = f"hold {current}: {bound} bound needs {rec_c}, stabilization window holds {stab}"
+            reason = (
+                f"hold {current}: {bound} bound needs {rec_c} ({plan.why}), stabilization window holds {stab}"
+            )
             bound = "stabilization"
     else:
         target = current
-        reason = f"hold {current}: {bound} bound needs {rec}"
+        reason = f"hold {current}: {bound} bound needs {rec} ({plan.why})"
     if spec.max_step and abs(target - current) > spec.max_step:
         target = current + spec.max_step * (1 if target > current else -1)
         reason += f"; limited to {spec.max_step} per step"
@@ -204,7 +340,10 @@ def _apply(spec, time_s, current, rec, bound, bounds, fc, state: PolicyState) ->
         target, limited = spec.max_replicas, "max-replicas"
         reason += f", capped at maxReplicas {spec.max_replicas}"
     target = max(target, spec.min_replicas)
-    return _decision(spec, target, reason, bound, fc, rec, bounds, limited), state
+    evidence = {"signals": sig.to_dict() if sig is not None else None, "hold_s": hold_s}
+    if plan.headroom is not None:
+        evidence["headroom"] = plan.headroom.to_dict()
+    return _decision(spec, target, reason, bound, plan.forecast, rec, bounds, limited, state, evidence), state
 
 
 def _missing(
@@ -227,9 +366,10 @@ def _missing(
         and last is not None
         and obs.time_s - last.time_s <= spec.staleness_limit_s
     ):
-        rec, bound, bounds, fc = _size(spec, replace(last, current=current), state, forecaster)
+        plan = _size(spec, replace(last, current=current), state, forecaster, None)
+        rec, bound, bounds, fc = plan.replicas, plan.bound, plan.bounds, plan.forecast
         target = max(base, min(rec, spec.max_replicas))
-        reason = f"metrics {what}: last known good sizing ({bound} bound needs {rec}), never down"
+        reason = f"metrics {what}: last known good sizing ({bound} bound needs {rec}: {plan.why}), never down"
     else:
         target = base
         reason = f"metrics {what}: hold {current}"
@@ -239,12 +379,15 @@ def _missing(
     if spec.max_step and target - current > spec.max_step:
         target = current + spec.max_step
         limited = "max-step"
-    return _decision(spec, target, reason, bound, fc, rec, bounds, limited)
+    target = max(target, spec.min_replicas)  # minReplicas is a floor maxStep does not hold back
+    return _decision(spec, target, reason, bound, fc, rec, bounds, limited, state, {})
 
 
-def _hold(spec: PoolSpec, current: int, why: str) -> Decision:
+def _hold(spec: PoolSpec, current: int, why: str, state: PolicyState) -> Decision:
     target = min(max(current, spec.min_replicas), spec.max_replicas)
-    return _decision(spec, target, f"{why}: hold {current}", "missing-metrics", None, target, {}, None)
+    return _decision(
+        spec, target, f"{why}: hold {current}", "missing-metrics", None, target, {}, None, state, {}
+    )
 
 
 _COUNTS = ("requests", "prompt_tokens", "generation_tokens", "completed", "preemptions")
@@ -341,8 +484,20 @@ def _finite(x) -> bool:
         return False
 
 
-def _decision(spec: PoolSpec, target, reason: str, bound: Bound, fc, rec, bounds, limited) -> Decision:
+def _decision(
+    spec: PoolSpec, target, reason: str, bound: Bound, fc, rec, bounds, limited, state: PolicyState, evidence
+) -> Decision:
     """The Decision every path returns; advisory mode marks the reason so status and events say no action."""
+    base, c = capacity_rate(spec, state)
+    lc = state.capacity
+    capacity = {
+        "rate_per_replica": c,
+        "model_rate_per_replica": base,
+        "factor": lc.factor,
+        "source": "learned" if lc.evidence_s > 0 else "profile",
+        "evidence_s": lc.evidence_s,
+        "note": lc.note,
+    }
     return Decision(
         replicas=int(target),
         reason=f"advisory: {reason}" if spec.advisory else reason,
@@ -352,4 +507,6 @@ def _decision(spec: PoolSpec, target, reason: str, bound: Bound, fc, rec, bounds
         recommendation=int(rec),
         bounds=bounds,
         limited_by=limited,
+        capacity=capacity,
+        evidence=evidence,
     )

@@ -15,6 +15,8 @@ CoreBound = Literal[
     "cold-start",
     "stabilization",
     "missing-metrics",
+    "headroom",
+    "slo-feedback",
 ]
 # The bounds the baselines and the oracle emit (burstpilot.policy.baselines, burstpilot.policy.oracle).
 BaselineBound = Literal["static", "concurrency", "request-rate", "oracle"]
@@ -80,6 +82,11 @@ class Decision:
     recommendation: int = 0  # the sizing before stabilization, rate limits and the min/max clamp
     bounds: dict[str, int] = field(default_factory=dict)
     limited_by: LimitedBy | None = None
+    # the per-replica capacity it sized with: rate_per_replica, model_rate_per_replica, factor, source
+    # (profile or learned), evidence_s, note (burstpilot.policy.learned)
+    capacity: dict[str, Any] | None = None
+    # the numbers behind it: the SLO signals, the scale-down hold used, the burst headroom
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.bound not in BOUNDS:

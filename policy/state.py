@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.policy.learned import LearnedCapacity
 from burstpilot.policy.observation import Observation
 
 STATE_VERSION = 2  # 1: the untyped dict of before; 2: this class (same keys, read back by both)
@@ -90,7 +91,8 @@ class PolicyState:
     ``forecaster``: the forecaster's own state (``burstpilot.forecasting``, JSON); ``acc_count``/``acc_s``: the
     counts not yet fed to it (observation windows need not match its step); ``lengths``: the mean length
     estimate; ``history``: (time, recommendation) pairs within the scale-down stabilization window;
-    ``last_good``: the last observation with fresh metrics (for ``missingMetrics: LastKnownGood``).
+    ``last_good``: the last observation with fresh metrics (for ``missingMetrics: LastKnownGood``);
+    ``capacity``: the learned per-replica capacity (``burstpilot.policy.learned``).
     """
 
     forecaster: Mapping[str, Any]
@@ -99,6 +101,7 @@ class PolicyState:
     lengths: Lengths = Lengths()
     history: tuple[tuple[float, int], ...] = ()
     last_good: Observation | None = None
+    capacity: LearnedCapacity = LearnedCapacity()
 
     def replace(self, **changes: Any) -> PolicyState:
         return replace(self, **changes)
@@ -112,6 +115,7 @@ class PolicyState:
             **self.lengths.to_dict(),
             "history": [[t, n] for t, n in self.history],
             "last_good": self.last_good.to_dict() if self.last_good is not None else None,
+            "capacity": self.capacity.to_dict(),
         }
 
     @classmethod
@@ -148,6 +152,7 @@ class PolicyState:
             lengths=Lengths.from_dict(d),
             history=history,
             last_good=last_good,
+            capacity=LearnedCapacity.from_dict(d.get("capacity")),
         )
 
 
