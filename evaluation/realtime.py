@@ -150,7 +150,7 @@ async def run_realtime_policy(
 
     port = free_port_block(spec.max_replicas + 2)
     # The initial replicas are up before the replay starts (as in the discrete-event mode); later ones start cold.
-    fleet = Fleet(profile, port, cold_start_s=0.0, seed=seed)
+    fleet = Fleet(profile, port, cold_start_s=0.0, seed=seed, max_replicas=spec.max_replicas)
     await fleet.start(initial)
     fleet.cold_start_s = cold_start_s
     while fleet.state()["ready"] < initial:

@@ -24,6 +24,7 @@ AREAS = (
     "burstpilot.forecasting.cli",
     "burstpilot.evaluation.cli",
     "burstpilot.operator.cli",
+    "burstpilot.operator.cluster.cli",
 )
 
 
