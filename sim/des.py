@@ -57,6 +57,9 @@ class ClusterObservation:
     kv_usage_mean: float
     kv_usage_max: float
     ttft_recent_s: np.ndarray
+    # over the serving replicas only (ready, not draining): what a scrape of the pool's live pods reports
+    serving_running: int = 0
+    serving_waiting: int = 0
 
 
 @dataclass
@@ -288,6 +291,8 @@ class SimCluster:
             kv_usage_mean=float(np.mean(kv)),
             kv_usage_max=float(np.max(kv)),
             ttft_recent_s=recent,
+            serving_running=sum(r.engine.num_running for r in ready),
+            serving_waiting=sum(r.engine.num_waiting for r in ready),
         )
 
     def finish(self) -> SimResult:
