@@ -606,7 +606,9 @@ def dynamo(lt: LoadTest) -> Policy:
 
 def burstpilot(lt: LoadTest | None = None) -> Policy:
     """The decision core (it learns lengths online and takes no load-test numbers)."""
-    return Policy("burstpilot", core.new_state, core.decide, lambda spec: spec.interval_s)
+    return Policy(
+        "burstpilot", core.new_state, core.decide, lambda spec: spec.interval_s, capacity_source="learned"
+    )
 
 
 REACTIVE: dict[str, Callable[[LoadTest], Policy]] = {
