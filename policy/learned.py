@@ -5,8 +5,10 @@ prompts the rate a replica really sustains at the SLO is a fraction of it, on li
 fresh metrics turns what the ready replicas did into an *implied* per-replica capacity, and the learned
 ``factor`` (capacity = model rate x ``capacityScale`` x factor) moves a bounded step toward it:
 
-- **SLO missed** (a pressure above 1, ``burstpilot.policy.signals``) while the replicas served no more than the
-  estimate: the estimate is too high; implied = served x pressure^(-1/2). Missed while serving more than the
+- **SLO missed under load** (a load pressure, TPOT p99 or queue, above 1, ``burstpilot.policy.signals``)
+  while the replicas served no more than the estimate: the estimate is too high; implied = served x load
+  pressure^(-1/2). A TTFT p99 over target with TPOT and queue within theirs is the window's long prompts
+  (their prefill), which no replica count fixes: no evidence. Missed while serving more than the
   estimate says nothing about capacity (the pool was short, which the sizing answers), so it does not count,
   nor does one while replicas are starting (the pool is still catching up with what it asked for);
   nor does a miss with a backlog when the completions are not counted (arrivals below the estimate do not
@@ -19,7 +21,9 @@ fresh metrics turns what the ready replicas did into an *implied* per-replica ca
   goal's quantile of Poisson occupancy. With a wide margin (load pressure under 1/2) only a rise is read
   from it: a latency at its floor says nothing against the estimate. Preemptions (the KV cache ran out)
   forbid any increase.
-- Otherwise (no ready replica, idle, missing latency signals): no evidence, no change.
+- Otherwise (no ready replica, idle, missing latency signals): no evidence, no change. A window's step is
+  weighted by its sample: fewer than ``SAMPLE_FULL`` completed requests weigh proportionally less (a p99 of
+  a handful of requests is one request's latency).
 
 Steps are exponentially smoothed (time constant ``TAU_S``) and bounded per tick (``MAX_DOWN``, ``MAX_UP``)
 and overall (``K_MIN``, ``K_MAX``), so one odd window moves the estimate little and missing or idle data
@@ -48,6 +52,7 @@ UP_REACH = 2.0  # one tick's evidence never implies more than this many times th
 DOWN_FLOOR = 0.7  # nor, on a miss, less than this share of it (a queue's pressure says how late, not how far)
 MARGIN_LOAD = 0.5  # met with a load pressure below this, only a rise is read from the extrapolation
 BACKLOG_QUEUE = 0.5  # a queue that alone takes this share of the TTFT target to drain is a backlog
+SAMPLE_FULL = 100.0  # requests in a window for its p99 to count fully (fewer weigh proportionally less)
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,16 @@ class LearnedCapacity:
         c = base_rate * self.factor
         if sig.ready <= 0 or lam is None or u is None or not c > 0:
             return replace(self, note="no evidence: no ready replica or no latency signal")
-        if u > 1.0:
+        if not lam > 0:
+            return replace(self, note=f"no evidence: the ready replicas completed nothing (pressure {u:.2f})")
+        load = sig.load if sig.load is not None else u  # without a TPOT p99, the SLO pressure stands in
+        if u > 1.0 and load <= 1.0:
+            return replace(
+                self,
+                note=f"TTFT p99 over target (pressure {u:.2f}) with TPOT and queue within theirs "
+                f"(load pressure {load:.2f}): the window's long prompts, not the replicas' rate",
+            )
+        if load > 1.0:
             if (sig.queue or 0.0) >= BACKLOG_QUEUE and not sig.completions_known:
                 return replace(
                     self,
@@ -116,18 +130,20 @@ class LearnedCapacity:
                     note=f"SLO missed (pressure {u:.2f}) serving {lam:.2f}/s per replica, more than the "
                     f"estimate {c:.2f}/s: the pool was short, the estimate stands",
                 )
-            implied = lam * max(u ** (-1.0 / DOWN_EXPONENT), DOWN_FLOOR)
-            why = f"SLO missed (pressure {u:.2f}) serving {lam:.2f}/s per replica"
+            implied = lam * max(load ** (-1.0 / DOWN_EXPONENT), DOWN_FLOOR)
+            why = f"SLO missed (load pressure {load:.2f}) serving {lam:.2f}/s per replica"
         else:
-            load = sig.load
-            if load is None:
+            if sig.tpot is None:
                 return replace(self, note=f"SLO met (pressure {u:.2f}); no TPOT p99 to learn upward from")
             if lam < LOAD_MIN * c:
                 return replace(
                     self, note=f"SLO met at {lam:.2f}/s per replica: too little load to learn from"
                 )
-            implied = min(lam * max(load, 1e-6) ** (-1.0 / UP_EXPONENT), UP_REACH * lam)
-            why = f"SLO met (load pressure {load:.2f}) serving {lam:.2f}/s per replica"
+            # The TTFT p99 brakes the rise (on long prompts it is the limit the TPOT does not see), but a
+            # TTFT at its prefill floor never lowers the estimate (the margin rule below).
+            up = max(load, sig.ttft or 0.0)
+            implied = min(lam * max(up, 1e-6) ** (-1.0 / UP_EXPONENT), UP_REACH * lam)
+            why = f"SLO met (pressure {up:.2f}) serving {lam:.2f}/s per replica"
             limited = resource_rate is not None and resource_rate < implied
             if limited:
                 implied, why = resource_rate, why + f", batch limit {resource_rate:.2f}/s"
@@ -140,7 +156,9 @@ class LearnedCapacity:
                 )
             if sig.preemptions:
                 implied, why = min(implied, c), why + ", preemptions: no increase"
-        alpha = min(1.0, window_s / TAU_S)
+        # A window's p99 is as good as its sample: fewer than SAMPLE_FULL requests weigh less.
+        n = sig.completed if sig.completed is not None else SAMPLE_FULL
+        alpha = min(1.0, window_s / TAU_S) * min(1.0, max(n, 0.0) / SAMPLE_FULL)
         move = min(max(alpha * math.log(implied / c), math.log(MAX_DOWN)), math.log(MAX_UP))
         factor = min(max(self.factor * math.exp(move), K_MIN), K_MAX)
         return LearnedCapacity(

@@ -40,6 +40,7 @@ class Signals:
     kv_usage: float | None
     preemptions: float | None  # in the window, all replicas
     completions_known: bool = False  # served_per_replica counts completed requests (not arrivals)
+    completed: float | None = None  # requests completed (else arrived) in the window, all replicas
 
     @property
     def slo(self) -> float | None:
@@ -85,6 +86,7 @@ def read_signals(spec: PoolSpec, obs: Observation, window_s: float, capacity_rat
         kv_usage=obs.kv_usage,
         preemptions=obs.preemptions,
         completions_known=obs.completed is not None,
+        completed=served,
     )
 
 

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.policy import Capacity, Observation, PoolSpec, decide, new_state
+from burstpilot.policy.learned import K_MAX, K_MIN, MAX_DOWN, LearnedCapacity
+from burstpilot.policy.signals import Signals
 from burstpilot.sim import load_profile
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "servingpool.yaml"
@@ -27,7 +29,7 @@ HOSTILE = st.one_of(
     st.sampled_from([0.0, -1.0, 3e15, 1e16, 1e300, float("nan"), float("inf"), -float("inf")]),
     st.floats(0.0, 500.0),
 )
-PLAIN = st.floats(0.0, 200.0)
+PLAIN = st.one_of(st.just(0.0), st.floats(0.0, 200.0))
 REPLICAS = st.one_of(st.integers(-3, 40), st.sampled_from([10**6, 10**18]))
 
 
@@ -269,3 +271,34 @@ def test_from_crd_on_any_json_answers_a_spec_or_a_clear_error(spec):
         PoolSpec.from_crd(spec, "p", resolve_profile=load_profile)
     except BurstpilotError as exc:
         assert "spec" in str(exc)
+
+
+# ----------------------------------------------------------------------------------------------- learned capacity
+
+SIGNAL = st.one_of(st.none(), st.just(0.0), st.floats(0.0, 1e6))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    sig=st.builds(
+        Signals,
+        ready=st.integers(0, 50),
+        starting=st.integers(0, 5),
+        served_per_replica=SIGNAL,
+        ttft=SIGNAL,
+        tpot=SIGNAL,
+        queue=SIGNAL,
+        running_per_replica=SIGNAL,
+        kv_usage=st.one_of(st.none(), st.floats(0.0, 1.0)),
+        preemptions=SIGNAL,
+        completions_known=st.booleans(),
+    ),
+    factor=st.floats(K_MIN, K_MAX),
+    base=st.floats(1e-3, 1e4),
+    resource=st.one_of(st.none(), st.floats(1e-3, 1e4)),
+)
+def test_a_learned_capacity_step_never_raises_and_stays_in_its_bounds(sig, factor, base, resource):
+    spec = PoolSpec(capacity=Capacity(100.0, 1000.0))
+    nxt = LearnedCapacity(factor=factor).step(spec, sig, base, resource, 10.0)
+    assert K_MIN <= nxt.factor <= K_MAX and math.isfinite(nxt.factor) and nxt.note
+    assert abs(math.log(nxt.factor / factor)) <= math.log(1 / MAX_DOWN) + 1e-9

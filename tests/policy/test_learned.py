@@ -190,7 +190,32 @@ def test_one_step_is_bounded_and_explains_itself():
     assert capped.factor < 1.0 and capped.implied == 4.2 and "batch limit" in capped.note
     pre = Signals(**{**calm.__dict__, "preemptions": 3.0})
     assert lc.step(s, pre, 5.0, None, 10.0).factor == 1.0  # preemptions: no increase
+    idle = Signals(**{**over.__dict__, "served_per_replica": 0.0})
+    assert lc.step(s, idle, 5.0, None, 10.0) == LearnedCapacity(note=lc.step(s, idle, 5.0, None, 10.0).note)
     x = LearnedCapacity(factor=K_MIN)
     assert x.step(s, over, 5.0, None, 10.0).factor == K_MIN
     x = LearnedCapacity(factor=K_MAX)
     assert x.step(s, calm, 5.0, None, 10.0).factor == K_MAX
+
+
+def test_a_ttft_miss_with_tpot_and_queue_within_target_does_not_lower_the_estimate():
+    # Long prompts put the TTFT p99 over its target on a pool far from its rate limit (TPOT and queue fine):
+    # no replica count fixes that, and reading it as saturation would drive the estimate down tick after tick.
+    s, lc = spec(), LearnedCapacity()
+    long_prompts = Signals(ready=4, starting=0, served_per_replica=2.0, ttft=1.6, tpot=0.3, queue=0.1,
+                           running_per_replica=3.0, kv_usage=0.2, preemptions=0.0, completions_known=True)  # fmt: skip
+    nxt = lc.step(s, long_prompts, 5.0, None, 10.0)
+    assert nxt.factor == 1.0 and "long prompts" in nxt.note
+    # The same TTFT with the TPOT over its target is a replica at its limit: the estimate goes down.
+    saturated = Signals(**{**long_prompts.__dict__, "tpot": 1.6})
+    assert lc.step(s, saturated, 5.0, None, 10.0).factor < 1.0
+
+
+def test_a_window_with_few_requests_moves_the_estimate_less():
+    s, lc = spec(), LearnedCapacity()
+    over = Signals(ready=4, starting=0, served_per_replica=4.0, ttft=3.0, tpot=3.0, queue=0.0, running_per_replica=50.0,
+                   kv_usage=0.5, preemptions=0.0, completions_known=True)  # fmt: skip
+    full = lc.step(s, Signals(**{**over.__dict__, "completed": 160.0}), 5.0, None, 10.0)
+    few = lc.step(s, Signals(**{**over.__dict__, "completed": 10.0}), 5.0, None, 10.0)
+    assert few.factor > full.factor and full.factor < 1.0 and few.factor < 1.0
+    assert lc.step(s, Signals(**{**over.__dict__, "completed": 0.0}), 5.0, None, 10.0).factor == 1.0
