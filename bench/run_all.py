@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("loadtest", "loadtest_send_accuracy.py"),
     ("policy", "policy_burstpilot.py"),
     ("evaluation", "evaluation_policies.py"),
+    ("operator", "operator_scale.py"),
 ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from burstpilot.evaluation.runner import (
 )
 from burstpilot.policy.capacity import CapacityModel
 from burstpilot.policy.spec import DEFAULT_SLO, PoolSpec
+from burstpilot.progress import DEFAULT_INTERVAL_S, Reporter
 from burstpilot.sim import load_profile
 from burstpilot.slo import SLO
 from burstpilot.traces import read_trace
@@ -33,7 +33,6 @@ from burstpilot.units import parse_duration
 DEMO_PROFILE = "h100-llama3-70b-tp4"
 REALTIME_POLICIES = ("burstpilot", "hpa")
 LAG_WARN_S = 0.25
-HEARTBEAT_S = 30.0
 
 
 def register(sub) -> None:
@@ -133,64 +132,28 @@ def _console():
 
 
 class Progress:
-    """Progress of a sweep's units: rich's live bar on a terminal, a plain line at each completion and a
-    heartbeat every HEARTBEAT_S seconds otherwise (logs, CI, ``kubectl logs``)."""
+    """A sweep's units on the shared progress display (burstpilot.progress: rich's bar on a terminal, a plain
+    line every few seconds elsewhere, e.g. ``kubectl logs``), with the last finished unit's result beside it."""
 
     def __init__(self, label: str):
-        self.label = label
-        self.tty = sys.stdout.isatty()
-        self.t0 = time.monotonic()
-        self.last = self.t0
-        self.total = 0
-        self.done = 0
-        self._bar = None
-        self._task = None
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
+        self.reporter = Reporter(label)
+        self.task = self.reporter.add_task("simulation jobs")
 
     def __enter__(self) -> Progress:
-        if self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as RichProgress
-
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn())  # fmt: skip
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.label, total=None)
-        else:
-            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-            self._beat.start()
+        self.reporter.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            el = time.monotonic() - self.t0
-            print(f"{self.label}: {self.done}/{self.total or '?'} simulation jobs done, {el:.0f} s elapsed",
-                  flush=True)  # fmt: skip
+        self.reporter.close()
 
     def start(self, units) -> None:
-        self.total = len(units)
-        if self._bar is not None:
-            self._bar.update(self._task, total=self.total)
-        else:
-            print(f"{self.label}: {self.total} simulation jobs", flush=True)
+        self.reporter.update(self.task, total=len(units))
 
     def unit(self, r: dict[str, Any], done: int, total: int) -> None:
-        self.done = done
         m = r.get("metrics") or {}
-        what = f"{r['case']} {r['unit']}"
         res = f"{m['slo_attainment']:.2%} at {m['gpu_hours']:.2f} GPU-h" if m else "no run"
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, description=f"{self.label}: {what[:40]:<40}")
-        else:
-            el = time.monotonic() - self.t0
-            print(f"{self.label}: {done}/{total} {what}: {res} ({r['wall_s']:.0f} s; {el:.0f} s elapsed)",
-                  flush=True)  # fmt: skip
+        self.reporter.update(self.task, completed=done, total=total,
+                             note=f"last: {r['case']} {r['unit']} {res} ({r['wall_s']:.0f} s)")  # fmt: skip
 
 
 def load_workload(path: str, duration: str | None, speedup: float | None):
@@ -315,7 +278,7 @@ def realtime_to_dir(workload, case: Case, names, seed: int, out: Path) -> dict[s
             initial,
             out,
             seed,
-            heartbeat_s=HEARTBEAT_S,
+            heartbeat_s=DEFAULT_INTERVAL_S,
         )  # fmt: skip
     )
     res = realtime_results(runs, spec, case, workload, initial, time.monotonic() - t0)

@@ -8,8 +8,6 @@ result). Plots share their y-scale across panels, and no policy's line is drawn 
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 import numpy as np  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from burstpilot.htmlreport import write_html  # noqa: E402
 
 # (key, heading, format); "met" is derived
 COLUMNS = (
@@ -232,7 +232,7 @@ def plot(results: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]
 def markdown(
     results: dict[str, Any], figures: Sequence[Path], out_dir: Path, notes: Sequence[str] = ()
 ) -> str:
-    lines = [verdict(results), "", f"# Evaluation: {case_title(results)}", ""]
+    lines = [f"# Evaluation: {case_title(results)}", "", f"**{verdict(results)}**", ""]
     o = oracle_sentence(results)
     if o:
         lines += [o, ""]
@@ -242,56 +242,10 @@ def markdown(
     return "\n".join(lines)
 
 
-def html_page(results: dict[str, Any], figures: Sequence[Path], notes: Sequence[str] = ()) -> str:
-    """A self-contained page (figures embedded as data URIs): the verdict first, the table, then the figures."""
-    head = [h for _, h, _ in COLUMNS]
-    rows = []
-    for name, m in results["policies"].items():
-        cells = _row(results, name, m)
-        cls = "met" if cells[0] == "yes" else "missed"
-        rows.append(
-            f'<tr class="{cls}"><th>{html.escape(name)}</th>'
-            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-            + "</tr>"
-        )
-    imgs = []
-    for f in figures:
-        data = base64.b64encode(Path(f).read_bytes()).decode("ascii")
-        imgs.append(
-            f'<figure><img alt="{html.escape(f.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(f.stem)}</figcaption></figure>"
-        )
-    o = oracle_sentence(results)
-    notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes if n)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>burstpilot evaluation: {html.escape(results["meta"].get("case") or "")}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-.verdict {{ font-size: 1.25em; font-weight: 600; padding: .6em .8em; background: #eef5ee; border-left: 5px solid #2a7; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: .9em; }}
-th, td {{ border: 1px solid #ccc; padding: .25em .6em; text-align: right; }}
-th:first-child {{ text-align: left; }}
-tr.met td:nth-child(2) {{ color: #175; font-weight: 600; }}
-tr.missed td:nth-child(2) {{ color: #a22; }}
-img {{ max-width: 100%; }}
-</style></head>
-<body>
-<p class="verdict" id="verdict">{html.escape(verdict(results))}</p>
-<h1>{html.escape(case_title(results))}</h1>
-{f"<p>{html.escape(o)}</p>" if o else ""}
-<table id="results"><thead><tr><th>policy</th>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead>
-<tbody>{"".join(rows)}</tbody></table>
-{notes_html}
-{"".join(imgs)}
-</body></html>
-"""
-
-
 def write_reports(results: dict[str, Any], out_dir: Path, notes: Sequence[str] = ()) -> list[Path]:
     """plots, report.md and report.html in ``out_dir``; returns every file written."""
     figs = plot(results, out_dir)
     md = out_dir / "report.md"
     md.write_text(markdown(results, figs, out_dir, notes))
-    page = out_dir / "report.html"
-    page.write_text(html_page(results, figs, notes))
+    page = write_html(md, f"Evaluation: {case_title(results)}", verdict=verdict(results))
     return [*figs, md, page]

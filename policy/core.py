@@ -338,7 +338,11 @@ def _apply(spec: PoolSpec, time_s: float, current: int, plan: _Plan, state: Poli
     # Above maxReplicas (also when it was lowered below the current count: go there at once), or held there.
     if target > spec.max_replicas or (rec > spec.max_replicas and target == spec.max_replicas):
         target, limited = spec.max_replicas, "max-replicas"
-        reason += f", capped at maxReplicas {spec.max_replicas}"
+        # maxReplicas lowered below the count: a hard bound, as the HPA applies it (no hold keeps the old count)
+        if current > spec.max_replicas:
+            reason += f"; maxReplicas {spec.max_replicas} applies at once"
+        else:
+            reason += f", capped at maxReplicas {spec.max_replicas}"
     target = max(target, spec.min_replicas)
     evidence = {"signals": sig.to_dict() if sig is not None else None, "hold_s": hold_s}
     if plan.headroom is not None:

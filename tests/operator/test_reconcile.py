@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
+from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
+from burstpilot.operator.decisions import BudgetBook, dump_state, load_state
 from burstpilot.operator.kube import PodSummary
 from burstpilot.operator.prom import PrometheusSource
-from burstpilot.operator.reconcile import (
-    BudgetBook,
-    PoolReconciler,
-    dump_state,
-    load_state,
-    measured_cold_start,
-)
+from burstpilot.operator.reconcile import PoolReconciler, Runtime, measured_cold_start
+from burstpilot.operator.state import decode
+from burstpilot.operator.status import json_safe
 from burstpilot.policy import PoolSpec, new_state
 from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
@@ -28,14 +26,8 @@ def run_tick(kube, prom_url, status=None, spec=None, budgets=None, name="llm", n
         "status": status or {},
     }
     body["spec"]["metrics"] = {**body["spec"]["metrics"], "prometheusUrl": prom_url}
-    rec = PoolReconciler(
-        kube,
-        PrometheusSource(linger_s=0.0),
-        budgets or BudgetBook(),
-        "serving",
-        name,
-        lambda kind, reason, msg: events.append((kind, reason, msg)),
-    )
+    rt = Runtime(kube=kube, prom=PrometheusSource(linger_s=0.0), budgets=budgets or BudgetBook())
+    rec = PoolReconciler(rt, "serving", name, lambda kind, reason, msg: events.append((kind, reason, msg)))
     interval = asyncio.run(rec.tick(body, now))
     return interval, events, kube.statuses[-1]
 
@@ -59,7 +51,7 @@ def test_a_burst_scales_the_target_up_and_reports_why():
     assert cond(st, "Ready")["status"] == "True" and cond(st, "MetricsAvailable")["status"] == "True"
     assert cond(st, "ScalingLimited")["reason"] == "MaxReplicas"
     assert ("Normal", "ScaledUp") in [(k, r) for k, r, _ in events]
-    state = json.loads(kube.configmaps["llm-burstpilot-state"]["data"]["policyState"])
+    state = decode(kube.configmaps["llm-burstpilot-state"]["data"])
     assert state["forecasting"] == SPEC["forecasting"] and state["state"]["forecaster"]["n_steps"] == 1
     assert "policyState" not in st
 
@@ -69,10 +61,11 @@ def test_the_saved_state_is_resumed_on_the_next_tick():
     with FakePrometheus(prom_values(requests=2)) as prom:
         _, _, st1 = run_tick(kube, prom.url)
         _, _, st2 = run_tick(kube, prom.url, status=st1, now=NOW + 2)  # a new reconciler: a restart
-    saved = json.loads(kube.configmaps["llm-burstpilot-state"]["data"]["policyState"])
+    saved = decode(kube.configmaps["llm-burstpilot-state"]["data"])
     assert saved["state"]["forecaster"]["n_steps"] == 2
-    # lastTransitionTime stays while a condition's status does not change
-    assert cond(st2, "Ready")["lastTransitionTime"] == cond(st1, "Ready")["lastTransitionTime"]
+    # lastTransitionTime stays while a condition's status does not change (st2 is a merge patch: the status
+    # the API server holds after it is st1 with st2 on top)
+    assert cond({**st1, **st2}, "Ready")["lastTransitionTime"] == cond(st1, "Ready")["lastTransitionTime"]
 
 
 def test_changed_forecasting_settings_start_a_fresh_forecaster():
@@ -82,8 +75,8 @@ def test_changed_forecasting_settings_start_a_fresh_forecaster():
     saved = dump_state(marked, {"model": "ewma"})
     assert load_state(saved, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
     assert load_state(saved, spec, {"model": "ewma"}).forecaster["n_steps"] == 7
-    assert load_state("{not json", spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
-    no_forecaster = '{"forecasting": {"model": "ewma"}, "state": {"version": 1}}'
+    assert load_state({"state": "not a state"}, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
+    no_forecaster = {"forecasting": {"model": "ewma"}, "state": {"version": 1}}
     assert load_state(no_forecaster, spec, {"model": "ewma"}).forecaster["n_steps"] == 0
     assert load_state(None, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
 
@@ -202,9 +195,31 @@ def test_cold_start_uses_a_high_quantile_once_measured(samples, expected):
 
 def test_status_patch_has_no_nan():
     """A forecast without data can be NaN; the API server refuses NaN in JSON, so it goes out as null."""
-    from burstpilot.operator.reconcile import _json_safe
-
-    assert _json_safe({"forecast": {"rate": float("nan"), "quantile": 0.9}, "c": [float("inf"), 1]}) == {
+    assert json_safe({"forecast": {"rate": float("nan"), "quantile": 0.9}, "c": [float("inf"), 1]}) == {
         "forecast": {"rate": None, "quantile": 0.9},
         "c": [None, 1],
     }
+
+
+def test_a_state_saved_by_the_untyped_version_1_core_is_resumed_and_the_learned_capacity_reported():
+    """A status.policyState written by the operator of the untyped decision core (tests/policy/data) is read,
+    continued and saved with the typed state's new keys; status.capacity and the capacity gauges say what
+    per-replica rate the decision sized with."""
+    v1 = (Path(__file__).resolve().parents[1] / "policy" / "data" / "operator_state_v1.json").read_text()
+    kube = FakeKube(replicas=1)
+    with FakePrometheus(prom_values(requests=2)) as prom:
+        _, _, st = run_tick(kube, prom.url, status={"policyState": v1})
+    saved = decode(kube.configmaps["llm-burstpilot-state"]["data"])
+    assert saved["state"]["forecaster"]["n_steps"] == 13  # 12 ticks of the old operator, then this one
+    assert saved["state"]["capacity"]["factor"] == 1.0
+    cap = st["capacity"]
+    assert cap["source"] == "profile" and cap["factor"] == 1.0 and cap["note"]
+    assert cap["ratePerReplica"] == pytest.approx(cap["modelRatePerReplica"]) and cap["ratePerReplica"] > 0
+    rate = REGISTRY.get_sample_value(
+        "burstpilot_operator_capacity_requests_per_second",
+        {"namespace": "serving", "pool": "llm", "kind": "learned"},
+    )
+    assert rate == pytest.approx(cap["ratePerReplica"], rel=1e-3)
+    assert REGISTRY.get_sample_value(
+        "burstpilot_operator_capacity_factor", {"namespace": "serving", "pool": "llm"}
+    ) == pytest.approx(1.0)

@@ -133,11 +133,13 @@ def _leaves(schema: dict, path: str = "") -> dict[str, dict]:
     return out
 
 
-# The fields PoolSpec.from_crd reads, with the schema's constraints (targetRef and metrics are the operator's).
+# The fields PoolSpec.from_crd reads, with the schema's constraints (targetRef and metrics are the operator's,
+# and so are the profile sources it resolves before the decision core sees them: configMapRef and inline).
 POLICY_FIELDS = {
     p: s
     for p, s in _leaves(SPEC_SCHEMA).items()
-    if not p.startswith(("targetRef", "metrics")) and p != "profile.name"
+    if not p.startswith(("targetRef", "metrics", "profile.configMapRef", "profile.inline"))
+    and p != "profile.name"
 }
 CAPACITY_KEYS = ("decodeTokensPerSecond", "prefillTokensPerSecond", "kvCapacityTokens", "maxNumSeqs")
 
