@@ -32,7 +32,7 @@ from shared_data import AZURE
 from burstpilot.evaluation.capacity import measure_capacity
 from burstpilot.evaluation.harness import Case, merge, parse_shard, read_units, run_sweep
 from burstpilot.evaluation.runner import DEFAULT_POLICIES, TUNED_POLICIES, prepare_workload
-from burstpilot.policy import SLO, PoolSpec
+from burstpilot.policy import SLO, CapacityModel, PoolSpec
 from burstpilot.sim import load_profile
 from burstpilot.traces import read_trace
 from burstpilot.traces.generate import generate_preset, scale_replay
@@ -47,7 +47,7 @@ UNIT_RPS_SEED = 11
 
 
 def spec_for(profile, cold: float, max_replicas: int) -> PoolSpec:
-    return PoolSpec(profile=profile.name, profile_obj=profile, gpus_per_replica=profile.gpus_per_replica,
+    return PoolSpec(profile=profile.name, model=CapacityModel.from_profile(profile), gpus_per_replica=profile.gpus_per_replica,
                     min_replicas=1, max_replicas=max_replicas, cold_start_s=cold, slo=SLO_)  # fmt: skip
 
 

@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("traces", "traces_load_analyze.py"),
     ("forecasting", "forecasting_backtest.py"),
     ("loadtest", "loadtest_send_accuracy.py"),
+    ("policy", "policy_burstpilot.py"),
     ("evaluation", "evaluation_policies.py"),
     ("operator", "operator_scale.py"),
 ]

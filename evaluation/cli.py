@@ -21,6 +21,7 @@ from burstpilot.evaluation.runner import (
     prepare_workload,
     write_json,
 )
+from burstpilot.policy.capacity import CapacityModel
 from burstpilot.policy.spec import DEFAULT_SLO, PoolSpec
 from burstpilot.progress import DEFAULT_INTERVAL_S, Reporter
 from burstpilot.sim import load_profile
@@ -120,7 +121,7 @@ def parse_slo(text: str) -> SLO:
 def pool_spec(profile, slo: SLO, cold_start: float, min_r: int, max_r: int) -> PoolSpec:
     return PoolSpec(
         profile=profile.name,
-        profile_obj=profile,
+        model=CapacityModel.from_profile(profile),
         gpus_per_replica=profile.gpus_per_replica,
         min_replicas=min_r,
         max_replicas=max_r,

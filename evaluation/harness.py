@@ -214,7 +214,9 @@ def run_unit(p: Prepared, unit: str) -> dict[str, Any]:
                          exact_cold_start=c.exact_cold_start)  # fmt: skip
         out["simulations"] = 1
     if run is not None:
-        if p.capacity["source"] != "profile" and run.metrics.get("capacity_source") == "profile":
+        # A measured or oracle capacity handed in is what the run's capacity came from, also for a policy
+        # that learns from there (burstpilot: "learned" only when it starts from the profile alone).
+        if p.capacity["source"] != "profile" and run.metrics.get("capacity_source") in ("profile", "learned"):
             run.metrics["capacity_source"] = p.capacity["source"]
         out.update(
             metrics=run.metrics,

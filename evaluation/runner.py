@@ -217,6 +217,7 @@ def run_policy(
         c = SimCluster(with_cold_start(profile, cold_start_s), workload, initial_replicas=initial, seed=seed,
                        scrape_interval_s=0)  # fmt: skip
     state = policy.new_state(spec)
+    learned = None  # the per-replica capacity the policy sized with at its last decision, if it says
     period = float(policy.period_s(spec))
     scrape = float(policy.scrape_s)
     end = float(workload.duration_s)
@@ -224,6 +225,7 @@ def run_policy(
     desired = [(0.0, initial)]
     reasons: dict[str, int] = {}
     carried: list[np.ndarray] = []  # TTFTs taken by a tick's pod count, for the next scrape
+    carried_tpot: list[np.ndarray] = []
     ks, kt = 0, 1
     while True:
         ts, tt = ks * scrape, kt * period
@@ -234,7 +236,8 @@ def run_policy(
         o = c.observe()
         if ts <= t + 1e-9:
             ttft = np.concatenate([*carried, o.ttft_recent_s]) if carried else o.ttft_recent_s
-            carried = []
+            tpot = np.concatenate([*carried_tpot, o.tpot_recent_s]) if carried_tpot else o.tpot_recent_s
+            carried, carried_tpot = [], []
             series.add(
                 Sample(
                     time_s=t,
@@ -247,17 +250,23 @@ def run_policy(
                     waiting=float(o.serving_waiting),
                     kv_usage=float(o.kv_usage_mean) if o.ready else None,
                     ttft_s=np.asarray(ttft, dtype=float),
+                    tpot_s=np.asarray(tpot, dtype=float),
                 )
             )
             ks += 1
-        elif len(o.ttft_recent_s):
-            carried.append(o.ttft_recent_s)
+        else:
+            if len(o.ttft_recent_s):
+                carried.append(o.ttft_recent_s)
+            if len(o.tpot_recent_s):
+                carried_tpot.append(o.tpot_recent_s)
         if tt <= t + 1e-9:
             obs = series.observation(
                 t, period, current=int(o.desired), ready=int(o.ready), starting=int(o.starting)
             )
             decision, state = policy.decide(spec, obs, state)
             reasons[decision.bound] = reasons.get(decision.bound, 0) + 1
+            if decision.capacity is not None:
+                learned = decision.capacity
             if not decision.advisory and decision.replicas != o.desired:
                 c.set_replicas(decision.replicas)
                 desired.append((t, decision.replicas))
@@ -270,6 +279,8 @@ def run_policy(
         spec, req, res.gpu_seconds, len(res.scale_events), res.preemptions, initial, res.replica_timeline
     )
     metrics["capacity_source"] = policy.capacity_source
+    if learned is not None:
+        metrics["capacity"] = learned
     if policy.knobs:
         metrics["knobs"] = dict(policy.knobs)
     return PolicyRun(

@@ -49,6 +49,7 @@ class Sample:
     waiting: float
     kv_usage: float | None  # mean over the serving replicas; None with none serving
     ttft_s: tuple[float, ...] = ()  # first tokens since the previous scrape
+    tpot_s: tuple[float, ...] = ()  # TPOTs of the requests finished since the previous scrape
 
 
 @dataclass
@@ -103,6 +104,8 @@ class MetricsSeries:
         inc = {name: self.increase(name, t, window_s) for name in COUNTERS}
         ttfts = np.fromiter((x for s in in_window for x in s.ttft_s), dtype=float)
         ttfts = ttfts[np.isfinite(ttfts)]
+        tpots = np.fromiter((x for s in in_window for x in s.tpot_s), dtype=float)
+        tpots = tpots[np.isfinite(tpots)]
         gen = inc["generation_tokens"]
         batch = float(np.mean([s.running for s in in_window])) if in_window else None
         itl = batch * window_s / gen if gen and batch else None
@@ -115,6 +118,9 @@ class MetricsSeries:
             running=last.running,
             kv_usage=last.kv_usage,
             ttft_p99_s=float(np.quantile(ttfts, 0.99)) if len(ttfts) else None,
+            tpot_p99_s=float(np.quantile(tpots, 0.99)) if len(tpots) else None,
+            completed=inc["finished"],
+            preemptions=inc["preemptions"],
             current=current,
             ready=ready,
             starting=starting,
@@ -126,7 +132,11 @@ class MetricsSeries:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": [{**asdict(s), "ttft_s": list(s.ttft_s)} for s in self.samples]}
+        return {
+            "samples": [
+                {**asdict(s), "ttft_s": list(s.ttft_s), "tpot_s": list(s.tpot_s)} for s in self.samples
+            ]
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MetricsSeries:
@@ -141,6 +151,7 @@ class MetricsSeries:
                         **kw,
                         kv_usage=None if kv is None else float(kv),
                         ttft_s=tuple(row.get("ttft_s") or ()),
+                        tpot_s=tuple(row.get("tpot_s") or ()),
                     )
                 )
             except (KeyError, TypeError, ValueError) as e:

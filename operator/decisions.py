@@ -3,16 +3,19 @@ profile loader) lives here, so the reconciler deals in CRD dictionaries, Kuberne
 
 - ``read_spec``: the ServingPool spec as a ``PoolSpec``, with its replica profile resolved by the caller (a
   shipped name, a ConfigMap holding the profile JSON, or the profile JSON inline) through ``burstpilot.sim``'s
-  loader; resolved profiles are cached so every tick of a pool sizes with the same profile object.
-- ``load_state`` / ``dump_state``: the decision core's JSON state with the forecasting settings it was made for.
-- ``decide``: one decision; ``BudgetBook``: the GPU budget shared by the pools of a group.
+  loader; resolved profiles are cached as capacity models (``PoolSpec.model``), so every tick of a pool sizes with
+  the same model and its memo.
+- ``load_state`` / ``dump_state``: the decision core's typed state (``PolicyState``, learned capacity inside) as
+  the JSON document it is saved as, with the forecasting settings it was made for; documents saved by earlier
+  versions (the untyped version-1 state) still load.
+- ``decide``: one decision; ``step_limited``: whether ``scaling.maxStep`` cut it; ``BudgetBook``: the GPU budget
+  shared by the pools of a group.
 - ``ceilings``: the largest value of each Prometheus signal the pool could ever produce (an implausible value is
   an invalid sample, never an input to the forecaster).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -22,10 +25,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from burstpilot.errors import BurstpilotError
-from burstpilot.policy import Decision, Observation, PoolDemand, PoolSpec, allocate_budget, new_state
+from burstpilot.policy import (
+    CapacityModel,
+    Decision,
+    Observation,
+    PolicyState,
+    PoolDemand,
+    PoolSpec,
+    allocate_budget,
+    new_state,
+)
 from burstpilot.policy import decide as policy_decide
 from burstpilot.policy.capacity import replica_rate
-from burstpilot.sim import Profile, load_profile
+from burstpilot.sim import load_profile
 from burstpilot.sim.profile import profile_from_dict
 
 log = logging.getLogger(__name__)
@@ -58,28 +70,28 @@ ReadConfigMap = Callable[[str, str], "dict[str, Any] | None"]
 
 @dataclass
 class ProfileCache:
-    """Resolved replica profiles, shared by every pool of the operator: shipped profiles by name, inline
-    profiles by their JSON, ConfigMap profiles by (namespace, name, key) for ``PROFILE_TTL_S``."""
+    """Resolved replica profiles as capacity models, shared by every pool of the operator: shipped profiles by
+    name, inline profiles by their JSON, ConfigMap profiles by (namespace, name, key) for ``PROFILE_TTL_S``."""
 
     clock: Callable[[], float] = time.monotonic
-    _named: dict[str, Profile] = field(default_factory=dict)
-    _inline: dict[str, Profile] = field(default_factory=dict)
-    _refs: dict[tuple[str, str, str], tuple[float, str, Profile]] = field(default_factory=dict)
+    _named: dict[str, CapacityModel] = field(default_factory=dict)
+    _inline: dict[str, CapacityModel] = field(default_factory=dict)
+    _refs: dict[tuple[str, str, str], tuple[float, str, CapacityModel]] = field(default_factory=dict)
 
-    def named(self, name: str) -> Profile:
+    def named(self, name: str) -> CapacityModel:
         if name not in self._named:
-            self._named[name] = load_profile(name)
+            self._named[name] = CapacityModel.from_profile(load_profile(name))
         return self._named[name]
 
-    def inline(self, doc: Mapping[str, Any], where: str) -> Profile:
+    def inline(self, doc: Mapping[str, Any], where: str) -> CapacityModel:
         key = json.dumps(doc, sort_keys=True)
         if key not in self._inline:
             if len(self._inline) > 256:
                 self._inline.clear()
-            self._inline[key] = profile_from_dict(dict(doc), where)
+            self._inline[key] = CapacityModel.from_profile(profile_from_dict(dict(doc), where))
         return self._inline[key]
 
-    def configmap(self, namespace: str, ref: Mapping[str, Any], read: ReadConfigMap) -> Profile:
+    def configmap(self, namespace: str, ref: Mapping[str, Any], read: ReadConfigMap) -> CapacityModel:
         name, key = str(ref.get("name") or ""), str(ref.get("key") or PROFILE_KEY)
         cache_key = (namespace, name, key)
         hit = self._refs.get(cache_key)
@@ -99,15 +111,15 @@ class ProfileCache:
         if raw is None:
             raise BurstpilotError(f"{where}: no such key (keys: {', '.join(sorted(cm.get('data') or {}))})")
         if hit is not None and hit[1] == raw:
-            profile = hit[2]
+            model = hit[2]
         else:
             try:
                 doc = json.loads(raw)
             except ValueError as exc:
                 raise BurstpilotError(f"{where}: not valid JSON ({exc})") from None
-            profile = profile_from_dict(doc, where)
-        self._refs[cache_key] = (self.clock(), raw, profile)
-        return profile
+            model = CapacityModel.from_profile(profile_from_dict(doc, where))
+        self._refs[cache_key] = (self.clock(), raw, model)
+        return model
 
 
 def read_spec(
@@ -127,55 +139,51 @@ def read_spec(
         ref = prof["configMapRef"]
         if not isinstance(ref, Mapping) or not ref.get("name"):
             raise BurstpilotError(f"ServingPool {name}: spec.profile.configMapRef needs a name")
-        profile = profiles.configmap(namespace, ref, read)
+        model = profiles.configmap(namespace, ref, read)
     elif prof.get("inline") is not None:
         if not isinstance(prof["inline"], Mapping):
             raise BurstpilotError(f"ServingPool {name}: spec.profile.inline must be a profile JSON object")
-        profile = profiles.inline(prof["inline"], f"ServingPool {name}: spec.profile.inline")
+        model = profiles.inline(prof["inline"], f"ServingPool {name}: spec.profile.inline")
     else:
-        profile = profiles.named(str(prof["name"]))
-    return _with_profile(raw, name, profile)
+        model = profiles.named(str(prof["name"]))
+    return _with_model(raw, name, model)
 
 
-def _with_profile(raw: Mapping[str, Any], name: str, profile: Profile) -> PoolSpec:
-    """PoolSpec.from_crd with a profile the caller resolved. from_crd parses every other field; the
-    placeholder capacity only gets it past the profile field, which is then replaced by the resolved one."""
+def _with_model(raw: Mapping[str, Any], name: str, model: CapacityModel) -> PoolSpec:
+    """PoolSpec.from_crd with the capacity model of a profile the caller resolved (from_crd parses every other
+    field and reports them by name); the spec then holds the cached model, so its memo lasts across ticks."""
     scale = {k: v for k, v in (raw.get("profile") or {}).items() if k == "capacityScale"}
-    placeholder = {"decodeTokensPerSecond": 1.0, "prefillTokensPerSecond": 1.0, **scale}
-    spec = PoolSpec.from_crd({**raw, "profile": placeholder}, name)
-    return spec.replace(profile=profile.name, capacity=None, profile_obj=profile)
+    resolved = str(getattr(model.profile, "name", "") or "profile")[:128]
+    spec = PoolSpec.from_crd(
+        {**raw, "profile": {"name": resolved, **scale}}, name, resolve_profile=lambda _name: model.profile
+    )
+    return spec.replace(model=model)
 
 
-def load_state(
-    raw: Mapping[str, Any] | None, spec: PoolSpec, forecasting: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The decision core's state from a saved document; a fresh one when absent or made for other
+def load_state(raw: Mapping[str, Any] | None, spec: PoolSpec, forecasting: Mapping[str, Any]) -> PolicyState:
+    """The decision core's state from a saved document (``dump_state``'s, also an earlier version's untyped
+    state: ``PolicyState.from_dict`` reads it); a fresh one when absent, unreadable, or made for other
     forecasting settings (a change of spec.forecasting starts a fresh forecaster)."""
     if raw and raw.get("forecasting") == dict(forecasting) and isinstance(raw.get("state"), dict):
-        return raw["state"]
+        try:
+            return PolicyState.from_dict(raw["state"])
+        except (BurstpilotError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("%s: the saved policy state cannot be read (%s); starting afresh", spec.name, exc)
     return new_state(spec)
 
 
-def dump_state(state: dict[str, Any], forecasting: Mapping[str, Any]) -> dict[str, Any]:
-    return {"forecasting": dict(forecasting), "state": state}
+def dump_state(state: PolicyState, forecasting: Mapping[str, Any]) -> dict[str, Any]:
+    return {"forecasting": dict(forecasting), "state": state.to_dict()}
 
 
-def decide(spec: PoolSpec, obs: Observation, state: dict[str, Any]) -> tuple[Decision, dict[str, Any]]:
-    decision, state = policy_decide(spec, obs, state)
-    if decision.replicas > spec.max_replicas >= 1 and obs.current > spec.max_replicas:
-        # maxReplicas lowered below the current count: a hard bound, applied at once (as the HPA does); the
-        # decision core's stabilization window would otherwise hold the old count until it expires.
-        decision = dataclasses.replace(
-            decision,
-            replicas=spec.max_replicas,
-            reason=f"{decision.reason}; maxReplicas {spec.max_replicas} applies at once",
-        )
-    return decision, state
+def decide(spec: PoolSpec, obs: Observation, state: PolicyState) -> tuple[Decision, PolicyState]:
+    """One decision of the decision core (which also applies a lowered ``maxReplicas`` at once)."""
+    return policy_decide(spec, obs, state)
 
 
 def step_limited(decision: Decision) -> bool:
     """Whether scaling.maxStep cut the decision short."""
-    return "limited to" in decision.reason
+    return decision.limited_by == "max-step"
 
 
 def ceilings(spec: PoolSpec, window_s: float) -> dict[str, float]:
@@ -191,6 +199,8 @@ def ceilings(spec: PoolSpec, window_s: float) -> dict[str, float]:
         "running": seqs,
         "kvUsage": SLACK,
         "ttftP99": 7 * 86400.0,
+        "completed": requests,
+        "preemptions": seqs,
     }
 
 

@@ -47,6 +47,17 @@ LATENCY = Gauge(
     "p99 latency observed in the last interval (ttft: time to first token, tpot: time per output token)",
     [*POOL, "kind"],
 )
+CAPACITY = Gauge(
+    "burstpilot_operator_capacity_requests_per_second",
+    "Per-replica request rate at the SLO the last decision sized with (learned: the model's corrected by what"
+    " the pool showed; model: the profile's closed form times capacityScale)",
+    [*POOL, "kind"],
+)
+CAPACITY_FACTOR = Gauge(
+    "burstpilot_operator_capacity_factor",
+    "The learned capacity over the model's (1 until evidence moves it)",
+    POOL,
+)
 SLO = Gauge("burstpilot_operator_slo_seconds", "The pool's latency targets (ttft, tpot)", [*POOL, "kind"])
 BOUND = Gauge(
     "burstpilot_operator_decision_bound",
@@ -79,8 +90,8 @@ WRITTEN_BYTES = Counter(
 )
 LEADER = Gauge("burstpilot_operator_leader", "1 while this replica holds the leader Lease (or runs alone)")
 
-_POOL_GAUGES = (DESIRED, CURRENT, GPUS, FORECAST, FORECAST_MEAN, OBSERVED, TICKS)
-_LABELLED = (PODS, LATENCY, SLO, BOUND, CONFLICT)
+_POOL_GAUGES = (DESIRED, CURRENT, GPUS, FORECAST, FORECAST_MEAN, OBSERVED, CAPACITY_FACTOR, TICKS)
+_LABELLED = (PODS, LATENCY, CAPACITY, SLO, BOUND, CONFLICT)
 
 
 # The extra label values each pool has set on the labelled gauges, to remove exactly those.

@@ -43,6 +43,8 @@ DEFAULT_QUERIES: dict[str, str] = {
     "kvUsage": "avg(vllm:kv_cache_usage_perc{selector})",
     "ttftP99": "histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{selector}[{window}])))",
     "tpotP99": "histogram_quantile(0.99, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket{selector}[{window}])))",
+    "completed": "sum(increase(vllm:request_success_total{selector}[{window}]))",
+    "preemptions": "sum(increase(vllm:num_preemptions_total{selector}[{window}]))",
     "lastSample": "max(timestamp(vllm:num_requests_running{selector}))",
 }
 TAG = "burstpilot_query"

@@ -52,6 +52,7 @@ from burstpilot.operator.prom import AuthError, Endpoint, MetricsError, Promethe
 from burstpilot.operator.state import StateStore
 from burstpilot.operator.status import (
     Report,
+    capacity_fields,
     decision_fields,
     forecast_fields,
     now_iso,
@@ -157,6 +158,9 @@ def observation(
         running=nonneg("running"),
         kv_usage=nonneg("kvUsage"),
         ttft_p99_s=nonneg("ttftP99"),
+        tpot_p99_s=nonneg("tpotP99"),
+        completed=nonneg("completed") if fresh else None,
+        preemptions=nonneg("preemptions") if fresh else None,
         current=current,
         ready=pods.ready,
         starting=pods.starting,
@@ -446,6 +450,8 @@ class PoolReconciler:
             r.fields["forecast"] = forecast_fields(fc, spec.forecast_model, spec.forecast_quantile)
         r.fields.update(replica_fields(replicas, current, pods))
         r.fields["lastDecision"] = decision_fields(r.stamp, replicas, reason, bound, spec.advisory)
+        if decision.capacity:
+            r.fields["capacity"] = capacity_fields(decision.capacity)
         r.condition("ScalingLimited", *self._limited(spec, decision, pods))
         if not any(c.type == "Ready" for c in r.conditions):
             r.condition("Ready", True, "Reconciled", reason)
@@ -483,6 +489,13 @@ class PoolReconciler:
                 m.labelled(m.LATENCY, ns, name, kind).set(value)
         if obs.requests is not None and obs.window_s:
             m.OBSERVED.labels(ns, name).set(obs.requests / obs.window_s)
+        cap = decision.capacity or {}
+        for kind, key in (("learned", "rate_per_replica"), ("model", "model_rate_per_replica")):
+            value = cap.get(key)
+            if value is not None and math.isfinite(value):
+                m.labelled(m.CAPACITY, ns, name, kind).set(value)
+        if cap.get("factor") is not None:
+            m.CAPACITY_FACTOR.labels(ns, name).set(cap["factor"])
         fc = decision.forecast or {}
         if fc:
             m.FORECAST.labels(ns, name).set(float(fc.get("rate", 0.0)))

@@ -44,6 +44,21 @@ def replica_fields(desired: int, current: int, pods: PodSummary) -> dict[str, in
     }
 
 
+def capacity_fields(cap: dict[str, Any]) -> dict[str, Any]:
+    """``status.capacity``: the per-replica capacity the decision sized with and where it came from."""
+    out = {
+        "ratePerReplica": cap.get("rate_per_replica"),
+        "modelRatePerReplica": cap.get("model_rate_per_replica"),
+        "factor": cap.get("factor"),
+        "source": str(cap.get("source", "")),
+        "evidenceSeconds": cap.get("evidence_s"),
+        "note": str(cap.get("note", ""))[:1024],
+    }
+    return {
+        k: (round(float(v), 4) if isinstance(v, int | float) else v) for k, v in out.items() if v is not None
+    }
+
+
 def decision_fields(stamp: str, replicas: int, reason: str, bound: str, advisory: bool) -> dict[str, Any]:
     return {"time": stamp, "replicas": int(replicas), "reason": reason, "bound": bound, "advisory": advisory}
 

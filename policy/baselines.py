@@ -505,7 +505,7 @@ def arima_next(history: list[float]) -> float:
 def _decode_tokens_per_s(spec: PoolSpec, ctx: float, itl_s: float) -> float:
     """A replica's best decode throughput (tokens/s) whose step time stays within ``itl_s`` at context ``ctx``
     (the decode interpolator of the profiling sweep, here the profile's step model)."""
-    prof = spec.profile_obj
+    prof = spec.model.profile
     if prof is None:
         c = spec.capacity
         return float(c.decode_tokens_per_s) if c is not None else 0.0
@@ -522,7 +522,7 @@ def _decode_tokens_per_s(spec: PoolSpec, ctx: float, itl_s: float) -> float:
 
 
 def _prefill_tokens_per_s(spec: PoolSpec, isl: float) -> float:
-    prof = spec.profile_obj
+    prof = spec.model.profile
     if prof is None:
         c = spec.capacity
         return float(c.prefill_tokens_per_s) if c is not None else 0.0
@@ -530,7 +530,7 @@ def _prefill_tokens_per_s(spec: PoolSpec, isl: float) -> float:
 
 
 def _expected_itl_s(spec: PoolSpec, per_replica_batch: float, ctx: float) -> float | None:
-    prof = spec.profile_obj
+    prof = spec.model.profile
     if prof is None or per_replica_batch <= 0:
         return None
     return prof.decode_ms(per_replica_batch, per_replica_batch * ctx) / 1000.0
@@ -561,8 +561,8 @@ def dynamo(lt: LoadTest) -> Policy:
             _num(getattr(obs, "itl_mean_s", None)),
             _num(obs.running),
         )
-        if ttft is not None and ttft > 0 and spec.profile_obj is not None:
-            expected = spec.profile_obj.prefill_ms(int(round(isl_now))) / 1000.0
+        if ttft is not None and ttft > 0 and spec.model.profile is not None:
+            expected = spec.model.profile.prefill_ms(int(round(isl_now))) / 1000.0
             if expected > 0:
                 state["prefill_correction"] = ttft / expected
         if itl is not None and itl > 0 and running is not None and ready > 0:
@@ -606,7 +606,9 @@ def dynamo(lt: LoadTest) -> Policy:
 
 def burstpilot(lt: LoadTest | None = None) -> Policy:
     """The decision core (it learns lengths online and takes no load-test numbers)."""
-    return Policy("burstpilot", core.new_state, core.decide, lambda spec: spec.interval_s)
+    return Policy(
+        "burstpilot", core.new_state, core.decide, lambda spec: spec.interval_s, capacity_source="learned"
+    )
 
 
 REACTIVE: dict[str, Callable[[LoadTest], Policy]] = {

@@ -8,71 +8,62 @@ Each tick the decision core
 3. scales up at once (within ``max_step``), and scales down only to the highest recommendation of the
    stabilization window. The replicas the target already asked for (ready, starting and pending) count, so a
    burst never makes it ask twice for the same capacity.
-Missing or stale metrics never scale down. The state is a JSON-serializable dict.
+Missing, stale or invalid metrics (not finite, negative, or beyond anything the pool could serve) never scale
+down. The state is a frozen ``PolicyState`` (``burstpilot.policy.state``) with a JSON form.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from burstpilot import forecasting
 from burstpilot.policy.capacity import kv_capacity_tokens, replica_rate
+from burstpilot.policy.headroom import LEVELS, Headroom, headroom
+from burstpilot.policy.learned import resource_rate
+from burstpilot.policy.observation import Bound, Decision, LimitedBy, Observation
+from burstpilot.policy.signals import Signals, read_signals
 from burstpilot.policy.spec import PoolSpec
+from burstpilot.policy.state import (
+    DEFAULT_OUTPUT_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    STATE_VERSION,
+    Lengths,
+    PolicyState,
+)
 
-STATE_VERSION = 1
-DEFAULT_PROMPT_TOKENS = 512.0
-DEFAULT_OUTPUT_TOKENS = 256.0
-LENGTH_TAU_S = 300.0  # time constant of the mean prompt/output length estimates
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "DEFAULT_PROMPT_TOKENS",
+    "STATE_VERSION",
+    "Decision",
+    "Lengths",
+    "Observation",
+    "PolicyState",
+    "decide",
+    "new_state",
+    "sizing",
+]
+
 BURST_CALIB_WINDOW_S = 1800.0  # calibration window of the burst forecaster (see new_state)
+# A sample is implausible beyond this many times what maxReplicas replicas could serve at the model's rate.
+PLAUSIBLE_FACTOR = 100.0
+PLAUSIBLE_TOKENS_PER_REQUEST = 1e7  # more tokens than any model's context, per request counted
+PLAUSIBLE_QUEUE_S = 3600.0  # a queue longer than an hour of implausible arrivals is itself implausible
+PLAUSIBLE_SEQS_PER_REPLICA = 100_000
+MAX_WINDOW_S = 86400.0  # an observation window longer than a day is not a tick's
+MAX_FEED_STEPS = 10_000  # most forecaster steps one observation may feed
+FEEDBACK_QUEUE = 0.5  # SLO feedback needs a queue that alone takes this share of the TTFT target to drain
+FEEDBACK_MAX_PRESSURE = 4.0  # SLO feedback at most doubles the ready replicas per tick
+MARGIN_PRESSURE = 0.5  # the SLO margin that shortens the scale-down hold: latency within half its targets,
+MARGIN_QUEUE = 0.05  # no queue to speak of,
+MARGIN_KV = 0.5  # and the KV cache at most half full
+SHORT_HOLD_SHARE = 0.25  # of the stabilization window, when the margin and the forecast agree
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What the metrics say about one pool at one tick.
-
-    ``requests``, ``prompt_tokens`` and ``generation_tokens`` are counts during the last ``window_s`` seconds
-    (None: unknown; ``window_s`` None means the spec's forecasting step). ``current`` is the replica count the
-    target asks for (its scale subresource's spec); ``ready``, ``starting`` and ``pending`` split it by pod state.
-    ``metrics_age_s`` is the age of the newest sample, None when the metrics are missing.
-    """
-
-    time_s: float
-    requests: float | None = None
-    prompt_tokens: float | None = None
-    generation_tokens: float | None = None
-    waiting: float | None = None
-    running: float | None = None
-    kv_usage: float | None = None
-    ttft_p99_s: float | None = None
-    current: int = 0
-    ready: int = 0
-    starting: int = 0
-    pending: int = 0
-    metrics_age_s: float | None = 0.0
-    window_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Desired replicas and why. ``bound`` names the rule that set the number; ``bounds`` has every rule's value."""
-
-    replicas: int
-    reason: str
-    bound: str
-    forecast: dict[str, Any] | None = None
-    advisory: bool = False
-    recommendation: int = 0  # the sizing before stabilization, rate limits and the min/max clamp
-    bounds: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def new_state(spec: PoolSpec) -> dict[str, Any]:
-    """A fresh state for ``spec``: JSON-serializable, the forecaster's state inside."""
-    from burstpilot.forecasting import make_forecaster
-
+def new_state(spec: PoolSpec) -> PolicyState:
+    """A fresh state for ``spec`` (JSON with ``to_dict``; the forecaster's state inside)."""
     # The burst model's calibration ring: the last half hour, not the forecaster's default hour, which halves
     # the state (the operator saves it every tick): 47 KiB after an hour at a 10 s step instead of 93.
     params = (
@@ -80,102 +71,156 @@ def new_state(spec: PoolSpec) -> dict[str, Any]:
         if spec.forecast_model == "burst"
         else {}
     )
-    f = make_forecaster(spec.forecast_model, step_s=spec.forecast_step_s, **params)
-    return {
-        "version": STATE_VERSION,
-        "forecaster": f.to_state(),
-        "acc_count": 0.0,
-        "acc_s": 0.0,
-        "prompt_mean": None,
-        "output_mean": None,
-        "history": [],  # [time_s, recommendation] within the stabilization window
-        "last_good": None,  # the last observation with fresh metrics, as a dict
-    }
+    f = forecasting.make_forecaster(spec.forecast_model, step_s=spec.forecast_step_s, **params)
+    return PolicyState(forecaster=f.to_state())
 
 
-def decide(spec: PoolSpec, obs: Observation, state: dict[str, Any] | None) -> tuple[Decision, dict[str, Any]]:
-    """One scaling decision. Returns the decision and the new state (the input state is not modified)."""
-    from burstpilot.forecasting import from_state
+def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple[Decision, PolicyState]:
+    """One scaling decision. Returns the decision and the new state (states are immutable).
 
-    state = _copy_state(state if state is not None else new_state(spec))
-    current = max(int(obs.current), 0)
-    fresh = (
-        obs.metrics_age_s is not None
-        and obs.metrics_age_s <= spec.staleness_limit_s
-        and obs.requests is not None
-    )
-    window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
+    Never raises on what the metrics say: an observation with values that are not finite, negative, or beyond
+    anything the pool could serve is an invalid sample, handled like missing metrics (never a scale-down)."""
+    state = state if state is not None else new_state(spec)
+    current = _count(obs.current)
+    invalid = _invalid(spec, obs, state)
+    if invalid == "time":  # no clock: nothing can be accounted for this tick
+        return _hold(spec, current, "observation time is not finite", state), state
+    fresh = not invalid and obs.metrics_age_s is not None and obs.metrics_age_s <= spec.staleness_limit_s
+    fresh = fresh and obs.requests is not None
+    window = float(obs.window_s) if not invalid and obs.window_s else spec.forecast_step_s
 
-    forecaster = from_state(state["forecaster"])
-    _feed(forecaster, state, obs.requests if fresh else math.nan, window, spec.forecast_step_s)
-    state["forecaster"] = forecaster.to_state()
+    forecaster = forecasting.from_state(dict(state.forecaster))
+    state = _feed(forecaster, state, obs.requests if fresh else math.nan, window, spec.forecast_step_s)
+    state = state.replace(forecaster=forecaster.to_state())
 
     if not fresh:
-        decision = _missing(spec, obs, state, forecaster, current)
-        return decision, state
+        return _missing(spec, obs, state, forecaster, current, invalid), state
 
-    _update_lengths(state, obs)
-    state["last_good"] = asdict(obs)
-    rec, bound, bounds, fc = _size(spec, obs, state, forecaster)
-    return _apply(spec, obs.time_s, current, rec, bound, bounds, fc, state), state
+    obs = _clean(obs)
+    state = state.replace(lengths=state.lengths.update(obs, spec.forecast_step_s), last_good=obs)
+    state, sig = _learn(spec, obs, state, window)
+    plan = _size(spec, obs, state, forecaster, sig)
+    return _apply(spec, obs.time_s, current, plan, state, sig)
+
+
+def capacity_rate(spec: PoolSpec, state: PolicyState) -> tuple[float, float]:
+    """(the model's per-replica rate at the SLO times ``capacityScale``, that rate times the learned factor)
+    for the current mean lengths, requests/s."""
+    base = replica_rate(spec, state.lengths.prompt, state.lengths.output).rate
+    return base, base * state.capacity.factor
+
+
+def _learn(
+    spec: PoolSpec, obs: Observation, state: PolicyState, window: float
+) -> tuple[PolicyState, Signals]:
+    """This tick's SLO signals and the learned capacity after them (burstpilot.policy.learned)."""
+    base, c = capacity_rate(spec, state)
+    sig = read_signals(spec, obs, window, c)
+    res = None
+    if sig.served_per_replica is not None:
+        lam_model = sig.served_per_replica / spec.capacity_scale
+        res = resource_rate(spec, sig, state.lengths.prompt, state.lengths.output, lam_model)
+    return state.replace(capacity=state.capacity.step(spec, sig, base, res, window)), sig
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A recommendation and what it rests on."""
+
+    replicas: int
+    bound: Bound
+    bounds: dict[str, int]
+    forecast: dict[str, Any] | None
+    why: str  # the numbers behind the bound that set it
+    headroom: Headroom | None = None
 
 
 def sizing(
-    spec: PoolSpec, obs: Observation, state: dict[str, Any], rate: float, peak_rate: float | None = None
-) -> tuple[int, str, dict[str, int]]:
-    """Replicas needed for ``rate`` requests per second sustained over the horizon (the forecast), its
-    ``peak_rate`` (the busiest step), and the current backlog.
+    spec: PoolSpec,
+    obs: Observation,
+    state: PolicyState,
+    rate: float,
+    peaks: dict[float, float] | None = None,
+    mean_rate: float = 0.0,
+    horizon_s: float = 0.0,
+) -> tuple[int, Bound, dict[str, int], dict[str, str], Headroom | None]:
+    """Replicas needed for ``rate`` requests per second sustained over the horizon (the forecast), the bursts
+    within it (``peaks``: the busiest step's rate quantiles; see burstpilot.policy.headroom), the KV cache and
+    the current backlog, at the learned per-replica capacity.
 
-    The sustained rate is sized at the target utilization; the peak step may use a replica's full rate at the
-    SLO (a queue of one step's excess drains well within the TTFT target).
+    The sustained rate is sized at the target utilization; bursts at a replica's full rate at the SLO.
 
-    Returns (replicas, the bound that applied, every bound's value). Exposed for the baselines and the oracle,
-    which size with the same capacity model.
+    Returns (replicas, the bound that applied, every bound's value, the numbers behind each, the headroom).
     """
-    p_mean = state.get("prompt_mean") or DEFAULT_PROMPT_TOKENS
-    o_mean = state.get("output_mean") or DEFAULT_OUTPUT_TOKENS
+    p_mean, o_mean = state.lengths.prompt, state.lengths.output
     rr = replica_rate(spec, p_mean, o_mean)
-    per_replica = rr.rate * spec.target_utilization
+    c = rr.rate * state.capacity.factor
+    per_replica = c * spec.target_utilization
     bounds: dict[str, int] = {"min": spec.min_replicas}
-    bounds["throughput"] = max(_ceil(rate / per_replica), _ceil((peak_rate or 0.0) / rr.rate))
+    why: dict[str, str] = {"min": f"minReplicas {spec.min_replicas}"}
+    bounds["throughput"] = _ceil(rate / per_replica)
+    why["throughput"] = f"{rate:.2f}/s at {c:.3g}/s per replica x {spec.target_utilization:g}"
+    hr = None
+    if peaks:
+        hr = headroom(
+            peaks,
+            mean_rate,
+            horizon_s,
+            c,
+            spec.forecast_step_s,
+            spec.slo.ttft_s,
+            spec.slo.attainment,
+            spec.max_replicas,
+        )
+        bounds["headroom"] = hr.replicas
+        why["headroom"] = (
+            f"bursts to {max(peaks.values()):.2f}/s (q{max(peaks):g}) leave {hr.expected_violations:.1f} requests "
+            f"un-absorbed in {horizon_s:.0f}s, budget {hr.budget:.1f}"
+        )
     kv_cap = kv_capacity_tokens(spec)
     if kv_cap > 0:
         ctx = p_mean + o_mean / 2.0
         # Little's law: sequences held = arrival rate x time in the replica; each holds `ctx` tokens of KV.
         kv_tokens = rate * rr.latency_s * ctx
         kv_bound = _ceil(kv_tokens / (kv_cap * spec.target_utilization))
-        if obs.kv_usage is not None and obs.ready > 0:
-            kv_bound = max(
-                kv_bound,
-                _ceil(obs.kv_usage * obs.ready / spec.target_utilization)
-                if obs.kv_usage > spec.target_utilization
-                else 0,
-            )
+        why["kv"] = f"{kv_tokens:.3g} KV tokens in flight, {kv_cap} per replica x {spec.target_utilization:g}"
+        if obs.kv_usage is not None and obs.ready > 0 and obs.kv_usage > spec.target_utilization:
+            used = _ceil(obs.kv_usage * obs.ready / spec.target_utilization)
+            if used > kv_bound:
+                kv_bound = used
+                why["kv"] = (
+                    f"KV usage {obs.kv_usage:.2f} on {obs.ready} ready over {spec.target_utilization:g}"
+                )
         bounds["kv"] = kv_bound
     if obs.waiting:
         window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
         now_rate = (obs.requests or 0.0) / window
         # Serve the arrivals and empty the queue within the TTFT target.
-        bounds["backlog"] = _ceil((now_rate + obs.waiting / spec.slo.ttft_s) / rr.rate)
+        bounds["backlog"] = _ceil((now_rate + obs.waiting / spec.slo.ttft_s) / c)
+        why["backlog"] = (
+            f"{now_rate:.2f}/s arriving and {obs.waiting:.0f} waiting to drain in {spec.slo.ttft_s:g}s"
+        )
     bound = max(bounds, key=lambda k: (bounds[k], k != "min"))
-    return bounds[bound], bound, bounds
+    return bounds[bound], bound, bounds, why, hr
 
 
-def _size(spec, obs, state, forecaster):
+def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig: Signals | None) -> _Plan:
     """The recommendation. Replicas asked for now are ready only after the cold start, so a scale-up is sized
     for the forecast of the window after it, [cold start, cold start + interval]; keeping replicas is sized for
     the whole horizon [0, cold start + interval] (a replica let go now could not come back within it). A burst
     the forecaster expects to be over before new replicas could start therefore buys none; the backlog bound
     keeps replicas (never scales down while a queue waits) but buys new ones only when they start within the
-    TTFT target."""
+    TTFT target. SLO feedback (the SLO missed now with a backlog) buys replicas whatever the forecast says."""
     horizon = spec.cold_start_s + spec.interval_s
     q = spec.forecast_quantile
-    f = forecaster.forecast(horizon_s=horizon, quantiles=(q,))
+    levels = tuple(sorted({q, *LEVELS}))
+    f = forecaster.forecast(horizon_s=horizon, quantiles=levels)
     window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
     now_rate = (obs.requests or 0.0) / window
     rate = max(_quantile(f.rate_quantiles, q), now_rate)
+    peaks = {lv: max(float(f.peak_quantiles[lv]), now_rate) for lv in LEVELS if lv in f.peak_quantiles}
     peak = max(_quantile(f.peak_quantiles, q), now_rate)
-    rate_after, peak_after = rate, peak
+    rate_after, after = rate, 1.0
     if spec.cold_start_s >= spec.forecast_step_s:
         # The q-quantile of the arrivals in [C, H] from those of [0, H] and [0, C] (comonotone approximation);
         # the busiest step after C keeps the horizon's peak-to-mean ratio.
@@ -184,7 +229,7 @@ def _size(spec, obs, state, forecaster):
         h_rate = _quantile(f.rate_quantiles, q)
         rate_after = max(0.0, (horizon * h_rate - spec.cold_start_s * c_rate) / spec.interval_s)
         rate_after = min(rate_after, rate) if h_rate >= c_rate else rate_after
-        peak_after = peak * (rate_after / rate) if rate > 0 else 0.0
+        after = rate_after / rate if rate > 0 else 0.0
     fc = {
         "model": f.model,
         "quantile": q,
@@ -194,118 +239,233 @@ def _size(spec, obs, state, forecaster):
         "rate_after_cold_start": rate_after,
         "mean_rate": float(f.mean_rate),
     }
-    keep, keep_bound, bounds = sizing(spec, obs, state, rate, peak)
+    mean = float(f.mean_rate) if math.isfinite(f.mean_rate) else now_rate
+    keep, keep_bound, bounds, why, hr = sizing(spec, obs, state, rate, peaks, mean, horizon)
     # The backlog is for the replicas there now to drain (within the TTFT target); replicas started now help
     # with it only if they are ready that soon. Sustained overload shows in the forecast instead.
     new_obs = obs if spec.cold_start_s <= spec.slo.ttft_s else replace(obs, waiting=0.0)
-    new, new_bound, new_bounds = sizing(spec, new_obs, state, rate_after, peak_after)
+    peaks_after = {lv: x * after for lv, x in peaks.items()}
+    new, new_bound, new_bounds, new_why, new_hr = sizing(
+        spec, new_obs, state, rate_after, peaks_after, mean * after, horizon
+    )
     current = max(int(obs.current), 0)
+    fb = _feedback(spec, obs, sig, capacity_rate(spec, state)[1])
+    if fb is not None and fb[0] > max(new, current):
+        n, text = fb
+        return _Plan(n, "slo-feedback", {**bounds, "slo-feedback": n}, fc, text, hr)
     if new > current:
-        return new, new_bound, new_bounds, fc
+        return _Plan(new, new_bound, new_bounds, fc, new_why[new_bound], new_hr)
     if keep > current:
         bounds = {**bounds, "cold-start": current}
-        return current, "cold-start", bounds, fc
-    return keep, keep_bound, bounds, fc
+        text = (
+            f"{why[keep_bound]} needs {keep}, but new replicas would start after the burst the forecast sees"
+        )
+        return _Plan(current, "cold-start", bounds, fc, text, hr)
+    return _Plan(keep, keep_bound, bounds, fc, why[keep_bound], hr)
 
 
-def _apply(spec, time_s, current, rec, bound, bounds, fc, state) -> Decision:
+def _feedback(
+    spec: PoolSpec, obs: Observation, sig: Signals | None, capacity: float
+) -> tuple[int, str] | None:
+    """SLO feedback: a TTFT or TPOT p99 above its target now, with a backlog (the queue alone takes
+    ``FEEDBACK_QUEUE`` of the TTFT target to drain), asks for the ready replicas times the square root of the
+    SLO pressure (at most doubling them), unless the ready replicas (at ``capacity`` each) would drain the queue
+    before a replica started now could be ready."""
+    if sig is None or sig.ready <= 0 or (sig.queue or 0.0) < FEEDBACK_QUEUE:
+        return None
+    latency = max(v for v in (sig.ttft, sig.tpot, 0.0) if v is not None)
+    if latency <= 1.0:
+        return None
+    # Replicas bought now are ready after the cold start: worth it only if the queue would still be there.
+    window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
+    spare = sig.ready * capacity - (obs.requests or 0.0) / window
+    if spare > 0 and (obs.waiting or 0.0) / spare < spec.cold_start_s:
+        return None
+    pressure = max(latency, sig.queue or 0.0)
+    n = _ceil(sig.ready * min(pressure, FEEDBACK_MAX_PRESSURE) ** 0.5)
+    text = f"p99 at {latency:.2f}x its target with {obs.waiting:.0f} waiting on {sig.ready} ready"
+    return n, text
+
+
+def _hold_s(spec: PoolSpec, sig: Signals | None) -> tuple[float, str]:
+    """The scale-down stabilization for this tick: the spec's window, or a quarter of it when the SLO margin
+    agrees with the forecast (latency well inside its targets, no queue, KV usage low)."""
+    full = spec.scale_down_stabilization_s
+    if (
+        sig is not None
+        and sig.latency_measured
+        and sig.slo is not None
+        and sig.slo <= MARGIN_PRESSURE
+        and (sig.queue or 0.0) <= MARGIN_QUEUE
+        and (sig.kv_usage is None or sig.kv_usage <= MARGIN_KV)
+    ):
+        return max(spec.interval_s, full * SHORT_HOLD_SHARE), f"SLO margin (pressure {sig.slo:.2f})"
+    return full, ""
+
+
+def _apply(spec: PoolSpec, time_s: float, current: int, plan: _Plan, state: PolicyState, sig):
+    rec, bound, bounds = plan.replicas, plan.bound, plan.bounds
     rec_c = min(max(rec, spec.min_replicas), spec.max_replicas)
-    hist = [h for h in state["history"] if h[0] > time_s - spec.scale_down_stabilization_s]
-    if not state["history"]:
-        hist.append([float(time_s), int(current)])  # the replicas found at the first decision count as one
-    hist.append([float(time_s), int(rec_c)])
-    state["history"] = hist
+    keep_s = max(spec.scale_down_stabilization_s, spec.interval_s)
+    hist = [h for h in state.history if h[0] > time_s - keep_s]
+    if not state.history:
+        hist.append((float(time_s), int(current)))  # the replicas found at the first decision count as one
+    hist.append((float(time_s), int(rec_c)))
+    state = state.replace(history=tuple(hist))
+    hold_s, margin = _hold_s(spec, sig)
+    limited: LimitedBy | None = None
     if rec_c > current:
         target = rec_c
-        reason = f"scale up {current}->{target}: {bound} bound needs {rec}"
-        if rec > spec.max_replicas:
-            reason += f", capped at maxReplicas {spec.max_replicas}"
+        reason = f"scale up {current}->{target}: {bound} bound needs {rec} ({plan.why})"
     elif rec_c < current:
-        stab = max(h[1] for h in hist)
+        stab = max([rec_c] + [h[1] for h in hist if h[0] > time_s - hold_s])
         target = min(current, stab)
         if target < current:
-            reason = f"scale down {current}->{target}: highest recommendation in {spec.scale_down_stabilization_s:.0f}s"
+            what = f"highest recommendation in {hold_s:.0f}s"
+            reason = f"scale down {current}->{target}: {what}{'; ' + margin if margin else ''} ({bound}: {plan.why})"
         else:
-            reason = f"hold {current}: {bound} bound needs {rec_c}, stabilization window holds {stab}"
+            reason = (
+                f"hold {current}: {bound} bound needs {rec_c} ({plan.why}), stabilization window holds {stab}"
+            )
             bound = "stabilization"
     else:
         target = current
-        reason = f"hold {current}: {bound} bound needs {rec}"
+        reason = f"hold {current}: {bound} bound needs {rec} ({plan.why})"
     if spec.max_step and abs(target - current) > spec.max_step:
         target = current + spec.max_step * (1 if target > current else -1)
         reason += f"; limited to {spec.max_step} per step"
-    if current < spec.min_replicas and target < spec.min_replicas:
-        target = spec.min_replicas
-    return _decision(spec, target, reason, bound, fc, rec, bounds)
+        limited = "max-step"
+    # Above maxReplicas (also when it was lowered below the current count: go there at once), or held there.
+    if target > spec.max_replicas or (rec > spec.max_replicas and target == spec.max_replicas):
+        target, limited = spec.max_replicas, "max-replicas"
+        # maxReplicas lowered below the count: a hard bound, as the HPA applies it (no hold keeps the old count)
+        if current > spec.max_replicas:
+            reason += f"; maxReplicas {spec.max_replicas} applies at once"
+        else:
+            reason += f", capped at maxReplicas {spec.max_replicas}"
+    target = max(target, spec.min_replicas)
+    evidence = {"signals": sig.to_dict() if sig is not None else None, "hold_s": hold_s}
+    if plan.headroom is not None:
+        evidence["headroom"] = plan.headroom.to_dict()
+    return _decision(spec, target, reason, bound, plan.forecast, rec, bounds, limited, state, evidence), state
 
 
-def _missing(spec: PoolSpec, obs: Observation, state, forecaster, current: int) -> Decision:
-    what = (
-        "missing"
-        if obs.metrics_age_s is None or obs.requests is None
-        else f"stale ({obs.metrics_age_s:.0f}s old)"
-    )
+def _missing(
+    spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, current: int, invalid
+) -> Decision:
+    if invalid:
+        what = f"invalid ({invalid})"
+    elif obs.metrics_age_s is None or obs.requests is None:
+        what = "missing"
+    else:
+        what = f"stale ({obs.metrics_age_s:.0f}s old)"
     base = max(current, spec.min_replicas)
+    last = state.last_good
     if spec.missing_metrics == "floor":
         target = max(base, spec.missing_floor_replicas)
         reason = f"metrics {what}: floor {spec.missing_floor_replicas}"
         bound, fc, rec, bounds = "missing-metrics", None, target, {}
     elif (
         spec.missing_metrics == "lastKnownGood"
-        and state.get("last_good") is not None
-        and (obs.time_s - state["last_good"]["time_s"] <= spec.staleness_limit_s)
+        and last is not None
+        and obs.time_s - last.time_s <= spec.staleness_limit_s
     ):
-        last = Observation(**{**state["last_good"], "current": current})
-        rec, bound, bounds, fc = _size(spec, last, state, forecaster)
+        plan = _size(spec, replace(last, current=current), state, forecaster, None)
+        rec, bound, bounds, fc = plan.replicas, plan.bound, plan.bounds, plan.forecast
         target = max(base, min(rec, spec.max_replicas))
-        reason = f"metrics {what}: last known good sizing ({bound} bound needs {rec}), never down"
+        reason = f"metrics {what}: last known good sizing ({bound} bound needs {rec}: {plan.why}), never down"
     else:
         target = base
         reason = f"metrics {what}: hold {current}"
         bound, fc, rec, bounds = "missing-metrics", None, target, {}
-    target = min(target, max(spec.max_replicas, current))
+    limited: LimitedBy | None = None
+    target = min(target, spec.max_replicas)
     if spec.max_step and target - current > spec.max_step:
         target = current + spec.max_step
-    return _decision(spec, target, reason, bound, fc, rec, bounds)
+        limited = "max-step"
+    target = max(target, spec.min_replicas)  # minReplicas is a floor maxStep does not hold back
+    return _decision(spec, target, reason, bound, fc, rec, bounds, limited, state, {})
 
 
-def _feed(forecaster, state, count: float | None, window: float, step: float) -> None:
+def _hold(spec: PoolSpec, current: int, why: str, state: PolicyState) -> Decision:
+    target = min(max(current, spec.min_replicas), spec.max_replicas)
+    return _decision(
+        spec, target, f"{why}: hold {current}", "missing-metrics", None, target, {}, None, state, {}
+    )
+
+
+_COUNTS = ("requests", "prompt_tokens", "generation_tokens", "completed", "preemptions")
+_GAUGES = ("waiting", "running", "kv_usage", "ttft_p99_s", "tpot_p99_s")
+
+
+def _invalid(spec: PoolSpec, obs: Observation, state: PolicyState) -> str | None:
+    """Why the observation is not a valid sample ("time" when its clock is unusable), None when it is."""
+    if not _finite(obs.time_s):
+        return "time"
+    for name in _COUNTS + _GAUGES:
+        v = getattr(obs, name)
+        if v is not None and (not _finite(v) or v < 0):
+            return f"{name}={v!r}"
+    if obs.metrics_age_s is not None and not _finite(obs.metrics_age_s):
+        return f"metrics_age_s={obs.metrics_age_s!r}"
+    if obs.window_s is not None and not (_finite(obs.window_s) and 0 < obs.window_s <= MAX_WINDOW_S):
+        return f"window_s={obs.window_s!r}"
+    window = float(obs.window_s or spec.forecast_step_s)
+    # What the pool could ever serve: maxReplicas (or the current count, if larger) at the model's rate.
+    most = max(spec.max_replicas, min(_count(obs.current), 10 * spec.max_replicas))
+    rr = replica_rate(spec, state.lengths.prompt, state.lengths.output)
+    plausible_rate = PLAUSIBLE_FACTOR * most * rr.rate
+    limits = {
+        "requests": plausible_rate * window,
+        "completed": plausible_rate * window,
+        "prompt_tokens": plausible_rate * window * PLAUSIBLE_TOKENS_PER_REQUEST,
+        "generation_tokens": plausible_rate * window * PLAUSIBLE_TOKENS_PER_REQUEST,
+        "waiting": plausible_rate * PLAUSIBLE_QUEUE_S,
+        "running": most * PLAUSIBLE_SEQS_PER_REPLICA,
+        "preemptions": most * PLAUSIBLE_SEQS_PER_REPLICA,
+        "kv_usage": 1.0 + 1e-6,
+    }
+    for name, limit in limits.items():
+        v = getattr(obs, name)
+        if v is not None and v > limit:
+            return f"{name}={v:.3g} beyond what {most} replicas could serve"
+    return None
+
+
+def _clean(obs: Observation) -> Observation:
+    """A valid observation with its replica counts as non-negative ints."""
+    return replace(
+        obs,
+        current=_count(obs.current),
+        ready=_count(obs.ready),
+        starting=_count(obs.starting),
+        pending=_count(obs.pending),
+        metrics_age_s=max(float(obs.metrics_age_s or 0.0), 0.0),
+    )
+
+
+def _count(x) -> int:
+    """A replica count from Kubernetes: a non-negative int (0 for anything that is not a finite number)."""
+    return max(int(x), 0) if _finite(x) else 0
+
+
+def _feed(forecaster, state: PolicyState, count: float | None, window: float, step: float) -> PolicyState:
     """Turn counts over `window` seconds into the forecaster's step counts (missing stays missing)."""
-    if count is None or (isinstance(count, float) and math.isnan(count)):
-        n = max(1, int(round(window / step)))
+    if count is None or math.isnan(count):
+        n = min(max(1, int(round(window / step))), MAX_FEED_STEPS)
         for _ in range(n):
             forecaster.update(math.nan)
-        state["acc_count"], state["acc_s"] = 0.0, 0.0
-        return
-    acc_c = state["acc_count"] + float(count)
-    acc_s = state["acc_s"] + window
+        return state.replace(acc_count=0.0, acc_s=0.0)
+    acc_c = state.acc_count + float(count)
+    acc_s = state.acc_s + window
+    if acc_s / step > MAX_FEED_STEPS:  # a window of more steps than the forecaster could use: keep the rate
+        acc_c, acc_s = acc_c * MAX_FEED_STEPS * step / acc_s, MAX_FEED_STEPS * step
     while acc_s >= step - 1e-9:
         share = acc_c * min(1.0, step / acc_s)
         forecaster.update(share)
         acc_c -= share
         acc_s -= step
-    state["acc_count"], state["acc_s"] = max(acc_c, 0.0), max(acc_s, 0.0)
-
-
-def _update_lengths(state, obs: Observation) -> None:
-    """Mean prompt and output lengths as ratios of exponentially weighted sums (time constant LENGTH_TAU_S).
-
-    A ratio of smoothed sums, not a smoothed ratio: after a burst, the generation tokens of its requests keep
-    coming while new arrivals fall, and a per-step ratio would read that as much longer outputs.
-    """
-    if obs.requests is None or obs.requests < 0:
-        return
-    window = float(obs.window_s or 10.0)
-    w = 1.0 - math.exp(-window / LENGTH_TAU_S)
-    sums = state.get("length_sums") or [0.0, 0.0, 0.0]
-    new = [float(obs.requests), float(obs.prompt_tokens or 0.0), float(obs.generation_tokens or 0.0)]
-    sums = [(1 - w) * a + w * b for a, b in zip(sums, new, strict=True)]
-    state["length_sums"] = sums
-    if sums[0] > 0:
-        if sums[1] > 0:
-            state["prompt_mean"] = sums[1] / sums[0]
-        if sums[2] > 0:
-            state["output_mean"] = sums[2] / sums[0]
+    return state.replace(acc_count=max(acc_c, 0.0), acc_s=max(acc_s, 0.0))
 
 
 def _quantile(qs: dict, q: float) -> float:
@@ -321,14 +481,27 @@ def _ceil(x: float) -> int:
     return int(math.ceil(x - 1e-9))
 
 
-def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
-    out = dict(state)
-    out["history"] = [list(h) for h in state.get("history", [])]
-    return out
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except TypeError:
+        return False
 
 
-def _decision(spec: PoolSpec, target, reason: str, bound: str, fc, rec, bounds) -> Decision:
-    """The Decision both paths return; advisory mode marks the reason so status and events say no action."""
+def _decision(
+    spec: PoolSpec, target, reason: str, bound: Bound, fc, rec, bounds, limited, state: PolicyState, evidence
+) -> Decision:
+    """The Decision every path returns; advisory mode marks the reason so status and events say no action."""
+    base, c = capacity_rate(spec, state)
+    lc = state.capacity
+    capacity = {
+        "rate_per_replica": c,
+        "model_rate_per_replica": base,
+        "factor": lc.factor,
+        "source": "learned" if lc.evidence_s > 0 else "profile",
+        "evidence_s": lc.evidence_s,
+        "note": lc.note,
+    }
     return Decision(
         replicas=int(target),
         reason=f"advisory: {reason}" if spec.advisory else reason,
@@ -337,4 +510,7 @@ def _decision(spec: PoolSpec, target, reason: str, bound: str, fc, rec, bounds) 
         advisory=spec.advisory,
         recommendation=int(rec),
         bounds=bounds,
+        limited_by=limited,
+        capacity=capacity,
+        evidence=evidence,
     )

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from burstpilot import forecasting
 from burstpilot.errors import BurstpilotError
+from burstpilot.policy.capacity import Capacity, CapacityModel, StepTimes
 from burstpilot.slo import SLO
 
 MISSING_POLICIES = ("hold", "floor", "lastKnownGood")
 MODES = ("active", "advisory")
+INT32_MAX = 2**31 - 1
+MAX_REPLICAS = 10_000
+MAX_GPUS_PER_REPLICA = 64
 
 
 # A pool's SLO: both latency targets are needed (the capacity model sizes for TPOT, the backlog for TTFT).
@@ -20,23 +25,13 @@ DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.1, attainment=0.99)
 
 
 @dataclass(frozen=True)
-class Capacity:
-    """Explicit per-replica capacity, for pools without a named profile.
-
-    ``decode_tokens_per_s``: generated tokens per second one replica sustains while every sequence meets the TPOT
-    target; ``prefill_tokens_per_s``: prompt tokens per second of prefill; ``kv_capacity_tokens``: KV-cache size
-    in tokens (0: unknown, no KV bound); ``max_num_seqs``: most sequences in a batch (0: unknown).
-    """
-
-    decode_tokens_per_s: float
-    prefill_tokens_per_s: float
-    kv_capacity_tokens: int = 0
-    max_num_seqs: int = 0
-
-
-@dataclass(frozen=True)
 class PoolSpec:
-    """What the decision core needs to know about one pool. See ``from_crd`` for the CRD field names."""
+    """What the decision core needs to know about one pool. See ``from_crd`` for the CRD field names.
+
+    ``profile`` names the replica profile and ``model`` is its capacity model, resolved by the caller
+    (``CapacityModel.from_profile(burstpilot.sim.load_profile(name))``; ``from_crd`` takes the resolver); a pool
+    with an explicit ``capacity`` gets its model from that.
+    """
 
     name: str = "pool"
     min_replicas: int = 1
@@ -61,43 +56,101 @@ class PoolSpec:
     priority: int = 0
     budget_gpus: int = 0  # GPUs the budget group may use in total; 0 = no budget
     mode: str = "active"
-    # The resolved profile object (burstpilot.sim.load_profile) when `profile` names one; not part of equality.
-    profile_obj: Any = field(default=None, compare=False, repr=False)
+    model: CapacityModel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        _check(self.min_replicas >= 0, "minReplicas", "must be >= 0")
-        _check(
-            self.max_replicas >= max(self.min_replicas, 1), "maxReplicas", "must be >= minReplicas and >= 1"
+        # The ranges are the CRD schema's (crds/servingpool.yaml), so a spec built here and one applied to the
+        # API server agree on what is valid.
+        chk = self._check
+        chk(0 <= self.min_replicas <= INT32_MAX, "minReplicas", "must be in [0, 2^31)")
+        chk(
+            max(self.min_replicas, 1) <= self.max_replicas <= MAX_REPLICAS,
+            "maxReplicas",
+            f"must be >= minReplicas, >= 1 and <= {MAX_REPLICAS}",
         )
-        _check(self.gpus_per_replica >= 1, "gpusPerReplica", "must be >= 1")
-        _check(0 < self.capacity_scale <= 10, "profile.capacityScale", "must be in (0, 10]")
-        _check(self.slo.ttft_s is not None, "slo.ttftSeconds", "is required")
-        _check(self.slo.tpot_s is not None, "slo.tpotSeconds", "is required")
-        _check(self.cold_start_s >= 0, "coldStartSeconds", "must be >= 0")
-        _check(0 < self.forecast_quantile < 1, "forecasting.quantile", "must be in (0, 1)")
-        _check(self.forecast_step_s > 0, "forecasting.stepSeconds", "must be > 0")
-        _check(self.interval_s > 0, "scaling.intervalSeconds", "must be > 0")
-        _check(self.scale_down_stabilization_s >= 0, "scaling.scaleDownStabilizationSeconds", "must be >= 0")
-        _check(self.max_step >= 0, "scaling.maxStep", "must be >= 0")
-        _check(0 < self.target_utilization <= 1, "scaling.targetUtilization", "must be in (0, 1]")
-        _check(
+        chk(
+            1 <= self.gpus_per_replica <= MAX_GPUS_PER_REPLICA,
+            "gpusPerReplica",
+            f"must be in [1, {MAX_GPUS_PER_REPLICA}]",
+        )
+        chk(0 < self.capacity_scale <= 10, "profile.capacityScale", "must be in (0, 10]")
+        chk(
+            self.slo.ttft_s is not None and self.slo.ttft_s > 0,
+            "slo.ttftSeconds",
+            "is required and must be > 0",
+        )
+        chk(
+            self.slo.tpot_s is not None and self.slo.tpot_s > 0,
+            "slo.tpotSeconds",
+            "is required and must be > 0",
+        )
+        chk(0 < self.slo.attainment <= 1, "slo.attainment", "must be in (0, 1]")
+        chk(self.cold_start_s >= 0, "coldStartSeconds", "must be >= 0")
+        chk(
+            self.forecast_model in forecasting.MODELS,
+            "forecasting.model",
+            f"must be one of {', '.join(forecasting.MODELS)}",
+        )
+        chk(0 < self.forecast_quantile < 1, "forecasting.quantile", "must be in (0, 1)")
+        chk(1 <= self.forecast_step_s <= 3600, "forecasting.stepSeconds", "must be in [1, 3600]")
+        chk(1 <= self.interval_s <= 3600, "scaling.intervalSeconds", "must be in [1, 3600]")
+        chk(
+            0 <= self.scale_down_stabilization_s <= 86400,
+            "scaling.scaleDownStabilizationSeconds",
+            "must be in [0, 86400]",
+        )
+        chk(
+            0 <= self.max_step <= self.max_replicas,
+            "scaling.maxStep",
+            "must be in [0, maxReplicas] (0: no limit)",
+        )
+        chk(0 < self.target_utilization <= 1, "scaling.targetUtilization", "must be in (0, 1]")
+        chk(
             self.missing_metrics in MISSING_POLICIES,
             "missingMetrics.policy",
             f"must be one of {', '.join(MISSING_POLICIES)}",
         )
-        _check(self.staleness_limit_s > 0, "missingMetrics.stalenessLimitSeconds", "must be > 0")
-        _check(self.mode in MODES, "mode", "must be Active or Advisory")
-        _check(self.budget_gpus >= 0, "budget.gpus", "must be >= 0")
-        _check(
+        chk(
+            0 <= self.missing_floor_replicas <= self.max_replicas,
+            "missingMetrics.floorReplicas",
+            "must be in [0, maxReplicas]",
+        )
+        chk(self.staleness_limit_s > 0, "missingMetrics.stalenessLimitSeconds", "must be > 0")
+        chk(self.mode in MODES, "mode", "must be Active or Advisory")
+        chk(
+            self.budget_group is None
+            or (isinstance(self.budget_group, str) and len(self.budget_group) <= 63),
+            "budget.group",
+            "must be a string of at most 63 characters",
+        )
+        chk(-INT32_MAX - 1 <= self.priority <= INT32_MAX, "budget.priority", "must be a 32-bit integer")
+        chk(0 <= self.budget_gpus <= INT32_MAX, "budget.gpus", "must be in [0, 2^31)")
+        chk(
             self.profile is not None or self.capacity is not None,
             "profile",
             "needs a profile name or a capacity",
         )
         if self.capacity is not None:
-            _check(self.capacity.decode_tokens_per_s > 0, "profile.decodeTokensPerSecond", "must be > 0")
-            _check(self.capacity.prefill_tokens_per_s > 0, "profile.prefillTokensPerSecond", "must be > 0")
-        if self.profile is not None and self.profile_obj is None and self.capacity is None:
-            object.__setattr__(self, "profile_obj", _load_profile(self.profile))
+            c = self.capacity
+            chk(self.profile is None, "profile", "needs either name or an explicit capacity, not both")
+            chk(c.decode_tokens_per_s > 0, "profile.decodeTokensPerSecond", "must be > 0")
+            chk(c.prefill_tokens_per_s > 0, "profile.prefillTokensPerSecond", "must be > 0")
+            chk(c.kv_capacity_tokens >= 0, "profile.kvCapacityTokens", "must be >= 0")
+            chk(0 <= c.max_num_seqs <= INT32_MAX, "profile.maxNumSeqs", "must be in [0, 2^31)")
+            if (
+                self.model is None or self.model.explicit != c
+            ):  # derived from the capacity, also after replace()
+                object.__setattr__(self, "model", CapacityModel.from_capacity(c))
+        chk(
+            self.model is not None,
+            "profile",
+            f"names profile {self.profile!r}, which the caller must resolve "
+            "(model=CapacityModel.from_profile(...), or PoolSpec.from_crd(..., resolve_profile=...))",
+        )
+
+    def _check(self, ok: bool, fld: str, msg: str) -> None:
+        if not ok:
+            raise BurstpilotError(f"ServingPool {self.name}: spec.{fld} {msg}")
 
     @property
     def advisory(self) -> bool:
@@ -107,8 +160,15 @@ class PoolSpec:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_crd(cls, spec: Mapping[str, Any], name: str = "pool") -> PoolSpec:
-        """Build from a ServingPool ``spec`` (camelCase, as stored by the API server).
+    def from_crd(
+        cls,
+        spec: Mapping[str, Any],
+        name: str = "pool",
+        resolve_profile: Callable[[str], StepTimes] | None = None,
+    ) -> PoolSpec:
+        """Build from a ServingPool ``spec`` (camelCase, as stored by the API server). A named profile is
+        resolved with ``resolve_profile`` (the caller's: the decision core does no I/O), e.g.
+        ``burstpilot.sim.load_profile``; its BurstpilotError is reported against ``spec.profile``.
 
         Fields read (all optional except a profile): ``minReplicas``, ``maxReplicas``, ``gpusPerReplica``,
         ``profile`` (a name, ``{"name": ..., "capacityScale": ...}``, or ``{"decodeTokensPerSecond", "prefillTokensPerSecond",
@@ -129,8 +189,13 @@ class PoolSpec:
         mm = spec.get("missingMetrics") or {}
         if isinstance(mm, str):
             mm = {"policy": mm}
+        if not isinstance(mm, Mapping):
+            raise BurstpilotError(f"ServingPool {name}: spec.missingMetrics must be an object")
         bu = _section(spec, "budget", name)
-        return cls(
+        group = bu.get("group")
+        if group is not None and not isinstance(group, str):
+            raise BurstpilotError(f"ServingPool {name}: spec.budget.group must be a string, got {group!r}")
+        values = dict(
             name=name,
             min_replicas=_int(spec, "minReplicas", d.min_replicas, name),
             max_replicas=_int(spec, "maxReplicas", d.max_replicas, name),
@@ -140,7 +205,9 @@ class PoolSpec:
             capacity_scale=_num(pr, "capacityScale", d.capacity_scale, name, "profile."),
             slo=_slo(slo, name),
             cold_start_s=_num(spec, "coldStartSeconds", d.cold_start_s, name),
-            forecast_model=str(fc.get("model", d.forecast_model)),
+            forecast_model=_enum(
+                fc.get("model", d.forecast_model), tuple(forecasting.MODELS), name, "forecasting.model"
+            ),
             forecast_quantile=_num(fc, "quantile", d.forecast_quantile, name, "forecasting."),
             forecast_step_s=_num(fc, "stepSeconds", d.forecast_step_s, name, "forecasting."),
             interval_s=_num(sc, "intervalSeconds", d.interval_s, name, "scaling."),
@@ -154,11 +221,20 @@ class PoolSpec:
                 mm, "floorReplicas", d.missing_floor_replicas, name, "missingMetrics."
             ),
             staleness_limit_s=_num(mm, "stalenessLimitSeconds", d.staleness_limit_s, name, "missingMetrics."),
-            budget_group=bu.get("group"),
+            budget_group=group,
             priority=_int(bu, "priority", d.priority, name, "budget."),
             budget_gpus=_int(bu, "gpus", d.budget_gpus, name, "budget."),
             mode=_enum(spec.get("mode", "Active"), MODES, name, "mode"),
         )
+        if profile is None:
+            return cls(**values)
+        if resolve_profile is None:
+            raise BurstpilotError(f"ServingPool {name}: spec.profile {profile!r} needs a profile resolver")
+        try:
+            model = CapacityModel.from_profile(resolve_profile(profile))
+        except BurstpilotError as exc:
+            raise BurstpilotError(f"ServingPool {name}: spec.profile: {exc}") from None
+        return cls(**values, model=model)
 
 
 class _Defaults:
@@ -177,21 +253,14 @@ def _slo(m: Mapping[str, Any], name: str) -> SLO:
         "tpotSeconds": _num(m, "tpotSeconds", d.tpot_s, name, "slo."),
         "attainment": _num(m, "attainment", d.attainment, name, "slo."),
     }
-    for key in ("ttftSeconds", "tpotSeconds"):
-        _check(values[key] > 0, f"slo.{key}", "must be > 0")
-    _check(0 < values["attainment"] <= 1, "slo.attainment", "must be in (0, 1]")
+    for key, ok, msg in (
+        ("ttftSeconds", values["ttftSeconds"] > 0, "must be > 0"),
+        ("tpotSeconds", values["tpotSeconds"] > 0, "must be > 0"),
+        ("attainment", 0 < values["attainment"] <= 1, "must be in (0, 1]"),
+    ):
+        if not ok:
+            raise BurstpilotError(f"ServingPool {name}: spec.slo.{key} {msg}, got {m.get(key)!r}")
     return SLO(ttft_s=values["ttftSeconds"], tpot_s=values["tpotSeconds"], attainment=values["attainment"])
-
-
-def _check(ok: bool, fld: str, msg: str) -> None:
-    if not ok:
-        raise BurstpilotError(f"pool spec field {fld}: {msg}")
-
-
-def _load_profile(name: str):
-    from burstpilot.sim import load_profile
-
-    return load_profile(name)
 
 
 def _section(spec: Mapping[str, Any], key: str, name: str) -> Mapping[str, Any]:
@@ -203,9 +272,11 @@ def _section(spec: Mapping[str, Any], key: str, name: str) -> Mapping[str, Any]:
 
 def _num(m: Mapping[str, Any], key: str, default: float, name: str, prefix: str = "") -> float:
     v = m.get(key, default)
+    if isinstance(v, bool):
+        raise BurstpilotError(f"ServingPool {name}: spec.{prefix}{key} must be a number, got {v!r}")
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BurstpilotError(f"ServingPool {name}: spec.{prefix}{key} must be a number, got {v!r}") from None
     if not math.isfinite(f):
         raise BurstpilotError(f"ServingPool {name}: spec.{prefix}{key} must be finite, got {v!r}")
@@ -214,7 +285,7 @@ def _num(m: Mapping[str, Any], key: str, default: float, name: str, prefix: str 
 
 def _int(m: Mapping[str, Any], key: str, default: int, name: str, prefix: str = "") -> int:
     v = m.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or int(v) != v:
         raise BurstpilotError(f"ServingPool {name}: spec.{prefix}{key} must be an integer, got {v!r}")
     return int(v)
 
@@ -230,11 +301,27 @@ def _profile_from_crd(p: Any, name: str) -> tuple[str | None, Capacity | None]:
     if p is None:
         raise BurstpilotError(f"ServingPool {name}: spec.profile is required (a profile name or a capacity)")
     if isinstance(p, str):
+        if not 1 <= len(p) <= 128:
+            raise BurstpilotError(f"ServingPool {name}: spec.profile must be a name of 1 to 128 characters")
         return p, None
     if not isinstance(p, Mapping):
         raise BurstpilotError(f"ServingPool {name}: spec.profile must be a name or an object")
-    if p.get("name"):
-        return str(p["name"]), None
+    if "name" in p:
+        n = p["name"]
+        if not isinstance(n, str) or not 1 <= len(n) <= 128:
+            raise BurstpilotError(
+                f"ServingPool {name}: spec.profile.name must be a name of 1 to 128 characters"
+            )
+        extra = [
+            k
+            for k in ("decodeTokensPerSecond", "prefillTokensPerSecond", "kvCapacityTokens", "maxNumSeqs")
+            if k in p
+        ]
+        if extra:
+            raise BurstpilotError(
+                f"ServingPool {name}: spec.profile needs either name or an explicit capacity, not both ({extra[0]})"
+            )
+        return n, None
     for key in ("decodeTokensPerSecond", "prefillTokensPerSecond"):
         if key not in p:
             raise BurstpilotError(f"ServingPool {name}: spec.profile needs `name` or `{key}`")

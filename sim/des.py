@@ -60,6 +60,8 @@ class ClusterObservation:
     # over the serving replicas only (ready, not draining): what a scrape of the pool's live pods reports
     serving_running: int = 0
     serving_waiting: int = 0
+    # TPOTs of the requests that finished since the previous observe() (the TPOT histogram's new observations)
+    tpot_recent_s: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 @dataclass
@@ -193,6 +195,7 @@ class SimCluster:
         self.finished = 0
         self.rejected_count = 0
         self._ttft_recent: list[float] = []
+        self._tpot_recent: list[float] = []
         self._retired = {"prompt": 0, "gen": 0, "preempt": 0}
         self._routable: list[_Replica] | None = None
         self._routable_until = math.inf
@@ -275,6 +278,8 @@ class SimCluster:
         kv = [r.engine.kv_usage for r in ready] or [0.0]
         recent = np.array(self._ttft_recent)
         self._ttft_recent = []
+        tpots = np.array(self._tpot_recent)
+        self._tpot_recent = []
         return ClusterObservation(
             time_s=t,
             ready=len(ready),
@@ -293,6 +298,7 @@ class SimCluster:
             ttft_recent_s=recent,
             serving_running=sum(r.engine.num_running for r in ready),
             serving_waiting=sum(r.engine.num_waiting for r in ready),
+            tpot_recent_s=tpots,
         )
 
     def finish(self) -> SimResult:
@@ -435,6 +441,7 @@ class SimCluster:
             self.e2e[i] = s.finish_time - s.arrival
             if s.max_tokens > 1:
                 self.tpot[i] = (s.finish_time - s.first_token_time) / (s.max_tokens - 1)
+                self._tpot_recent.append(self.tpot[i])
                 gaps = r.engine.gaps(s)
                 n = len(gaps)
                 if n:

@@ -197,6 +197,14 @@ def test_burst_scales_up_on_gpu_nodes_then_down(cluster, operator, prometheus, f
         # each pod's creation-to-Ready time is measured once (kwok makes pods Ready at once)
         assert final["coldStartsUntil"] and 3 <= len(final["coldStarts"]) <= 12
         assert final["coldStartSeconds"] == pytest.approx(sorted(final["coldStarts"])[-1], abs=5)
+        # the capacity the decisions sized with is kept by the API server (the CRD's status schema has it)
+        cap = final["capacity"]
+        assert (
+            cap["ratePerReplica"] > 0
+            and cap["modelRatePerReplica"] > 0
+            and cap["source"] in ("profile", "learned")
+        )
+        assert cap["ratePerReplica"] == pytest.approx(cap["modelRatePerReplica"] * cap["factor"], rel=1e-2)
     reasons = [e["reason"] for e in events(cluster, ns, "llm")]
     assert "ScaledUp" in reasons and "ScaledDown" in reasons
     scaled = next(e for e in events(cluster, ns, "llm") if e["reason"] == "ScaledUp")

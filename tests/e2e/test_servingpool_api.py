@@ -75,11 +75,12 @@ def test_invalid_servingpool_is_refused_with_a_clear_message(cluster, chart_inst
 
 def test_calibrated_capacity_scale_is_kept_and_read_by_the_policy(cluster, chart_installed):
     from burstpilot.policy import PoolSpec
+    from burstpilot.sim import load_profile
 
     cluster.apply(with_spec("scale-check", profile={"name": "h100-llama3-8b", "capacityScale": 0.8}))
     spec = cluster.get_json("servingpool", "scale-check", "-n", "default")["spec"]
     assert spec["profile"] == {"name": "h100-llama3-8b", "capacityScale": 0.8}
-    assert PoolSpec.from_crd(spec).capacity_scale == 0.8
+    assert PoolSpec.from_crd(spec, resolve_profile=load_profile).capacity_scale == 0.8
     cluster.kubectl("delete", "servingpool", "scale-check", "-n", "default")
 
 

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 import pytest
 
 from burstpilot.evaluation.oracle_search import FAMILIES, choose, search_family, search_oracle
-from burstpilot.policy import SLO, PoolSpec
+from burstpilot.policy import SLO, CapacityModel, PoolSpec
 from burstpilot.policy.oracle import schedule
+from burstpilot.sim import load_profile
 
 GOAL = 0.99
 
@@ -25,7 +26,10 @@ class FakeRunner:
     def __init__(self, need):
         self.need = need
         self.spec = PoolSpec(
-            profile="h100-llama3-8b", slo=SLO(ttft_s=2.0, tpot_s=0.1, attainment=GOAL), max_replicas=32
+            profile="h100-llama3-8b",
+            model=CapacityModel.from_profile(load_profile("h100-llama3-8b")),
+            slo=SLO(ttft_s=2.0, tpot_s=0.1, attainment=GOAL),
+            max_replicas=32,
         )
         self.simulations = 0
 

@@ -7,7 +7,7 @@ import pytest
 from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation.runner import run_policy, with_cold_start
 from burstpilot.evaluation.scrape import MetricsSeries, PodCounts, Sample, replay
-from burstpilot.policy import Capacity, PoolSpec, baselines
+from burstpilot.policy import Capacity, CapacityModel, PoolSpec, baselines
 from burstpilot.policy.baselines import LoadTest
 from burstpilot.sim import load_profile
 from burstpilot.sim.des import SimCluster
@@ -93,7 +93,7 @@ def test_cold_starts_are_drawn_around_the_case_median():
     # in a run, replicas started at the same moment become ready at different times
     n = 3000
     w = make_trace(np.linspace(0, 1200, n), np.full(n, 300), np.full(n, 50))
-    spec = PoolSpec(profile=profile.name, profile_obj=profile, max_replicas=8)
+    spec = PoolSpec(profile=profile.name, model=CapacityModel.from_profile(profile), max_replicas=8)
     grow = baselines.static(6, "six")
     run = run_policy(grow, spec, profile, w, seed=1, cold_start_s=120.0, initial=1)
     ready_steps = [t for (t, r, s), (_, r0, _) in zip(run.timeline[1:], run.timeline, strict=False) if r > r0]

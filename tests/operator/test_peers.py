@@ -130,12 +130,12 @@ def test_a_profile_from_a_configmap_and_inline_size_like_the_shipped_one():
         {**base, "profile": {"inline": doc, "capacityScale": 0.5}}, "p", "serving", cache, kube.get_configmap
     )
     assert by_ref.profile == inline.profile == "measured-llama" and inline.capacity_scale == 0.5
-    assert by_ref.profile_obj.step == shipped.profile_obj.step
+    assert by_ref.model.profile.step == shipped.model.profile.step
     # the same object every tick (the policy caches capacity per profile object)
     again = read_spec(
         {**base, "profile": {"inline": copy.deepcopy(doc)}}, "p", "serving", cache, kube.get_configmap
     )
-    assert again.profile_obj is inline.profile_obj
+    assert again.model is inline.model
 
 
 @pytest.mark.parametrize(
@@ -165,16 +165,16 @@ def test_a_profile_configmap_is_read_again_after_its_ttl_and_kept_when_the_api_f
     kube.configmaps["llama-profile"] = {"data": {"profile.json": json.dumps(doc)}}
     cache = ProfileCache(clock=lambda: now[0])
     spec = {"maxReplicas": 4, "profile": {"configMapRef": {"name": "llama-profile"}}}
-    first = read_spec(spec, "p", "serving", cache, kube.get_configmap).profile_obj
+    first = read_spec(spec, "p", "serving", cache, kube.get_configmap).model
     doc["max_num_seqs"] = 64
     kube.configmaps["llama-profile"]["data"]["profile.json"] = json.dumps(doc)
-    assert read_spec(spec, "p", "serving", cache, kube.get_configmap).profile_obj is first  # within the TTL
+    assert read_spec(spec, "p", "serving", cache, kube.get_configmap).model is first  # within the TTL
     now[0] = 61.0
-    second = read_spec(spec, "p", "serving", cache, kube.get_configmap).profile_obj
+    second = read_spec(spec, "p", "serving", cache, kube.get_configmap).model
     assert second.max_num_seqs == 64
     kube.configmap_error = "503 Service Unavailable"
     now[0] = 122.0
-    assert read_spec(spec, "p", "serving", cache, kube.get_configmap).profile_obj is second
+    assert read_spec(spec, "p", "serving", cache, kube.get_configmap).model is second
 
 
 def test_an_invalid_profile_is_a_condition():

@@ -128,7 +128,7 @@ def test_every_spec_the_api_server_accepts_is_read(spec, known):
     assert out.max_replicas == spec["maxReplicas"]
     assert out.mode == spec.get("mode", "Active").lower()
     if "name" in prof:
-        assert out.profile == known and out.profile_obj is not None
+        assert out.profile == known and out.model is not None and out.model.profile is not None
     else:
         assert out.capacity.decode_tokens_per_s == prof["decodeTokensPerSecond"]
     for section, key, attr in (("slo", "ttftSeconds", None), ("scaling", "intervalSeconds", "interval_s")):

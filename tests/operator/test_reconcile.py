@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from burstpilot.operator.decisions import BudgetBook, dump_state, load_state
 from burstpilot.operator.kube import PodSummary
@@ -12,7 +14,7 @@ from burstpilot.operator.prom import PrometheusSource
 from burstpilot.operator.reconcile import PoolReconciler, Runtime, measured_cold_start
 from burstpilot.operator.state import decode
 from burstpilot.operator.status import json_safe
-from burstpilot.policy import PoolSpec
+from burstpilot.policy import PoolSpec, new_state
 from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
 
@@ -61,17 +63,22 @@ def test_the_saved_state_is_resumed_on_the_next_tick():
         _, _, st2 = run_tick(kube, prom.url, status=st1, now=NOW + 2)  # a new reconciler: a restart
     saved = decode(kube.configmaps["llm-burstpilot-state"]["data"])
     assert saved["state"]["forecaster"]["n_steps"] == 2
-    # lastTransitionTime stays while a condition's status does not change
-    assert cond(st2, "Ready")["lastTransitionTime"] == cond(st1, "Ready")["lastTransitionTime"]
+    # lastTransitionTime stays while a condition's status does not change (st2 is a merge patch: the status
+    # the API server holds after it is st1 with st2 on top)
+    assert cond({**st1, **st2}, "Ready")["lastTransitionTime"] == cond(st1, "Ready")["lastTransitionTime"]
 
 
 def test_changed_forecasting_settings_start_a_fresh_forecaster():
     spec = PoolSpec.from_crd(SPEC, "llm")
-    saved = dump_state({"version": 1, "marker": True}, {"model": "ewma"})
-    assert "marker" not in load_state(saved, spec, SPEC["forecasting"])
-    assert load_state(saved, spec, {"model": "ewma"})["marker"] is True
-    assert "forecaster" in load_state({"state": "not a state"}, spec, SPEC["forecasting"])
-    assert "forecaster" in load_state(None, spec, SPEC["forecasting"])
+    marked = new_state(spec)
+    marked.forecaster["n_steps"] = 7  # a marker
+    saved = dump_state(marked, {"model": "ewma"})
+    assert load_state(saved, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
+    assert load_state(saved, spec, {"model": "ewma"}).forecaster["n_steps"] == 7
+    assert load_state({"state": "not a state"}, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
+    no_forecaster = {"forecasting": {"model": "ewma"}, "state": {"version": 1}}
+    assert load_state(no_forecaster, spec, {"model": "ewma"}).forecaster["n_steps"] == 0
+    assert load_state(None, spec, SPEC["forecasting"]).forecaster["n_steps"] == 0
 
 
 def test_missing_target_is_a_condition_not_an_exception():
@@ -192,3 +199,27 @@ def test_status_patch_has_no_nan():
         "forecast": {"rate": None, "quantile": 0.9},
         "c": [None, 1],
     }
+
+
+def test_a_state_saved_by_the_untyped_version_1_core_is_resumed_and_the_learned_capacity_reported():
+    """A status.policyState written by the operator of the untyped decision core (tests/policy/data) is read,
+    continued and saved with the typed state's new keys; status.capacity and the capacity gauges say what
+    per-replica rate the decision sized with."""
+    v1 = (Path(__file__).resolve().parents[1] / "policy" / "data" / "operator_state_v1.json").read_text()
+    kube = FakeKube(replicas=1)
+    with FakePrometheus(prom_values(requests=2)) as prom:
+        _, _, st = run_tick(kube, prom.url, status={"policyState": v1})
+    saved = decode(kube.configmaps["llm-burstpilot-state"]["data"])
+    assert saved["state"]["forecaster"]["n_steps"] == 13  # 12 ticks of the old operator, then this one
+    assert saved["state"]["capacity"]["factor"] == 1.0
+    cap = st["capacity"]
+    assert cap["source"] == "profile" and cap["factor"] == 1.0 and cap["note"]
+    assert cap["ratePerReplica"] == pytest.approx(cap["modelRatePerReplica"]) and cap["ratePerReplica"] > 0
+    rate = REGISTRY.get_sample_value(
+        "burstpilot_operator_capacity_requests_per_second",
+        {"namespace": "serving", "pool": "llm", "kind": "learned"},
+    )
+    assert rate == pytest.approx(cap["ratePerReplica"], rel=1e-3)
+    assert REGISTRY.get_sample_value(
+        "burstpilot_operator_capacity_factor", {"namespace": "serving", "pool": "llm"}
+    ) == pytest.approx(1.0)

@@ -90,8 +90,8 @@ def test_a_restart_resumes_exactly_where_the_last_tick_left_off():
 def test_status_policy_state_of_an_earlier_version_is_migrated_once_and_dropped():
     spec = PoolSpec.from_crd(SPEC, "llm")
     old = new_state(spec)
-    old["forecaster"]["n_steps"] = 40  # a marker: the migrated forecaster continues from step 40
-    old["forecaster"]["n_observed"] = 40
+    old.forecaster["n_steps"] = 40  # a marker: the migrated forecaster continues from step 40
+    old.forecaster["n_observed"] = 40
     status = {"policyState": json.dumps(dump_state(old, SPEC["forecasting"]))}
     kube = FakeKube(replicas=1)
     rec = reconciler(kube)

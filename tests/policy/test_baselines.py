@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from burstpilot.policy import Capacity, Observation, PoolSpec, baselines
+from burstpilot.policy import Capacity, CapacityModel, Observation, PoolSpec, baselines
 from burstpilot.policy.baselines import (
     GRADUAL_SCALE_DOWN,
     LoadTest,
@@ -210,7 +210,9 @@ def test_dynamo_forecasts_count_and_lengths_every_180_s():
 
 def test_dynamo_decode_correction_buys_replicas_when_tokens_come_slower_than_profiled():
     profile = load_profile("h100-llama3-8b")
-    s = PoolSpec(profile=profile.name, profile_obj=profile, min_replicas=1, max_replicas=64)
+    s = PoolSpec(
+        profile=profile.name, model=CapacityModel.from_profile(profile), min_replicas=1, max_replicas=64
+    )
     p = baselines.get("dynamo", LoadTest.from_profile(s, 1000, 200))
 
     def run(itl_factor):

@@ -1,10 +1,16 @@
-"""The decision core's rules, one by one, on hand-made inputs (explicit capacity, the `last` forecaster)."""
+"""The decision core's rules as a table: (label, spec, the ticks before, the observation, wanted replicas, wanted
+bound), as Knative's autoscaler tests are. Explicit capacity; a forecaster with no uncertainty band unless the
+row names another."""
+
+from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import pytest
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.forecasting import Forecast
 from burstpilot.policy import (
     Capacity,
     Observation,
@@ -14,6 +20,8 @@ from burstpilot.policy import (
     decide,
     new_state,
 )
+from burstpilot.policy.observation import BOUNDS, LIMITS
+from burstpilot.sim import load_profile
 
 # One replica: 1000 prompt tok/s of prefill, 100 generated tok/s. A request of 100 prompt + 10 output tokens
 # costs 0.1 + 0.1 = 0.2 s, so a replica sustains 5 req/s; at target utilization 1.0 that is the sizing rate.
@@ -21,7 +29,7 @@ CAP = Capacity(decode_tokens_per_s=100.0, prefill_tokens_per_s=1000.0, kv_capaci
 
 
 class ExactLast:
-    """A test forecaster: every quantile of the coming rate equals the last step's rate (no uncertainty band)."""
+    """Every quantile of the coming rate equals the last step's rate (no uncertainty band)."""
 
     def __init__(self, step_s, last=0.0):
         self.step_s, self.last = step_s, last
@@ -30,26 +38,61 @@ class ExactLast:
         if count == count:  # NaN: missing sample, keep the last
             self.last = float(count)
 
-    def forecast(self, horizon_s, quantiles):
-        from burstpilot.forecasting import Forecast
+    def rate(self, horizon_s):
+        return self.last / self.step_s
 
-        r = self.last / self.step_s
+    def forecast(self, horizon_s, quantiles):
+        r = self.rate(horizon_s)
         return Forecast(
             model="exact",
             horizon_s=horizon_s,
             mean_rate=r,
             rate_quantiles=dict.fromkeys(quantiles, r),
-            peak_quantiles=dict.fromkeys(quantiles, r),
+            peak_quantiles=dict.fromkeys(quantiles, self.peak(horizon_s)),
         )
 
+    def peak(self, horizon_s):
+        return self.rate(horizon_s)
+
     def to_state(self):
-        return {"step_s": self.step_s, "last": self.last}
+        return {"kind": type(self).__name__, "step_s": self.step_s, "last": self.last}
+
+
+class Wide(ExactLast):
+    """0.9 quantiles: 30/s sustained over the horizon and 40/s in its busiest step, whatever came before."""
+
+    def rate(self, horizon_s):
+        return 30.0
+
+    def peak(self, horizon_s):
+        return 40.0
+
+
+class BurstEnds(ExactLast):
+    """40/s for the cold start's 60 s, then ``AFTER`` req/s."""
+
+    AFTER = 5.0
+
+    def rate(self, horizon_s):
+        return 40.0 if horizon_s <= 60.0 else (60.0 * 40.0 + (horizon_s - 60.0) * self.AFTER) / horizon_s
+
+
+class BurstEndsHigh(BurstEnds):
+    AFTER = 30.0
+
+
+FORECASTERS = {c.__name__: c for c in (ExactLast, Wide, BurstEnds, BurstEndsHigh)}
 
 
 @pytest.fixture(autouse=True)
-def exact_forecaster(monkeypatch):
-    monkeypatch.setattr("burstpilot.forecasting.make_forecaster", lambda name, step_s: ExactLast(step_s))
-    monkeypatch.setattr("burstpilot.forecasting.from_state", lambda st: ExactLast(st["step_s"], st["last"]))
+def test_forecasters(monkeypatch, request):
+    kind = getattr(request, "param", "ExactLast")
+    monkeypatch.setattr(
+        "burstpilot.forecasting.make_forecaster", lambda name, step_s, **kw: FORECASTERS[kind](step_s)
+    )
+    monkeypatch.setattr(
+        "burstpilot.forecasting.from_state", lambda st: FORECASTERS[st["kind"]](st["step_s"], st["last"])
+    )
 
 
 def spec(**kw):
@@ -85,169 +128,110 @@ def obs(t, rate, current, waiting=0.0, **kw):
     return Observation(**base)
 
 
-def test_throughput_bound_sizes_for_the_rate():
-    s = spec()
-    d, st = decide(s, obs(10, 20.0, current=1), new_state(s))
-    assert d.replicas == 4 and d.bound == "throughput" and d.bounds["throughput"] == 4
-    assert d.forecast["horizon_s"] == 70.0 and d.forecast["rate"] == pytest.approx(20.0)
-    json.dumps(st)  # the state is JSON
+def gone(t, current, age=None, **kw):
+    """A tick without metrics (age None) or with stale ones."""
+    return Observation(time_s=t, current=current, ready=current, metrics_age_s=age, **kw)
 
 
-def test_forecast_quantile_drives_the_size(monkeypatch):
+@dataclass
+class Case:
+    label: str
+    spec: dict
+    obs: Observation
+    replicas: int
+    bound: str
+    before: list[Observation] = field(default_factory=list)
+    forecaster: str = "ExactLast"
+    limited_by: str | None = None
+    reason: str = ""  # a phrase the reason must contain
+
+
+KV = Capacity(100.0, 1000.0, kv_capacity_tokens=200)
+CASES = [
+    Case("throughput: 20/s at 5/s per replica", {}, obs(10, 20.0, 1), 4, "throughput"),
+    # bursts to 40/s for a step: 7 replicas (35/s) leave (40 - 35) x 10 s = 50 requests, which a queue they drain
+    # within the 2 s TTFT target (70) holds; 6 (30/s) leave 100 - 60 = 40 over a 99% goal's burst budget of
+    # 0.5% x 30/s x 70 s = 10.5. The sustained 30/s at utilization 1.0 needs 6.
+    Case("the busiest step sets the headroom", {"forecast_quantile": 0.9}, obs(20, 10, 2), 7, "headroom", forecaster="Wide"),
+    # at 50% utilization the sustained 30/s needs 30 / 2.5 = 12
+    Case("the sustained rate at target utilization", {"target_utilization": 0.5}, obs(20, 10, 2), 12, "throughput", forecaster="Wide"),
+    # 8 req/s x (0.1 s prefill + 10 x 0.1 s decode) x 105 tokens = 924 KV tokens; 200 per replica: 5
+    Case("KV by Little's law", {"capacity": KV}, obs(10, 8.0, 1), 5, "kv"),
+    # 5/s plus 40 waiting to drain within the 2 s TTFT target = 25/s: 5 replicas, which start in time
+    Case("backlog, replicas that start in time", {"cold_start_s": 1.0}, obs(10, 5.0, 1, waiting=40.0), 5, "backlog"),
+    Case("backlog keeps replicas", {"scale_down_stabilization_s": 0.0}, obs(10, 5.0, 5, waiting=40.0), 5, "backlog"),
+    Case("backlog buys none that start too late", {}, obs(10, 5.0, 1, waiting=40.0), 1, "cold-start"),
+    Case("a burst over before a cold start buys none", {}, obs(10, 5.0, 2), 2, "cold-start", forecaster="BurstEnds"),
+    Case("a burst that outlasts the cold start", {}, obs(10, 5.0, 2), 6, "throughput", forecaster="BurstEndsHigh"),
+    Case("scale-up is rate limited", {"max_step": 2}, obs(10, 40.0, 1), 3, "throughput", limited_by="max-step", reason="limited to 2"),
+    Case("capped at maxReplicas", {"max_replicas": 3}, obs(10, 40.0, 1), 3, "throughput", limited_by="max-replicas", reason="maxReplicas"),
+    Case("at maxReplicas it stays limited", {"max_replicas": 3}, obs(10, 40.0, 3), 3, "throughput", limited_by="max-replicas"),
+    Case("minReplicas", {"min_replicas": 2}, obs(10, 0.0, 2), 2, "min"),
+    Case("below minReplicas it rises", {"min_replicas": 2}, obs(10, 0.0, 0), 2, "min"),
+    Case("advisory decides and says so", {"mode": "advisory"}, obs(10, 20.0, 1), 4, "throughput", reason="advisory:"),
+    # starting and pending replicas count: the same load asks for the same total, not 4 more
+    Case("no cascade", {}, obs(20, 20.0, 4, ready=1, starting=2, pending=1), 4, "throughput", before=[obs(10, 20.0, 1)]),
+    # scale-down: the highest recommendation of the stabilization window (60 s)
+    Case("down waits for the window", {"scale_down_stabilization_s": 60.0}, obs(20, 15.0, 4), 4, "stabilization", before=[obs(10, 20.0, 1)]),
+    Case("down takes the window's highest", {"scale_down_stabilization_s": 60.0}, obs(75, 5.0, 4), 3, "throughput",
+         before=[obs(10, 20.0, 1), obs(20, 15.0, 4), obs(50, 5.0, 4)], reason="scale down 4->3"),
+    Case("down once the window is clear", {"scale_down_stabilization_s": 60.0}, obs(85, 5.0, 3), 1, "throughput",
+         before=[obs(10, 20.0, 1), obs(20, 15.0, 4), obs(50, 5.0, 4), obs(75, 5.0, 4)]),
+    Case("down is rate limited too", {"scale_down_stabilization_s": 0.0, "max_step": 2}, obs(20, 5.0, 8), 6, "throughput",
+         before=[obs(10, 40.0, 8)], limited_by="max-step"),
+    # missing, stale and invalid metrics never scale down
+    Case("missing: hold", {}, gone(400, 8), 8, "missing-metrics", before=[obs(10, 40.0, 8)], reason="missing"),
+    Case("stale: hold", {}, gone(400, 8, age=600.0, requests=1.0), 8, "missing-metrics", before=[obs(10, 40.0, 8)], reason="stale"),
+    Case("missing: floor raises", {"missing_metrics": "floor", "missing_floor_replicas": 5}, gone(10, 2), 5, "missing-metrics"),
+    Case("missing: floor never lowers", {"missing_metrics": "floor", "missing_floor_replicas": 5}, gone(10, 9), 9, "missing-metrics"),
+    Case("missing: last known good sizes up", {"missing_metrics": "lastKnownGood", "scale_down_stabilization_s": 0.0},
+         gone(40, 2), 6, "throughput", before=[obs(10, 30.0, 6)], reason="last known good"),
+    Case("missing: last known good never down", {"missing_metrics": "lastKnownGood", "scale_down_stabilization_s": 0.0},
+         gone(40, 9), 9, "throughput", before=[obs(10, 30.0, 6)]),
+    Case("missing: last known good too old holds", {"missing_metrics": "lastKnownGood"}, gone(200, 2), 2, "missing-metrics",
+         before=[obs(10, 30.0, 6)]),
+    Case("missing: never above maxReplicas", {"max_replicas": 4}, gone(10, 9), 4, "missing-metrics"),
+    Case("invalid: NaN requests hold", {}, obs(20, float("nan"), 8), 8, "missing-metrics", before=[obs(10, 40.0, 8)], reason="invalid"),
+    Case("invalid: negative waiting holds", {}, obs(20, 1.0, 8, waiting=-3.0), 8, "missing-metrics", reason="waiting"),
+    Case("invalid: a count no pool could serve", {}, obs(20, 3e15, 2), 2, "missing-metrics", reason="beyond what"),
+    Case("invalid: KV usage above 1", {}, obs(20, 1.0, 3, kv_usage=7.0), 3, "missing-metrics", reason="kv_usage"),
+    Case("invalid: infinite TTFT", {}, obs(20, 1.0, 3, ttft_p99_s=float("inf")), 3, "missing-metrics", reason="ttft"),
+    Case("invalid time: hold", {}, obs(float("nan"), 1.0, 3), 3, "missing-metrics", reason="time"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case,test_forecasters",
+    [pytest.param(c, c.forecaster, id=c.label) for c in CASES],
+    indirect=["test_forecasters"],
+)
+def test_decide(case, test_forecasters):
+    s = spec(**case.spec)
+    st = new_state(s)
+    for o in case.before:
+        _, st = decide(s, o, st)
+    d, st = decide(s, case.obs, st)
+    assert (d.replicas, d.bound) == (case.replicas, case.bound), d.reason
+    assert d.limited_by == case.limited_by, d.reason
+    assert case.reason in d.reason
+    assert d.bound in BOUNDS and (d.limited_by is None or d.limited_by in LIMITS)
+    assert d.advisory == s.advisory
+    json.dumps(st.to_dict())  # the state stays JSON, whatever the observation
+    json.dumps(d.to_dict())
+
+
+def test_the_forecast_is_reported():
     s = spec(forecast_quantile=0.9)
-    st = new_state(s)
-    _, st = decide(s, obs(10, 10.0, current=2), st)
-
-    class F:  # 0.9 quantiles: 30/s sustained over the horizon, 40/s in its busiest step; now 10/s
-        model = "fake"
-
-        def update(self, c):
-            pass
-
-        def forecast(self, horizon_s, quantiles):
-            from burstpilot.forecasting import Forecast
-
-            return Forecast(
-                model="fake",
-                horizon_s=horizon_s,
-                mean_rate=10.0,
-                rate_quantiles={0.9: 30.0},
-                peak_quantiles={0.9: 40.0},
-            )
-
-        def to_state(self):
-            return {}
-
-    monkeypatch.setattr("burstpilot.forecasting.from_state", lambda state: F())
-    d, _ = decide(s, obs(20, 10.0, current=2), st)
-    # the busiest step (40/s) may use a replica's full rate: 8; the sustained 30/s at utilization 1.0: 6
-    assert d.replicas == 8 and d.forecast["peak_rate"] == 40.0 and d.forecast["quantile"] == 0.9
-    assert d.forecast["rate"] == 30.0
-    # at 50% target utilization the sustained rate needs 30 / 2.5 = 12
-    d, _ = decide(s.replace(target_utilization=0.5), obs(20, 10.0, current=2), st)
-    assert d.replicas == 12
+    d, _ = decide(s, obs(10, 20.0, 1), new_state(s))
+    assert d.forecast["horizon_s"] == 70.0 and d.forecast["rate"] == pytest.approx(20.0)
+    assert d.forecast["quantile"] == 0.9 and d.bounds["throughput"] == 4
 
 
-def test_kv_bound_from_littles_law():
-    # 8 req/s, each spends 0.1 s prefill + 10 x 0.1 s decode = 1.1 s; it holds 100 + 5 tokens of KV:
-    # 8 x 1.1 x 105 = 924 tokens; with 200 tokens of KV per replica that needs 5 replicas (throughput needs 2).
-    s = spec(capacity=Capacity(100.0, 1000.0, kv_capacity_tokens=200))
-    d, _ = decide(s, obs(10, 8.0, current=1), new_state(s))
-    assert d.bounds["throughput"] == 2 and d.bounds["kv"] == 5
-    assert d.replicas == 5 and d.bound == "kv"
-
-
-def test_backlog_bound_drains_the_queue_within_ttft():
-    # 5 req/s now plus 40 waiting to drain within 2 s = 25 req/s -> 5 replicas, when new ones start in time
-    s = spec(cold_start_s=1.0)
-    d, _ = decide(s, obs(10, 5.0, current=1, waiting=40.0), new_state(s))
-    assert d.bounds["backlog"] == 5 and d.replicas == 5 and d.bound == "backlog"
-
-
-def test_backlog_keeps_replicas_but_buys_none_that_would_start_too_late():
-    s = spec(cold_start_s=60.0, scale_down_stabilization_s=0.0)
-    d, _ = decide(s, obs(10, 5.0, current=5, waiting=40.0), new_state(s))
-    assert d.replicas == 5 and d.bounds["backlog"] == 5  # no scale-down while the queue waits
-    d, _ = decide(s, obs(10, 5.0, current=1, waiting=40.0), new_state(s))
-    assert d.replicas == 1 and d.bound == "cold-start"  # ready 60 s from now, far past the 2 s TTFT target
-
-
-class Burst(ExactLast):
-    """40/s now; the forecaster expects ``after`` req/s once the cold start (60 s) has passed."""
-
-    after = 5.0
-
-    def forecast(self, horizon_s, quantiles):
-        from burstpilot.forecasting import Forecast
-
-        r = 40.0 if horizon_s <= 60.0 else (60.0 * 40.0 + (horizon_s - 60.0) * self.after) / horizon_s
-        qs = dict.fromkeys(quantiles, r)
-        return Forecast(model="burst", horizon_s=horizon_s, mean_rate=r, rate_quantiles=qs, peak_quantiles=qs)
-
-
-@pytest.mark.parametrize("after,want,bound", [(5.0, 2, "cold-start"), (30.0, 6, "throughput")])
-def test_a_burst_over_before_new_replicas_start_buys_none(monkeypatch, after, want, bound):
-    monkeypatch.setattr(Burst, "after", after)
-    monkeypatch.setattr("burstpilot.forecasting.from_state", lambda st: Burst(st["step_s"], st["last"]))
-    s = spec(cold_start_s=60.0)
-    d, _ = decide(s, obs(10, 5.0, current=2), new_state(s))
-    assert d.replicas == want and d.bound == bound
-    assert d.forecast["rate_after_cold_start"] == pytest.approx(after)
-
-
-def test_scale_down_waits_for_the_stabilization_window_and_takes_its_highest():
-    s = spec(scale_down_stabilization_s=60.0)
-    st = new_state(s)
-    d, st = decide(s, obs(10, 20.0, current=1), st)
-    assert d.replicas == 4
-    d, st = decide(s, obs(20, 15.0, current=4), st)  # needs 3
-    assert d.replicas == 4 and d.bound == "stabilization"
-    d, st = decide(s, obs(50, 5.0, current=4), st)  # needs 1, window still holds 4
-    assert d.replicas == 4
-    d, st = decide(s, obs(75, 5.0, current=4), st)  # the 4 has left the window; highest left is 3
-    assert d.replicas == 3 and "scale down" in d.reason
-    d, st = decide(s, obs(85, 5.0, current=3), st)  # the 3 left too
-    assert d.replicas == 1
-
-
-def test_scale_up_is_immediate_but_rate_limited():
-    s = spec(max_step=2)
-    d, _ = decide(s, obs(10, 40.0, current=1), new_state(s))
-    assert d.recommendation == 8 and d.replicas == 3 and "limited" in d.reason
-
-
-def test_starting_and_pending_replicas_count_so_no_cascade():
+@pytest.mark.parametrize("test_forecasters", ["BurstEnds"], indirect=True)
+def test_the_rate_after_the_cold_start_is_reported(test_forecasters):
     s = spec()
-    st = new_state(s)
-    d, st = decide(s, obs(10, 20.0, current=1), st)
-    assert d.replicas == 4
-    # Three replicas are still starting / pending: the same load asks for the same total, not 4 more.
-    d, st = decide(s, obs(20, 20.0, current=4, ready=1, starting=2, pending=1), st)
-    assert d.replicas == 4
-
-
-@pytest.mark.parametrize("age", [None, 600.0])
-def test_missing_or_stale_metrics_hold(age):
-    s = spec(missing_metrics="hold")
-    st = new_state(s)
-    _, st = decide(s, obs(10, 40.0, current=8), st)
-    d, st = decide(s, Observation(time_s=400, current=8, ready=8, metrics_age_s=age), st)
-    assert d.replicas == 8 and d.bound == "missing-metrics"
-
-
-def test_missing_metrics_floor_never_scales_down():
-    s = spec(missing_metrics="floor", missing_floor_replicas=5)
-    d, _ = decide(s, Observation(time_s=10, current=2, metrics_age_s=None), new_state(s))
-    assert d.replicas == 5
-    d, _ = decide(s, Observation(time_s=10, current=9, metrics_age_s=None), new_state(s))
-    assert d.replicas == 9
-
-
-def test_last_known_good_within_staleness_limit_then_hold():
-    s = spec(missing_metrics="lastKnownGood", staleness_limit_s=60.0, scale_down_stabilization_s=0.0)
-    st = new_state(s)
-    _, st = decide(s, obs(10, 30.0, current=6), st)
-    d, st = decide(s, Observation(time_s=40, current=2, metrics_age_s=None), st)
-    assert d.replicas == 6 and "last known good" in d.reason  # sized from the last good sample: 6
-    d, st = decide(s, Observation(time_s=40, current=9, metrics_age_s=None), st)
-    assert d.replicas == 9  # never down on missing data
-    d, st = decide(s, Observation(time_s=200, current=2, metrics_age_s=None), st)
-    assert d.replicas == 2 and d.bound == "missing-metrics"  # too old: hold
-
-
-def test_advisory_mode_decides_and_says_so():
-    s = spec(mode="advisory")
-    d, _ = decide(s, obs(10, 20.0, current=1), new_state(s))
-    assert d.advisory and d.replicas == 4 and d.reason.startswith("advisory:")
-
-
-def test_min_and_max_clamp():
-    s = spec(max_replicas=3)
-    d, _ = decide(s, obs(10, 40.0, current=1), new_state(s))
-    assert d.replicas == 3 and "maxReplicas" in d.reason
-    s = spec(min_replicas=2)
-    d, _ = decide(s, obs(10, 0.0, current=2), new_state(s))
-    assert d.replicas == 2
+    d, _ = decide(s, obs(10, 5.0, 2), new_state(s))
+    assert d.forecast["rate_after_cold_start"] == pytest.approx(BurstEnds.AFTER)
 
 
 def test_budget_priorities_and_fair_share():
@@ -267,7 +251,7 @@ def test_budget_priorities_and_fair_share():
     assert got == {"big": 2, "small": 2}  # the third big replica doesn't fit; the small pool uses the rest
 
 
-def test_from_crd_reads_camel_case_and_rejects_bad_fields():
+def test_from_crd_reads_camel_case():
     s = PoolSpec.from_crd(
         {
             "minReplicas": 2,
@@ -293,20 +277,51 @@ def test_from_crd_reads_camel_case_and_rejects_bad_fields():
     assert s.slo.ttft_s == 1.5 and s.forecast_model == "ewma" and s.forecast_step_s == 15
     assert s.max_step == 3 and s.missing_metrics == "lastKnownGood" and s.staleness_limit_s == 45
     assert s.budget_group == "team" and s.priority == 5 and s.budget_gpus == 16 and s.advisory
-    with pytest.raises(BurstpilotError, match="maxReplicas"):
-        PoolSpec.from_crd(
-            {
-                "profile": {"decodeTokensPerSecond": 1, "prefillTokensPerSecond": 1},
-                "minReplicas": 5,
-                "maxReplicas": 2,
-            }
-        )
-    with pytest.raises(BurstpilotError, match="slo.ttftSeconds"):
-        PoolSpec.from_crd(
-            {
-                "profile": {"decodeTokensPerSecond": 1, "prefillTokensPerSecond": 1},
-                "slo": {"ttftSeconds": "x"},
-            }
-        )
-    with pytest.raises(BurstpilotError, match="missingMetrics.policy"):
-        PoolSpec.from_crd({"profile": "h100-llama3-8b", "missingMetrics": {"policy": "Guess"}})
+    assert s.model.kv_capacity_tokens == 100000
+
+
+def test_from_crd_resolves_a_named_profile_through_the_caller():
+    asked = []
+
+    def resolve(name):
+        asked.append(name)
+        return load_profile(name)
+
+    s = PoolSpec.from_crd(
+        {"profile": {"name": "h100-llama3-8b", "capacityScale": 0.8}}, resolve_profile=resolve
+    )
+    assert asked == ["h100-llama3-8b"] and s.capacity_scale == 0.8 and s.model.profile is not None
+    with pytest.raises(BurstpilotError, match="spec.profile.*needs a profile resolver"):
+        PoolSpec.from_crd({"profile": "h100-llama3-8b"})
+    with pytest.raises(BurstpilotError, match="spec.profile: unknown profile"):
+        PoolSpec.from_crd({"profile": "no-such-gpu"}, resolve_profile=load_profile)
+    with pytest.raises(BurstpilotError, match="caller must resolve"):
+        PoolSpec(profile="h100-llama3-8b")
+
+
+@pytest.mark.parametrize(
+    "crd,field",
+    [
+        ({"minReplicas": 5, "maxReplicas": 2}, "maxReplicas"),
+        ({"slo": {"ttftSeconds": "x"}}, "slo.ttftSeconds"),
+        ({"missingMetrics": {"policy": "Guess"}}, "missingMetrics.policy"),
+        ({"missingMetrics": ["Hold"]}, "missingMetrics"),
+        ({"forecasting": {"model": "prophet"}}, "forecasting.model"),
+        ({"forecasting": {"stepSeconds": 0.5}}, "forecasting.stepSeconds"),
+        ({"scaling": {"maxStep": 99}}, "scaling.maxStep"),
+        ({"maxReplicas": float("inf")}, "maxReplicas"),
+        ({"coldStartSeconds": 10**400}, "coldStartSeconds"),
+        ({"budget": {"group": 7}}, "budget.group"),
+        ({"profile": {"name": "x", "decodeTokensPerSecond": 1}}, "profile"),
+    ],
+)
+def test_from_crd_rejects_bad_fields_naming_them(crd, field):
+    base = {"profile": {"decodeTokensPerSecond": 1, "prefillTokensPerSecond": 1}}
+    with pytest.raises(BurstpilotError, match=f"spec.{field}"):
+        PoolSpec.from_crd({**base, **crd}, resolve_profile=load_profile)
+
+
+def test_replacing_an_explicit_capacity_rebuilds_its_model():
+    s = spec()
+    t = s.replace(capacity=Capacity(200.0, 1000.0))
+    assert t.model.explicit == Capacity(200.0, 1000.0) and s.model.explicit == CAP
