@@ -156,8 +156,9 @@ def plot_bands(
     if warmup_steps > 0:
         top.axvspan(0, warmup_steps * step_s, color="0.85", alpha=0.6, lw=0, label="warm-up (not scored)")
     top.set_xlim(0, len(counts) * step_s)
-    top.set_ylim(0, max(float(np.nanmax(rate, initial=0.0)), 1e-9) * 1.1)
-    top.set_title(title)
+    # The scale fits the actual rate and the band model's own quantiles (the comparison model may leave it).
+    own = np.concatenate([rate, main["peak_q"][:, qi[hi_q]], main["rate_q"][:, qi[top_q]]])
+    top.set_ylim(0, max(float(np.nanmax(own, initial=0.0)), 1e-9) * 1.05)
     for e in episodes:
         top.axvline(t_step[e.step], color="tab:purple", lw=0.8, alpha=0.6)
     notes = []
@@ -171,8 +172,8 @@ def plot_bands(
             f"no burst episode after the warm-up (no step more than {BURST_SD:g} robust sd above the median "
             f"of the {6 * horizon_steps} steps before it)"
         )
-    if notes:
-        top.text(0.99, 0.97, "\n".join(notes), transform=top.transAxes, ha="right", va="top", fontsize=8)
+    # Notes go under the title, not over the data.
+    top.set_title("\n".join([title, *notes]), fontsize=10)
     top.legend(loc="upper left", fontsize=7, ncol=4)
     half = 3 * horizon_steps * step_s
     for ax, e in zip(lower, episodes, strict=True):
