@@ -26,13 +26,11 @@ At forecast time, for a horizon of h steps, it works on the ring of the last ``c
    D m + v m^2 (a Gamma-mixed over-dispersed count), and the per-step counts within the horizon as
    over-dispersed counts around a Gamma(1, v) level multiplier, which gives the distribution of the peak
    step: P(max <= x) = E_L[F(x | L)^h];
-4. recalibrates both distributions on the same ring by adaptive conformal inference (Gibbs and Candes,
-   2021): the probability integral transforms of the realized sums and peaks under the past predictive
-   distributions are replayed oldest first, and for a target level q the working level q' rises by
-   ``aci_rate * q`` at each past outcome above its q' quantile and falls by ``aci_rate * (1 - q)`` at each
-   one below, so q' settles where recent outcomes exceed it with frequency 1 - q (recent origins weigh
-   most: a calm hour after a volatile one narrows the band, and the reverse widens it). The q' quantile
-   of today's distribution is returned.
+4. recalibrates both distributions on the same ring (quantile recalibration, a conformal-style correction):
+   the probability integral transforms of the realized sums and peaks under the past predictive
+   distributions give, for a target level q, the level q' whose past quantiles were exceeded with
+   frequency 1 - q; the q' quantile of today's distribution is returned. The correction is shrunk toward q
+   with a prior weight of ``prior_weight`` origins.
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ NUMERIC = (
     "trend_decay",
     "trend_damping",
     "level_cv",
-    "aci_rate",
+    "prior_weight",
     "combine_power",
     "persist_rate",
 )
@@ -101,19 +99,6 @@ def _nb_ppf(qs: np.ndarray, mean: float, var: float) -> np.ndarray:
     return np.where(np.isfinite(out), out, mean)
 
 
-def aci_levels(u: np.ndarray, qs: np.ndarray, rate: float) -> np.ndarray:
-    """Adaptive conformal inference (Gibbs and Candes, 2021) over past origins, oldest first: starting at
-    the target levels ``qs``, each origin whose outcome lay above its level-``l`` quantile (PIT ``u > l``)
-    raises ``l`` by ``rate * q``, each one below lowers it by ``rate * (1 - q)``. The final levels are those
-    at which the recent past was exceeded with frequency ``1 - q``, recent origins weighing most."""
-    levels = np.asarray(qs, dtype=float).copy()
-    alpha = 1.0 - levels
-    for x in u:
-        levels += rate * ((x > levels) - alpha)
-        np.clip(levels, 1e-4, 1 - 1e-4, out=levels)
-    return levels
-
-
 def _window_means(counts: np.ndarray) -> np.ndarray:
     """Per ring row: the mean of the observed counts from the start of the ring up to that row (the
     calibration window's mean at the newest row; NaN before the first observed count)."""
@@ -137,14 +122,12 @@ class BurstForecaster(Forecaster):
         "trend_decay": 0.1,
         "trend_damping": 0.9,
         "level_cv": 0.2,
-        "aci_rate": 0.005,
+        "prior_weight": 20.0,
         "peak_nodes": 8,
         "combine_power": 8.0,
         "persist_lag": 2,
         "persist_rate": 0.2,
     }
-    # prior_weight shrank the empirical PIT quantile toward q (version 1 states carry it); ACI replaced it.
-    legacy_params = frozenset({"prior_weight"})
     state_fields = (
         "levels",
         "trends",
@@ -180,10 +163,10 @@ class BurstForecaster(Forecaster):
                 p[key] = float(p[key]) if key in NUMERIC else int(p[key])
             except (TypeError, ValueError):
                 raise BurstpilotError(f"model 'burst': {key} must be a number, got {p[key]!r}") from None
-        for key in ("rise_z", "rise_z2", "level_cv"):
+        for key in ("rise_z", "rise_z2", "level_cv", "prior_weight"):
             if not float(p[key]) >= 0.0:
                 raise BurstpilotError(f"model 'burst': {key} must be >= 0, got {p[key]!r}")
-        for key in ("disp_decay", "trend_decay", "persist_rate", "aci_rate"):
+        for key in ("disp_decay", "trend_decay", "persist_rate"):
             if not 0.0 < float(p[key]) <= 1.0:
                 raise BurstpilotError(f"model 'burst': {key} must be in (0, 1], got {p[key]!r}")
         if not 0.0 <= float(p["trend_damping"]) < 1.0:
@@ -371,11 +354,12 @@ class BurstForecaster(Forecaster):
             m = np.maximum(pred * h, 1e-9)
             excess = ((sums - m) ** 2 - disp * m).sum()
             v = min(max(excess / (m**2).sum(), 0.0), MAX_LEVEL_VAR)
+            w = float(self.params["prior_weight"])
+            n = len(pred)
             u_sum = self._pit_sum(sums, m, disp, v)
             u_peak = self._pit_peak(peaks, pred, disp, v, h)
-            rate = float(self.params["aci_rate"])
-            q_sum = aci_levels(u_sum, qs_arr, rate)
-            q_peak = aci_levels(u_peak, qs_arr, rate)
+            q_sum = (n * np.quantile(u_sum, qs_arr) + w * qs_arr) / (n + w)
+            q_peak = (n * np.quantile(u_peak, qs_arr) + w * qs_arr) / (n + w)
         else:
             v, q_sum, q_peak = v_prior, qs_arr, qs_arr
         q_sum = np.clip(q_sum, 1e-4, 1 - 1e-4)

@@ -11,7 +11,6 @@ import pytest
 from burstpilot.errors import BurstpilotError
 from burstpilot.forecasting import MODELS, Forecast, from_state, make_forecaster
 from burstpilot.forecasting.backtest import run_model
-from burstpilot.forecasting.burst import aci_levels
 
 STEP = 10.0
 
@@ -259,33 +258,3 @@ def test_statsmodels_models_survive_a_constant_series(name):
     assert f.forecast(60).mean_rate == pytest.approx(0.0, abs=1e-6)
     feed(f, [7.0] * 60)
     assert f.forecast(60).mean_rate == pytest.approx(0.7, rel=0.05)
-
-
-def test_aci_levels_settle_where_the_past_is_exceeded_at_the_target_rate():
-    qs = np.array([0.5, 0.9])
-    uniform = np.random.default_rng(3).uniform(size=2000)
-    assert aci_levels(uniform, qs, 0.005) == pytest.approx(qs, abs=0.05)  # calibrated past: levels stay
-    # Past outcomes always inside (PIT 0.3): the level falls until it sits at the outcomes' PIT.
-    inside = aci_levels(np.full(2000, 0.3), qs, 0.005)
-    assert inside[1] == pytest.approx(0.3, abs=0.02)
-    assert aci_levels(np.full(2000, 0.999), qs, 0.005)[1] > 0.99  # always above: it rises toward 1
-    assert np.array_equal(aci_levels(np.zeros(0), qs, 0.005), qs)  # no past: the target levels
-
-
-def test_a_calm_stretch_after_a_volatile_one_narrows_the_band():
-    """A volatile hour (the rate jumps by a Gamma factor, CV 0.6, every minute), then calm Poisson, with the
-    calibration window still holding the volatile hour: the adaptive recalibration narrows the band over
-    the calm stretch (lower coverage, lower pinball loss) against the same model without it."""
-    rng = np.random.default_rng(11)
-    volatile = rng.poisson(30.0 * np.repeat(rng.gamma(1 / 0.36, 0.36, 60), 6)).astype(float)
-    counts = np.concatenate([volatile, rng.poisson(30.0, 400).astype(float)])
-
-    def scores(**params):
-        warmup = len(volatile) * STEP + 600.0
-        run = run_model(counts, STEP, "burst", [60.0], warmup_s=warmup, stride=6, params=params)
-        return run["horizons"][60.0]["scores"]
-
-    fixed, adaptive = scores(aci_rate=1e-9), scores()
-    assert fixed["coverage"]["0.9"] == 1.0  # the volatile hour's band, kept
-    assert adaptive["coverage"]["0.9"] < fixed["coverage"]["0.9"]
-    assert adaptive["pinball"]["0.9"] < 0.9 * fixed["pinball"]["0.9"]
