@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export BURSTPILOT_CACHE ?= $(HOME)/.cache/burstpilot
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint unit e2e toolchain browser bench clean
+.PHONY: venv demo demo-cluster cluster-up cluster-down test lint unit e2e toolchain browser bench clean
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,18 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(BIN)/burstpilot demo --out reports/demo
+
+# A burst replayed through a local cluster (control plane, kwok GPU nodes, Prometheus, the chart, the operator):
+# the operator's decisions live, then reports/demo-cluster/README.md with replicas vs arrival rate.
+demo-cluster: venv toolchain
+	$(BIN)/burstpilot cluster demo --out reports/demo-cluster
+
+# The local cluster on its own, until cluster-down (state under $(BURSTPILOT_CACHE)/cluster).
+cluster-up: venv toolchain
+	$(BIN)/burstpilot cluster up
+
+cluster-down: venv
+	$(BIN)/burstpilot cluster down
 
 lint: venv
 	$(BIN)/ruff check .

@@ -2,24 +2,28 @@
 
 One fast fake OpenAI streaming server (bench/loadtest_fake_server.py, its own process) logs the
 arrival time of every request; it is the judge, independent of each tool's own report. Each tool
-drives it at constant rates (100, 200, 400, 800 req/s by default, ~20 s each), interleaved per rate,
+drives it at constant rates (200 to 3200 req/s by default, 15 s each), interleaved per rate,
 and burstpilot (and AIPerf, through its timestamped-trace mode) also replays a bursty BurstGPT-shaped
 trace. Per run: requests that arrived, achieved rate, and the p50/p99/max of |send error|, where the
 send error of the k-th arriving request is its arrival time minus the k-th scheduled time, with the
-schedule anchored at the median offset (each tool starts its clock at its own moment).
+schedule anchored at the median offset (each tool starts its clock at its own moment). A rate is held
+when every request arrived, at the rate, with p99 |send error| <= 5 ms; issue 16's target is that
+burstpilot holds twice the highest rate the best peer holds, measured side by side in this one run.
 
 Every peer lives in its own virtual environment under $BURSTPILOT_CACHE/bench-venvs (default
 ~/.cache/burstpilot), installed on first use with a time limit; a tool that cannot be installed or
 run is reported with the reason. A tiny byte-level BPE tokenizer directory is made locally, since
 none of the tools can download one here.
 
-    .venv/bin/python bench/loadtest_send_accuracy.py [--rates 100,200,400,800] [--duration 20]
-Writes bench/results/loadtest.json (after every run) and prints the table.
+    .venv/bin/python bench/loadtest_send_accuracy.py [--rates 200,400,800,1600,3200] [--duration 15]
+        [--tools 'burstpilot,vllm bench serve,aiperf'] [--repeats 1]
+Writes bench/results/loadtest.json (after every run) and prints the table and the target's verdict.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -45,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("BURSTPILOT_CACHE", Path.home() / ".cache" / "burstpilot"))
 VENVS = CACHE / "bench-venvs"
 PROMPT_TOKENS, OUTPUT_TOKENS = 32, 2
-console = Console()
+console = Console(width=200)
 
 # name -> (venv folder, python minor version, pip requirements, executable)
 PEERS = {
@@ -169,10 +173,16 @@ def http_json(url: str):
         return json.loads(r.read())
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when this benchmark ends, however it ends (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def start_server(python: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [str(python), str(REPO / "bench" / "loadtest_fake_server.py"), "--port", str(port)]
+        [str(python), str(REPO / "bench" / "loadtest_fake_server.py"), "--port", str(port)],
+        preexec_fn=_die_with_parent,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -216,11 +226,20 @@ def score(arrivals: np.ndarray, schedule: np.ndarray) -> dict:
 # the tools
 
 
-def cmd_burstpilot(url, workload_csv, out, workers=1, **_):
-    cmd = [
-        sys.executable,
-        "-m",
-        "burstpilot.cli",
+BURSTPILOT = Path(sys.executable).parent / "burstpilot"  # this checkout's, from its virtual environment
+
+# the burstpilot variants this benchmark runs: name -> (extra flags, extra environment)
+BURSTPILOT_VARIANTS = {
+    "burstpilot": ([], {}),
+    "burstpilot --workers 2": (["--workers", "2"], {}),
+    "burstpilot (asyncio loop)": ([], {"BURSTPILOT_EVENT_LOOP": "asyncio"}),  # what uvloop gains
+}
+
+
+def cmd_burstpilot(url, workload_csv, out, variant="burstpilot", **_):
+    extra, _env = BURSTPILOT_VARIANTS[variant]
+    return [
+        str(BURSTPILOT),
         "replay",
         str(workload_csv),
         "--target",
@@ -229,8 +248,10 @@ def cmd_burstpilot(url, workload_csv, out, workers=1, **_):
         str(out),
         "--no-progress",
         "--no-plot",
+        "--no-report",
+        "--no-server-metrics",
+        *extra,
     ]
-    return cmd + (["--workers", str(workers)] if workers > 1 else [])
 
 
 def cmd_vllm(exe, url, tok, rate, n, **_):
@@ -372,7 +393,9 @@ BUILDERS = {
 }
 
 
-def run_tool(cmd: list[str], timeout_s: float, log: Path) -> tuple[int | None, float, str]:
+def run_tool(
+    cmd: list[str], timeout_s: float, log: Path, env: dict | None = None
+) -> tuple[int | None, float, str]:
     """Run one tool; (exit code or None on timeout, CPU seconds of the tool's processes, log tail)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as fh:
@@ -383,7 +406,7 @@ def run_tool(cmd: list[str], timeout_s: float, log: Path) -> tuple[int | None, f
                 stderr=subprocess.STDOUT,
                 timeout=timeout_s,
                 cwd=log.parent,
-                env={**os.environ, "NO_COLOR": "1"},
+                env={**os.environ, "NO_COLOR": "1", **(env or {})},
             ).returncode
         except subprocess.TimeoutExpired:
             rc = None
@@ -398,8 +421,12 @@ def own_report(out: Path) -> dict:
     path = out / "replay" / "summary.json"
     if not path.is_file():
         return {}
-    lag = json.loads(path.read_text())["dispatch_lag_s"]
-    return {"own_dispatch_lag_p50_ms": lag["p50"] * 1e3, "own_dispatch_lag_p99_ms": lag["p99"] * 1e3}
+    summary = json.loads(path.read_text())
+    lag = summary["dispatch_lag_s"]
+    own = {"own_errors": summary["requests"]["errors"]}  # why a request may never have arrived
+    if lag["p50"] is not None:
+        own |= {"own_dispatch_lag_p50_ms": lag["p50"] * 1e3, "own_dispatch_lag_p99_ms": lag["p99"] * 1e3}
+    return own
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
@@ -418,6 +445,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
             "mode": mode,
             "rate": rate,
             "runs": len(rows),
+            "arrived_share": med(
+                [{"x": r.get("arrived", 0) / max(r.get("expected", 1), 1)} for r in rows], "x"
+            ),
             "achieved_rate": med(rows, "achieved_rate"),
             "send_error_p50_ms": med(rows, "send_error_p50_ms"),
             "send_error_p99_ms": med(rows, "send_error_p99_ms"),
@@ -425,9 +455,49 @@ def aggregate(runs: list[dict]) -> list[dict]:
                 r["send_error_p99_ms"] for r in rows if r.get("send_error_p99_ms") is not None
             ],
             "cpu_s": med(rows, "cpu_s"),
+            "loadavg_1m": med(rows, "loadavg_1m"),
         }
         for (tool, mode, rate), rows in groups.items()
     ]
+
+
+def holds(g: dict, limit_ms: float) -> bool:
+    """A (tool, rate) keeps the schedule: every request arrived, at the rate, with p99 |send error| <= limit."""
+    return (
+        g["send_error_p99_ms"] is not None
+        and g["send_error_p99_ms"] <= limit_ms
+        and (g["arrived_share"] or 0) >= 0.999
+        and (g["achieved_rate"] or 0) >= 0.98 * g["rate"]
+    )
+
+
+def target(agg: list[dict], limit_ms: float) -> dict:
+    """Issue 16's target: burstpilot keeps p99 <= limit at twice the highest rate at which the best peer does."""
+    const = [g for g in agg if g["mode"] == "constant"]
+
+    def best_rate(tool):
+        ok = [g["rate"] for g in const if g["tool"] == tool and holds(g, limit_ms)]
+        return max(ok) if ok else None
+
+    peers = {t: best_rate(t) for t in {g["tool"] for g in const} if not t.startswith("burstpilot")}
+    ours = {t: best_rate(t) for t in {g["tool"] for g in const} if t.startswith("burstpilot")}
+    best_peer = (
+        max((r, t) for t, r in peers.items() if r is not None) if any(peers.values()) else (None, None)
+    )
+    wanted = 2 * best_peer[0] if best_peer[0] else None
+    rows_at = {g["tool"]: g for g in const if wanted is not None and g["rate"] == wanted}
+    return {
+        "limit_ms": limit_ms,
+        "highest_rate_held": {**peers, **ours},
+        "best_peer": best_peer[1],
+        "best_peer_rate": best_peer[0],
+        "wanted_rate": wanted,
+        "burstpilot_at_wanted_rate": {
+            t: (rows_at[t]["send_error_p99_ms"] if t in rows_at else None) for t in ours
+        },
+        "met": bool(wanted) and any(t in rows_at and holds(rows_at[t], limit_ms) for t in ours),
+        "measured": wanted is not None and any(t in rows_at for t in ours),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,12 +505,25 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="100,200,400,800")
-    ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument("--tools", default="burstpilot,vllm bench serve,aiperf,guidellm,inference-perf")
-    ap.add_argument("--repeats", type=int, default=2, help="runs of each (tool, rate), interleaved")
+    ap.add_argument(
+        "--rates", default="200,400,800,1600,3200", help="constant rates, req/s (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--duration", type=float, default=15.0, help="seconds per constant-rate run (default: 15)"
+    )
+    ap.add_argument(
+        "--tools",
+        default=",".join([*BURSTPILOT_VARIANTS, *PEERS]),
+        help="comma-separated (default: every burstpilot variant and every peer)",
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="runs of each (tool, rate), interleaved (default: 1)"
+    )
     ap.add_argument("--bursty-duration", type=float, default=30.0)
     ap.add_argument("--bursty-rps", type=float, default=150.0)
+    ap.add_argument(
+        "--limit-ms", type=float, default=5.0, help="the p99 send error a rate must keep (default: 5)"
+    )
     ap.add_argument("--install-timeout", type=float, default=1500.0)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "loadtest.json")
     args = ap.parse_args()
@@ -480,7 +563,7 @@ def main() -> int:
         subprocess.run([str(server_py), "-I", "-c", TOKENIZER_SCRIPT, str(tok)], check=True, cwd=work)
     exes: dict[str, Path] = {}
     for name in tools:
-        if name.startswith("burstpilot"):
+        if name in BURSTPILOT_VARIANTS:
             result["tools"][name] = {"status": "ok", "version": "this checkout"}
             continue
         exe, why = ensure_venv(name, PEERS[name], args.install_timeout)
@@ -493,7 +576,35 @@ def main() -> int:
         if exe:
             exes[name] = exe
         save()
+    runnable = [t for t in tools if t in BURSTPILOT_VARIANTS or t in exes]
     server, url = start_server(server_py)
+
+    def one(
+        name: str, mode: str, rate: float, rep: int, cmd: list[str], judge: np.ndarray, out: Path
+    ) -> None:
+        timeout_s = float(judge[-1]) * 3 + 240
+        take_arrivals(url)
+        load = os.getloadavg()[0]
+        env = BURSTPILOT_VARIANTS[name][1] if name in BURSTPILOT_VARIANTS else None
+        rc, cpu, tail = run_tool(cmd, timeout_s, out / "tool.log", env)
+        row = {
+            "tool": name,
+            "mode": mode,
+            "rate": rate,
+            "repeat": rep,
+            "exit": rc,
+            "cpu_s": round(cpu, 2),
+            "loadavg_1m": load,
+            "loadavg_1m_after": os.getloadavg()[0],
+            **score(take_arrivals(url), judge),
+        }
+        if rc != 0:
+            row["error"] = tail
+        row.update(own_report(out))
+        result["runs"].append(row)
+        save()
+        console.print(row)
+
     try:
         csvs = {}
         for rate in rates:
@@ -505,39 +616,18 @@ def main() -> int:
         for rep in range(args.repeats):
             for rate in rates:
                 n = int(round(rate * args.duration))
-                sched = np.arange(n) / rate
-                for name in tools:
-                    if name not in exes and not name.startswith("burstpilot"):
-                        continue
-                    out = work / f"{name.replace(' ', '-')}-{int(rate)}-{rep}"
+                for name in runnable:
+                    out = (
+                        work / f"{name.replace(' ', '-').replace('(', '').replace(')', '')}-{int(rate)}-{rep}"
+                    )
                     out.mkdir()
-                    if name.startswith("burstpilot"):
-                        cmd = cmd_burstpilot(
-                            url, csvs[rate], out / "replay", workers=2 if "workers" in name else 1
-                        )
+                    if name in BURSTPILOT_VARIANTS:
+                        cmd = cmd_burstpilot(url, csvs[rate], out / "replay", variant=name)
                     else:
                         cmd = BUILDERS[name](
                             exes[name], url=url, tok=tok, rate=rate, n=n, out=out, duration=args.duration
                         )
-                    take_arrivals(url)
-                    load = os.getloadavg()[0]
-                    rc, cpu, tail = run_tool(cmd, args.duration * 3 + 180, out / "tool.log")
-                    row = {
-                        "tool": name,
-                        "mode": "constant",
-                        "rate": rate,
-                        "repeat": rep,
-                        "exit": rc,
-                        "cpu_s": round(cpu, 2),
-                        "loadavg_1m": load,
-                        **score(take_arrivals(url), sched),
-                    }
-                    if rc != 0:
-                        row["error"] = tail
-                    row.update(own_report(out))
-                    result["runs"].append(row)
-                    save()
-                    console.print(row)
+                    one(name, "constant", rate, rep, cmd, np.arange(n) / rate, out)
         # a bursty BurstGPT-shaped trace, replayed on its own schedule
         trace = generate_preset(
             "burstgpt", duration_s=args.bursty_duration, rps=args.bursty_rps, seed=1, start_s=10 * 3600
@@ -565,55 +655,27 @@ def main() -> int:
             )
         )
         for rep in range(args.repeats):
-            for name in [t for t in tools if t.startswith("burstpilot")] + (
-                ["aiperf"] if "aiperf" in exes else []
-            ):
-                out = work / f"bursty-{name.replace(' ', '-')}-{rep}"
+            for name in [t for t in runnable if t in BURSTPILOT_VARIANTS or t == "aiperf"]:
+                out = work / f"bursty-{name.replace(' ', '-').replace('(', '').replace(')', '')}-{rep}"
                 out.mkdir()
                 if name == "aiperf":
                     cmd = cmd_aiperf(exes[name], url, tok, None, None, out, trace_jsonl=mooncake)
                     judge = np.round(sched * 1000) / 1000  # AIPerf's trace format has millisecond timestamps
                 else:
-                    cmd = cmd_burstpilot(url, csv, out / "replay", workers=2 if "workers" in name else 1)
+                    cmd = cmd_burstpilot(url, csv, out / "replay", variant=name)
                     judge = sched
-                take_arrivals(url)
-                load = os.getloadavg()[0]
-                rc, cpu, tail = run_tool(cmd, args.bursty_duration * 3 + 180, out / "tool.log")
-                row = {
-                    "tool": name,
-                    "mode": "bursty",
-                    "repeat": rep,
-                    "rate": result["bursty_workload"]["mean_rate"],
-                    "exit": rc,
-                    "cpu_s": round(cpu, 2),
-                    "loadavg_1m": load,
-                    **score(take_arrivals(url), judge),
-                }
-                if rc != 0:
-                    row["error"] = tail
-                row.update(own_report(out))
-                result["runs"].append(row)
-                save()
-                console.print(row)
+                one(name, "bursty", result["bursty_workload"]["mean_rate"], rep, cmd, judge, out)
     finally:
         server.terminate()
         server.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
     result["machine"]["loadavg_at_end"] = os.getloadavg()
-    save()
     result["aggregate"] = aggregate(result["runs"])
+    result["target"] = target(result["aggregate"], args.limit_ms)
     save()
     table = Table(title="send accuracy (judge: the fake server's arrival log), median over repeats")
-    for col in (
-        "tool",
-        "mode",
-        "target /s",
-        "achieved /s",
-        "p50 err ms",
-        "p99 err ms",
-        "p99 per run",
-        "CPU s",
-    ):
+    for col in ("tool", "mode", "target /s", "achieved /s", "arrived", "p50 err ms", "p99 err ms", "p99 per run",
+                "CPU s", "load 1m"):  # fmt: skip
         table.add_column(col)
     for g in result["aggregate"]:
         table.add_row(
@@ -621,15 +683,23 @@ def main() -> int:
             g["mode"],
             f"{g['rate']:.0f}",
             "-" if g["achieved_rate"] is None else f"{g['achieved_rate']:.0f}",
+            "-" if g["arrived_share"] is None else f"{g['arrived_share']:.1%}",
             "-" if g["send_error_p50_ms"] is None else f"{g['send_error_p50_ms']:.2f}",
             "-" if g["send_error_p99_ms"] is None else f"{g['send_error_p99_ms']:.1f}",
             " / ".join(f"{x:.1f}" for x in g["p99_per_run_ms"]),
             f"{g['cpu_s']:.1f}",
+            f"{g['loadavg_1m']:.1f}",
         )
     for name, info in result["tools"].items():
         if info["status"] != "ok":
-            table.add_row(name, "unavailable: " + str(info["detail"])[:60], "", "", "", "", "", "")
+            table.add_row(name, "unavailable: " + str(info["detail"])[:60], "", "", "", "", "", "", "", "")
     console.print(table)
+    t = result["target"]
+    console.print(
+        f"highest rate with p99 <= {t['limit_ms']:g} ms (all arrived): {t['highest_rate_held']}; best peer: "
+        f"{t['best_peer']} at {t['best_peer_rate']}; wanted: burstpilot at {t['wanted_rate']} req/s -> "
+        f"{t['burstpilot_at_wanted_rate']}: {'met' if t['met'] else 'not met' if t['measured'] else 'not measured'}"
+    )
     console.print(f"written {args.out}")
     return 0
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -109,16 +108,14 @@ def main() -> None:
     runs = []
     for k in args.processes:
         port = free_port_block(REPLICAS + 1)
-        cmd = [sys.executable, "-m", "burstpilot.cli", "sim", "fleet", "--replicas", str(REPLICAS), "--profile",
+        # -P: the checkout's root (with its operator/ folder) stays off sys.path
+        cmd = [sys.executable, "-P", "-m", "burstpilot.cli", "sim", "fleet", "--replicas", str(REPLICAS), "--profile",
                "h100-llama3-8b", "--port", str(port), "--cold-start", "0", "--replica-processes", str(k)]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
-            for _ in range(300):
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    time.sleep(0.1)
+            said = next((line for line in iter(proc.stdout.readline, "") if "ready: " in line), None)
+            if not said:
+                raise SystemExit(f"the fleet exited ({proc.wait()}) before it was ready")
             r = asyncio.run(drive(port, args.rps, args.seconds, args.warmup))
         finally:
             proc.terminate()

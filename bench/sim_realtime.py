@@ -31,7 +31,8 @@ def child(port: int) -> None:
     from aiohttp import web
 
     from burstpilot.sim import load_profile
-    from burstpilot.sim.server import Replica, start_site
+    from burstpilot.sim.replica import Replica
+    from burstpilot.sim.server import ReplicaServer, start_site
 
     async def main():
         rep = Replica(load_profile("h100-llama3-8b"), cold_start_s=0.0)
@@ -39,20 +40,22 @@ def child(port: int) -> None:
         mark = {"t": time.perf_counter(), "cpu": time.process_time(), "tokens": 0, "steps": 0}
 
         async def reset(request):
-            rep.lateness.clear()
-            mark.update(t=time.perf_counter(), cpu=time.process_time(), tokens=rep.tokens, steps=rep.steps)
+            rec = rep.recent
+            rec.lateness.clear()
+            mark.update(t=time.perf_counter(), cpu=time.process_time(), tokens=rec.tokens, steps=rec.steps)
             return web.json_response({})
 
         async def stats(request):
             wall = time.perf_counter() - mark["t"]
-            late = np.array(rep.lateness) * 1000
+            rec = rep.recent
+            late = np.array(rec.lateness) * 1000
             return web.json_response(
                 {
                     "wall_s": wall,
-                    "tokens": rep.tokens - mark["tokens"],
-                    "steps": rep.steps - mark["steps"],
-                    "tokens_per_s": (rep.tokens - mark["tokens"]) / wall,
-                    "mean_step_ms": wall * 1000 / max(1, rep.steps - mark["steps"]),
+                    "tokens": rec.tokens - mark["tokens"],
+                    "steps": rec.steps - mark["steps"],
+                    "tokens_per_s": (rec.tokens - mark["tokens"]) / wall,
+                    "mean_step_ms": wall * 1000 / max(1, rec.steps - mark["steps"]),
                     "lateness_ms": {
                         "p50": float(np.percentile(late, 50)),
                         "p99": float(np.percentile(late, 99)),
@@ -63,7 +66,7 @@ def child(port: int) -> None:
                 }
             )
 
-        app = rep.app()
+        app = ReplicaServer(rep).app()
         app.router.add_post("/bench/reset", reset)
         app.router.add_get("/bench/stats", stats)
         await start_site(app, "127.0.0.1", port)

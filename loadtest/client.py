@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import errno
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from burstpilot.errors import BurstpilotError
 
+from .protocol import MAX_SSE_LINE, AnswerError, StreamState, parse_answer
+
 # A filler word that common BPE tokenizers encode as one token; n words ~ n prompt tokens.
 FILLER_WORD = " the"
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,15 @@ class PromptBuilder:
 
 
 def request_body(
-    api: str, model: str, prompt: str, prompt_tokens: int, max_tokens: int, stream: bool
+    api: str,
+    model: str,
+    prompt: str,
+    prompt_tokens: int,
+    max_tokens: int,
+    stream: bool,
+    extra: dict | None = None,
 ) -> bytes:
+    """The JSON body of one request; ``extra`` (``--extra-body``) is merged in last, so it wins."""
     body: dict = {
         "model": model,
         "max_tokens": int(max_tokens),
@@ -88,30 +99,19 @@ def request_body(
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
-    return json.dumps(body, separators=(",", ":")).encode()
+    if extra:
+        body.update(extra)
+    return orjson.dumps(body)
 
 
 def endpoint_url(target: str, api: str) -> str:
+    return base_url(target) + ("/v1/chat/completions" if api == "chat" else "/v1/completions")
+
+
+def base_url(target: str) -> str:
+    """The server's root: ``http://host:8000/v1/`` and ``http://host:8000`` both give ``http://host:8000``."""
     base = target.rstrip("/")
-    if base.endswith("/v1"):
-        base = base[: -len("/v1")]
-    return base + ("/v1/chat/completions" if api == "chat" else "/v1/completions")
-
-
-class _SSEError(Exception):
-    def __init__(self, kind: str, detail: str):
-        super().__init__(detail)
-        self.kind = kind
-
-
-def _chunk_text(data: dict) -> str | None:
-    choices = data.get("choices")
-    if not choices:
-        return None
-    c = choices[0]
-    if "delta" in c:
-        return (c.get("delta") or {}).get("content") or None
-    return c.get("text") or None
+    return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -142,15 +142,37 @@ def _finish(rec: dict, times: list[float], t_send: float, t_end: float, out_toke
         rec["tpot_s"] = (rec["e2e_s"] - rec["ttft_s"]) / (n - 1)
 
 
+_RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
+
+
+def _detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+async def _read_json(resp: aiohttp.ClientResponse, times: list[float]) -> tuple[int | None, int | None]:
+    """A whole JSON answer (no streaming): TTFT = E2E, as in vLLM's benchmark."""
+    raw = await resp.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AnswerError("malformed_response", f"the body is not JSON: {raw[:80]!r}") from exc
+    text, completion, prompt = parse_answer(data)
+    if text:
+        times.append(time.perf_counter())
+    return completion, prompt
+
+
 async def send(
     session: aiohttp.ClientSession, url: str, body: bytes, rec: dict, timeouts: Timeouts, t0: float
 ) -> None:
     """Send one request and fill ``rec`` (timings relative to ``t0``; error kind on failure).
 
-    Never raises for a failed request: every failure becomes ``rec['error']``. Cancellation
-    (an interrupted run past its grace period) is recorded as 'cancelled' and re-raised.
+    Never raises for a failed request: every failure becomes ``rec['error']``, and a request only counts as a
+    success when its answer had the expected shape. Cancellation (an interrupted run past its grace period) is
+    recorded as 'cancelled' and re-raised.
     """
-    times: list[float] = []
+    stream = StreamState()
+    times = stream.times
     t_send = time.perf_counter()
     rec["sent_s"] = t_send - t0
     rec["dispatch_lag_s"] = rec["sent_s"] - rec["scheduled_s"]
@@ -162,70 +184,53 @@ async def send(
     prompt_tokens: int | None = None
     try:
         async with asyncio.timeout_at(first_deadline) as cm:
-            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            async with session.post(url, data=body, headers=_JSON) as resp:
                 rec["status"] = resp.status
                 if resp.status >= 400:
                     text = (await resp.content.read(512)).decode("utf-8", "replace")
                     kind = "http_5xx" if resp.status >= 500 else "http_4xx"
-                    raise _SSEError(kind, f"HTTP {resp.status}: {text.strip()[:200]}")
+                    raise AnswerError(kind, f"HTTP {resp.status}: {text.strip()[:200]}")
                 if resp.content_type == "application/json":  # a non-streaming answer
-                    try:
-                        data = await resp.json()
-                    except ValueError as exc:
-                        raise _SSEError("malformed_sse", f"body is not JSON: {exc}") from exc
-                    if not isinstance(data, dict) or not data.get("choices"):
-                        raise _SSEError("malformed_sse", "JSON body without choices")
-                    choice = data["choices"][0]
-                    text = choice.get("text") or (choice.get("message") or {}).get("content") or ""
-                    if text:
-                        times.append(time.perf_counter())  # TTFT = E2E without streaming, as in vLLM
-                    usage = data.get("usage") or {}
-                    usage_tokens = usage.get("completion_tokens")
-                    prompt_tokens = usage.get("prompt_tokens")
+                    usage_tokens, prompt_tokens = await _read_json(resp, times)
                 else:
-                    done = False
-                    async for raw in resp.content:
-                        line = raw.strip()
-                        if not line or line.startswith(b":"):
-                            continue
-                        if not line.startswith(b"data:"):
-                            if line.split(b":", 1)[0] in (b"event", b"id", b"retry"):
-                                continue
-                            raise _SSEError("malformed_sse", f"not an SSE line: {line[:80]!r}")
-                        payload = line[5:].strip()
-                        if payload == b"[DONE]":
-                            done = True
-                            break
+                    # Whole reads, split into lines here: every event of one read arrived at once, and a
+                    # starved loop catches up in one step instead of one await per line.
+                    pending = b""
+                    async for data in resp.content.iter_any():
                         now = time.perf_counter()
-                        try:
-                            data = json.loads(payload)
-                        except ValueError as exc:
-                            raise _SSEError("malformed_sse", f"data is not JSON: {payload[:80]!r}") from exc
-                        if not isinstance(data, dict):
-                            raise _SSEError("malformed_sse", f"data is not a JSON object: {payload[:80]!r}")
-                        if "error" in data and not data.get("choices"):
-                            raise _SSEError("http_5xx", f"error event: {str(data['error'])[:200]}")
-                        if _chunk_text(data) is not None:
-                            if not times:
-                                cm.reschedule(total_deadline)
-                            times.append(now)
-                        usage = data.get("usage")
-                        if usage:
-                            usage_tokens = usage.get("completion_tokens", usage_tokens)
-                            prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
-                    if not done:
-                        raise _SSEError("truncated", f"stream ended without [DONE] after {len(times)} chunks")
+                        lines = (pending + data).split(b"\n") if pending else data.split(b"\n")
+                        pending = lines.pop()
+                        if len(pending) > MAX_SSE_LINE:
+                            raise AnswerError(
+                                "malformed_response", f"an SSE line longer than {MAX_SSE_LINE // 1024} KiB"
+                            )
+                        had_text = bool(times)
+                        if any(stream.feed(line, now) for line in lines):
+                            break
+                        if times and not had_text:
+                            cm.reschedule(total_deadline)
+                    else:
+                        if pending.strip():
+                            stream.feed(pending, time.perf_counter())
+                    if not stream.done:
+                        raise AnswerError(
+                            "truncated", f"stream ended without [DONE] after {len(times)} chunks"
+                        )
+                    usage_tokens, prompt_tokens = stream.completion_tokens, stream.prompt_tokens
         t_end = time.perf_counter()
         rec["usage_reported"] = usage_tokens is not None
         if prompt_tokens is not None:
-            rec["prompt_tokens"] = int(prompt_tokens)
+            rec["prompt_tokens"] = prompt_tokens
         _finish(rec, times, t_send, t_end, usage_tokens)
-        rec["error"] = ""
+        if not times:
+            rec["error"], rec["error_detail"] = "empty_response", "the answer carried no text"
+        else:
+            rec["error"] = ""
         return
-    except _SSEError as exc:
+    except AnswerError as exc:
         rec["error"], rec["error_detail"] = exc.kind, str(exc)
     except aiohttp.ServerTimeoutError as exc:  # the session's connect timeout (before the asyncio one)
-        rec["error"], rec["error_detail"] = "connect_timeout", f"{type(exc).__name__}: {exc}"[:200]
+        rec["error"], rec["error_detail"] = "connect_timeout", _detail(exc)
     except TimeoutError:
         first = not times and timeouts.first_token_s < timeouts.total_s
         rec["error"] = "first_token_timeout" if first else "total_timeout"
@@ -234,13 +239,19 @@ async def send(
         rec["error"], rec["error_detail"] = "connect", str(exc)[:200]
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError) as exc:
         # A payload error at the end of a chunked body is how a cut stream shows up.
-        kind = "truncated" if times and isinstance(exc, aiohttp.ClientPayloadError) else "reset"
-        rec["error"], rec["error_detail"] = kind, f"{type(exc).__name__}: {exc}"[:200]
+        rec["error"], rec["error_detail"] = ("truncated" if times else "reset"), _detail(exc)
+    except aiohttp.ClientOSError as exc:  # a reset while the request was written or the answer awaited
+        kind = ("truncated" if times else "reset") if exc.errno in _RESET_ERRNOS else "client"
+        rec["error"], rec["error_detail"] = kind, _detail(exc)
+    except aiohttp.ClientResponseError as exc:  # not an HTTP answer at all
+        rec["error"], rec["error_detail"] = "malformed_response", _detail(exc)
     except aiohttp.ClientError as exc:
-        rec["error"], rec["error_detail"] = "client", f"{type(exc).__name__}: {exc}"[:200]
+        rec["error"], rec["error_detail"] = "client", _detail(exc)
     except asyncio.CancelledError:
         rec["error"], rec["error_detail"] = "cancelled", "still in flight when the grace period ended"
         _finish(rec, times, t_send, time.perf_counter(), None)
         rec["output_tokens"] = len(times)
         raise
+    except Exception as exc:  # noqa: BLE001 - whatever it was, this request failed and the replay goes on
+        rec["error"], rec["error_detail"] = "client", _detail(exc)
     _finish(rec, times, t_send, time.perf_counter(), None)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.slo import SLO
 
 from . import records as rec_io
+from .export import DEFAULT_PERCENTILES
 from .metrics import summarize
-from .runner import PLOT, RUN_META, SUMMARY
+from .runner import RUN_META, SUMMARY, ReplayOptions, write_results
 
 
-def merge(dirs: list[Path], out_dir: Path, slo: SLO | None = None, plot: bool = True) -> dict:
-    """Merge shard output directories into ``out_dir`` (Parquet, summary.json, plot).
+def merge(
+    dirs: list[Path],
+    out_dir: Path,
+    slo: SLO | None = None,
+    plot: bool = True,
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES,
+    report: bool = True,
+) -> dict:
+    """Merge shard output directories into ``out_dir`` (Parquet, summary, vLLM JSON, CSV, plot, report).
 
     The shards must come from one workload (same fingerprint and shard count) and hold disjoint rows.
     ``slo`` defaults to the one the shards were run with.
@@ -26,25 +33,22 @@ def merge(dirs: list[Path], out_dir: Path, slo: SLO | None = None, plot: bool = 
         path = Path(d) / RUN_META
         if not path.is_file():
             raise BurstpilotError(f"{path}: missing (not a replay output directory?)")
-        try:
-            metas.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise BurstpilotError(f"{path}: not JSON: {exc}") from exc
+        metas.append(rec_io.read_json(path))
     fingerprints = {m.get("fingerprint") for m in metas}
     if len(fingerprints) != 1:
         raise BurstpilotError(
             f"replay merge: the directories replayed different workloads ({sorted(map(str, fingerprints))})"
         )
-    shards = [m.get("shard", "0/1") for m in metas]
+    shards = [str(m.get("shard", "0/1")) for m in metas]
     if len(set(shards)) != len(shards):
         raise BurstpilotError(f"replay merge: a shard appears twice ({', '.join(shards)})")
-    if len({s.split("/")[1] for s in shards}) != 1:
+    if len({s.split("/")[-1] for s in shards}) != 1:
         raise BurstpilotError(f"replay merge: shards of different splits ({', '.join(shards)})")
     records = [r for d in dirs for r in rec_io.read_records(Path(d))]
     seen: set[int] = set()
     for r in records:
         if r["index"] in seen:
-            raise BurstpilotError(f"replay merge: workload row {r['index']} appears in more than one shard")
+            raise BurstpilotError(f"replay merge: request {r['index']} appears in more than one shard")
         seen.add(r["index"])
     records.sort(key=lambda r: r["index"])
     if slo is None:
@@ -59,14 +63,20 @@ def merge(dirs: list[Path], out_dir: Path, slo: SLO | None = None, plot: bool = 
         f"{i}/{n_shards}" for i in range(n_shards) if f"{i}/{n_shards}" not in shards
     ]
     summary["interrupted"] = any(
-        json.loads((Path(d) / SUMMARY).read_text()).get("interrupted", False)
+        rec_io.read_json(Path(d) / SUMMARY).get("interrupted", False)
         if (Path(d) / SUMMARY).is_file()
         else True
         for d in dirs
     )
-    rec_io.atomic_write_json(summary, out_dir / SUMMARY)
-    if plot:
-        from .plot import plot_latency
-
-        plot_latency(records, out_dir / PLOT, slo)
+    summary["model"] = metas[0].get("model")
+    meta = {
+        **{k: v for k, v in metas[0].items() if k not in ("shard", "shard_requests", "targets", "host")},
+        "shard": "merged " + ", ".join(summary["shards"]),
+        "shard_requests": summary["requests"]["scheduled"],
+        "targets": sorted({t for m in metas for t in m.get("targets", [])}),
+        "merged_from": [str(d) for d in dirs],
+    }
+    rec_io.atomic_write_json(meta, out_dir / RUN_META)
+    options = ReplayOptions(slo=slo, plot=plot, report=report, percentiles=percentiles)
+    write_results(out_dir, records, summary, meta, options)
     return summary

@@ -8,9 +8,11 @@ Times are seconds in the *schedule frame*: 0 is the scheduled time of the first 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,7 +23,8 @@ PARQUET_NAME = "requests.parquet"
 
 # name -> arrow type; the order is the column order of the Parquet file.
 FIELDS: dict[str, pa.DataType] = {
-    "index": pa.int64(),  # row of the workload trace
+    "index": pa.int64(),  # the request's place in the schedule (the trace row when the trace sets the times)
+    "row": pa.int64(),  # row of the workload trace whose token counts the request has
     "shard": pa.string(),  # "i/n"
     "worker": pa.int32(),
     "target": pa.string(),
@@ -57,6 +60,8 @@ ERROR_KINDS = (
     "reset",  # connection reset / closed by the server mid-request
     "truncated",  # the stream ended before its end marker ([DONE] or a finish_reason)
     "malformed_sse",  # a line that is not SSE or a data payload that is not JSON
+    "malformed_response",  # JSON of the wrong shape (choices, text, usage), or an SSE line over 128 KiB
+    "empty_response",  # a complete answer that carried no text
     "cancelled",  # still in flight when an interrupted replay's grace period ended
     "client",  # any other client-side failure
 )
@@ -73,7 +78,7 @@ class JsonlWriter:
 
     def __init__(self, path: Path, flush_s: float = 0.5):
         self.path = path
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._fh = open(path, "ab")  # noqa: SIM115 (closed in close())
         self._pending: list[dict] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -92,7 +97,7 @@ class JsonlWriter:
         with self._lock:
             pending, self._pending = self._pending, []
             if pending:
-                self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in pending))
+                self._fh.write(b"".join(orjson.dumps(r) + b"\n" for r in pending))
             self._fh.flush()
 
     def close(self) -> None:
@@ -102,12 +107,62 @@ class JsonlWriter:
         self._fh.close()
 
 
+_FLOATS = frozenset(k for k, t in FIELDS.items() if pa.types.is_floating(t))
+_INTS = frozenset(k for k, t in FIELDS.items() if pa.types.is_integer(t))
+
+
+def _float(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _int(v) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+    return v if isinstance(v, int) and -(1 << 63) <= v < (1 << 63) else None
+
+
+def clean_record(rec: dict) -> dict:
+    """A stored record as the summary and the Parquet file expect it, whatever wrote it: a field of the wrong
+    type becomes null (a number field that holds text, a list that is not a list of numbers), and a record that
+    claims success without timings or text is a failure of its own kind, so it never counts as a success."""
+    out = dict(rec)
+    for k in _FLOATS:
+        if k in out:
+            out[k] = _float(out[k])
+    for k in _INTS:
+        if k in out and k != "index":
+            out[k] = _int(out[k])
+    for k in ("shard", "target", "error", "error_detail"):
+        if k in out and out[k] is not None and not isinstance(out[k], str):
+            out[k] = str(out[k])
+    if "usage_reported" in out:
+        out["usage_reported"] = out["usage_reported"] is True
+    itl = out.get("itl_s")
+    if itl is not None:
+        out["itl_s"] = (
+            [x for x in (_float(g) for g in itl) if x is not None] if isinstance(itl, list) else None
+        )
+    if not out.get("error"):
+        if out.get("e2e_s") is None:
+            out["error"], out["error_detail"] = "malformed_response", "recorded as answered, without timings"
+        elif out.get("ttft_s") is None:
+            out["error"], out["error_detail"] = "empty_response", "recorded as answered, without text"
+        else:
+            out["error"] = ""
+    return out
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Read a records file. A torn last line (the process was killed mid-write) is dropped."""
     records: list[dict] = []
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise BurstpilotError(f"{path}: cannot read records: {exc}") from exc
     complete = lines[:-1]  # text after the last newline is a torn write (or empty)
     for lineno, line in enumerate(complete, start=1):
@@ -115,11 +170,12 @@ def read_jsonl(path: Path) -> list[dict]:
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise BurstpilotError(f"{path}:{lineno}: not a JSON record: {exc}") from exc
-        if not isinstance(rec, dict) or "index" not in rec:
-            raise BurstpilotError(f"{path}:{lineno}: record has no 'index' field")
-        records.append(rec)
+        if not isinstance(rec, dict) or _int(rec.get("index")) is None:
+            raise BurstpilotError(f"{path}:{lineno}: record has no integer 'index' field")
+        rec["index"] = _int(rec["index"])
+        records.append(clean_record(rec))
     return records
 
 
@@ -140,6 +196,26 @@ def write_parquet(records: list[dict], path: Path) -> None:
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+def write_jsonl(records: list[dict], path: Path, replace_files: list[Path] = ()) -> None:
+    """Write ``records`` as one JSONL file that takes the place of ``replace_files`` (all at once)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records), encoding="utf-8")
+    for f in replace_files:
+        f.unlink()
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object file we wrote (run.json, summary.json), or a clear error naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BurstpilotError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BurstpilotError(f"{path}: not a JSON object")
+    return data
 
 
 def atomic_write_json(obj, path: Path) -> None:

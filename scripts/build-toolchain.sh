@@ -3,6 +3,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes through a wrapper module)
 #   etcd                                                             (go.etcd.io/etcd/server/v3 through a wrapper)
 #   kwok, kwokctl, helm                                              (go install)
+#   keda, keda-adapter, keda-admission-webhooks, KEDA's config/       (github.com/kedacore/keda/v2 through a wrapper)
 #   prometheus                                                       (Debian's package, unpacked, not installed)
 # Everything Go comes from the Go module proxy; Prometheus from the Debian archive through apt-get download.
 # A warm run finds every component complete and rebuilds nothing. At the end it writes
@@ -10,7 +11,8 @@
 #
 # Environment: BURSTPILOT_CACHE (default ~/.cache/burstpilot), BURSTPILOT_K8S_VERSIONS (tried in order,
 # default "v1.36.3 v1.34.4"), BURSTPILOT_ETCD_VERSION, BURSTPILOT_KWOK_VERSION, BURSTPILOT_HELM_VERSION,
-# BURSTPILOT_PROMETHEUS_VERSION (a Debian version; default: a cached one, else apt's candidate).
+# BURSTPILOT_KEDA_VERSION, BURSTPILOT_PROMETHEUS_VERSION (a Debian version; default: a cached one, else apt's
+# candidate).
 set -euo pipefail
 
 CACHE=${BURSTPILOT_CACHE:-$HOME/.cache/burstpilot}
@@ -18,6 +20,7 @@ K8S_VERSIONS=${BURSTPILOT_K8S_VERSIONS:-v1.36.3 v1.34.4}
 ETCD_VERSION=${BURSTPILOT_ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${BURSTPILOT_KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${BURSTPILOT_HELM_VERSION:-v3.22.0}
+KEDA_VERSION=${BURSTPILOT_KEDA_VERSION:-v2.21.0}
 PROM_VERSION=${BURSTPILOT_PROMETHEUS_VERSION:-}
 
 # Modules come through the Go module proxy this machine is configured with (go env GOPROXY).
@@ -111,6 +114,55 @@ build_etcd() {
   log "etcd built in $((SECONDS - t0)) s"
 }
 
+build_keda() {
+  # KEDA's operator, its metrics API server (the adapter) and its admission webhooks, from one go build in a
+  # wrapper module that requires github.com/kedacore/keda/v2. A dependency's replace and exclude directives
+  # are ignored, so the wrapper repeats KEDA's own (read from its go.mod), and starts from KEDA's go.sum so
+  # every module is checked against the hashes KEDA pinned. KEDA's config/ (CRDs, RBAC, APIService; kustomize)
+  # comes from the same module.
+  local dest="$CACHE/keda/$KEDA_VERSION" src="$CACHE/src/keda-$KEDA_VERSION" mod=github.com/kedacore/keda/v2
+  complete "$dest" && return 0
+  local t0=$SECONDS info gomod dir commit
+  log "keda $KEDA_VERSION: building $mod (operator, adapter, webhooks) through a wrapper module (slow when cold)"
+  info=$(go mod download -json "$mod@$KEDA_VERSION")
+  gomod=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p' <<<"$info")
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$info")
+  commit=$(sed -n 's/^[[:space:]]*"Hash": "\(.*\)",\{0,1\}$/\1/p' <<<"$info")
+  [ -f "$gomod" ] && [ -d "$dir/config/crd" ] || die "no go.mod or config/crd for $mod@$KEDA_VERSION"
+  mkdir -p "$src"
+  {
+    echo "module burstpilot.local/keda-toolchain"
+    echo
+    grep -m1 '^go ' "$gomod"
+    awk '/^godebug \(/{b=1} b{print} b&&/^\)/{b=0;next} /^godebug [^(]/{print}' "$gomod"
+    echo
+    echo "require $mod $KEDA_VERSION"
+    echo
+    # replace and exclude directives, single-line or block, exactly as KEDA's go.mod has them
+    awk '/^(replace|exclude) \(/{b=1} b{print} b&&/^\)/{b=0;next} /^(replace|exclude) [^(]/{print}' "$gomod"
+  } >"$src/go.mod"
+  cp "$dir/go.sum" "$src/go.sum" && chmod u+w "$src/go.sum"
+  log "keda $KEDA_VERSION: $(grep -cE '^(replace|exclude) |=>' "$src/go.mod") replace/exclude lines from its go.mod"
+  local ld="-s -w -X $mod/version.Version=${KEDA_VERSION#v} -X $mod/version.GitCommit=${commit:-$KEDA_VERSION}"
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp/bin"
+  (cd "$src" && go build -mod=mod -trimpath -ldflags "$ld" -o "$dest.tmp/bin/" \
+    "$mod/cmd/operator" "$mod/cmd/adapter" "$mod/cmd/webhooks")
+  # KEDA's Makefile names them keda, keda-adapter, keda-admission-webhooks
+  mv "$dest.tmp/bin/operator" "$dest.tmp/bin/keda"
+  mv "$dest.tmp/bin/adapter" "$dest.tmp/bin/keda-adapter"
+  mv "$dest.tmp/bin/webhooks" "$dest.tmp/bin/keda-admission-webhooks"
+  # The build info names the module and version each binary was built from (it leaves out -ldflags under
+  # -trimpath; the e2e tier checks the version KEDA's operator logs at start).
+  local reported
+  reported=$(go version -m "$dest.tmp/bin/keda")
+  grep -qE "^[[:space:]]*mod[[:space:]]+$mod[[:space:]]+$KEDA_VERSION[[:space:]]" <<<"$reported" ||
+    die "keda is not built from $mod $KEDA_VERSION: $reported"
+  cp -r "$dir/config" "$dest.tmp/config" && chmod -R u+w "$dest.tmp/config"
+  finish "$dest.tmp" $((SECONDS - t0))
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  log "keda built in $((SECONDS - t0)) s"
+}
+
 go_install() { # NAME VERSION LDFLAGS PACKAGE...
   local name=$1 version=$2 ld=$3; shift 3
   local dest="$CACHE/$name/$version"
@@ -186,6 +238,8 @@ for v in $K8S_VERSIONS; do
   k8s_bin=
 done
 [ -n "$k8s_bin" ] || die "no Kubernetes version of [$K8S_VERSIONS] builds with $GO_VERSION"
+build_keda
+keda_dir="$CACHE/keda/$KEDA_VERSION"
 
 manifest="$CACHE/toolchain.json"
 cat >"$manifest.tmp" <<EOF
@@ -194,6 +248,7 @@ cat >"$manifest.tmp" <<EOF
   "etcd_version": "$ETCD_VERSION",
   "kwok_version": "$KWOK_VERSION",
   "helm_version": "$HELM_VERSION",
+  "keda_version": "$KEDA_VERSION",
   "prometheus_version": "$PROM_VERSION",
   "kube-apiserver": "$k8s_bin/kube-apiserver",
   "kube-controller-manager": "$k8s_bin/kube-controller-manager",
@@ -204,6 +259,10 @@ cat >"$manifest.tmp" <<EOF
   "kwokctl": "$CACHE/kwok/$KWOK_VERSION/bin/kwokctl",
   "kwok-stages": "$kwok_stages",
   "helm": "$CACHE/helm/$HELM_VERSION/bin/helm",
+  "keda-operator": "$keda_dir/bin/keda",
+  "keda-adapter": "$keda_dir/bin/keda-adapter",
+  "keda-admission-webhooks": "$keda_dir/bin/keda-admission-webhooks",
+  "keda-config": "$keda_dir/config",
   "prometheus": "$prometheus"
 }
 EOF

@@ -1,307 +1,78 @@
-"""Real-time mode: the engine behind a vLLM-compatible HTTP API (aiohttp) with vLLM v1 metrics.
+"""The HTTP side of a simulated replica: the vLLM/OpenAI API (aiohttp) in front of a :class:`Replica`.
 
-The step loop keeps an absolute step clock: a step planned at ``t`` ends at ``t + step_ms`` on the event loop's
-clock whatever the delivery of the previous step's tokens cost; how late each step end is observed goes to
-``burstpilot_sim_step_lateness_seconds``. Tokens of a step are delivered at its end.
-
-Prompt length rule: the extension field ``burstpilot_prompt_tokens`` (an int) wins; otherwise a text prompt
-counts ``ceil(utf8_bytes / 4)`` tokens, a list of token ids counts its length, and a chat counts its messages'
-contents that way plus 3 tokens per message and 3 for the reply's priming. Without ``ignore_eos`` the simulated
-model stops at a natural length drawn from a lognormal (median ``default_max_tokens / 2``), or at
-``max_tokens`` (default ``default_max_tokens`` of the profile), whichever comes first.
+``POST /v1/completions`` and ``/v1/chat/completions`` (streaming and not), ``GET /health`` (503 during the cold
+start), ``GET /v1/models`` and ``GET /metrics``. Requests are decoded and validated by
+:mod:`burstpilot.sim.protocol`; every refusal is an OpenAI error body, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
+import logging
 import signal
 import time
 import uuid
-from collections import deque
+from collections.abc import Callable
 
-import numpy as np
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from burstpilot.sim.engine import Engine, Seq
 from burstpilot.sim.profile import Profile
+from burstpilot.sim.protocol import (
+    TOKEN_TEXT,
+    CompletionRequest,
+    RequestError,
+    decode_body,
+    parse_request,
+    reply_text,
+    usage,
+)
+from burstpilot.sim.replica import Replica, Stream
 
-WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do")
-
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
-               40.0, 80.0)  # fmt: skip
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
-               480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, etype: str = "BadRequestError"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.etype = status, message, param, etype
+log = logging.getLogger(__name__)
 
 
 def error_response(exc: RequestError) -> web.Response:
-    body = {"error": {"message": exc.message, "type": exc.etype, "param": exc.param, "code": exc.status}}
-    return web.json_response(body, status=exc.status)
+    return web.json_response(exc.body(), status=exc.status)
 
 
-class Metrics:
-    def __init__(self, model_name: str):
-        self.registry = r = CollectorRegistry()
-        lab = ["model_name"]
-        self.running = Gauge(
-            "vllm:num_requests_running", "Requests in model execution batches.", lab, registry=r
-        )
-        self.waiting = Gauge(
-            "vllm:num_requests_waiting", "Requests waiting to be processed.", lab, registry=r
-        )
-        self.kv = Gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", lab, registry=r
-        )
-        self.preempt = Counter("vllm:num_preemptions", "Cumulative number of preemptions.", lab, registry=r)
-        self.prompt = Counter("vllm:prompt_tokens", "Prefill tokens processed.", lab, registry=r)
-        self.gen = Counter("vllm:generation_tokens", "Generation tokens processed.", lab, registry=r)
-        self.success = Counter(
-            "vllm:request_success", "Successfully processed requests.", lab + ["finished_reason"], registry=r
-        )
-        self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds", "Time to first token.", lab, buckets=TTFT_BUCKETS, registry=r
-        )
-        self.itl = Histogram(
-            "vllm:inter_token_latency_seconds", "Inter-token latency.", lab, buckets=ITL_BUCKETS, registry=r
-        )
-        self.e2e = Histogram(
-            "vllm:e2e_request_latency_seconds",
-            "End-to-end request latency.",
-            lab,
-            buckets=E2E_BUCKETS,
-            registry=r,
-        )
-        self.queue = Histogram(
-            "vllm:request_queue_time_seconds", "Time spent waiting.", lab, buckets=E2E_BUCKETS, registry=r
-        )
-        self.late = Histogram(
-            "burstpilot_sim_step_lateness_seconds",
-            "How late step ends were delivered against the simulated step clock.",
-            lab,
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
-            registry=r,
-        )
-        m = model_name
-        self.c = {
-            name: getattr(self, name).labels(m)
-            for name in (
-                "running",
-                "waiting",
-                "kv",
-                "preempt",
-                "prompt",
-                "gen",
-                "ttft",
-                "itl",
-                "e2e",
-                "queue",
-                "late",
-            )
-        }
+async def read_json(request: web.Request) -> dict:
+    """The body of a request as a JSON object; RequestError 413 or 400 otherwise."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise RequestError(413, f"request body larger than {request.app._client_max_size} bytes", None,
+                           "RequestTooLargeError") from exc  # fmt: skip
+    return decode_body(raw)
 
 
-class Stream:
-    """One request's token delivery between the step loop and its HTTP handler."""
-
-    __slots__ = ("seq", "avail", "done", "event", "last_t", "reason")
-
-    def __init__(self, reason: str):
-        self.seq: Seq | None = None
-        self.avail = 0  # tokens delivered so far
-        self.done = False
-        self.event = asyncio.Event()
-        self.last_t = 0.0
-        self.reason = reason  # finish_reason once done
-
-
-class Replica:
-    """One simulated GPU replica in real time: engine, step loop, metrics and the HTTP app."""
-
-    def __init__(
-        self,
-        profile: Profile,
-        model_name: str | None = None,
-        cold_start_s: float | None = None,
-        max_waiting: int | None = None,
-        max_body_bytes: int = 1 << 20,
-        seed: int = 0,
-    ):
-        self.profile = profile
-        self.model_name = model_name or profile.model
-        self.rng = np.random.default_rng(seed)
-        self.cold_start_s = (
-            profile.sample_cold_start(self.rng) if cold_start_s is None else float(cold_start_s)
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return error_response(exc)
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # a defect of ours: an error body, the traceback in the log, never in the answer
+        log.exception("error serving %s %s", request.method, request.path)
+        return error_response(
+            RequestError(500, f"internal error ({type(exc).__name__})", None, "InternalServerError")
         )
-        self.max_waiting = max_waiting
+
+
+class ReplicaServer:
+    """The aiohttp application of one replica."""
+
+    def __init__(self, replica: Replica, max_body_bytes: int = 1 << 20):
+        self.replica = replica
         self.max_body_bytes = max_body_bytes
-        self.engine = Engine(profile)
-        self.metrics = Metrics(self.model_name)
-        self.streams: dict[int, Stream] = {}
-        self.aborts: list[Stream] = []
-        self.wake = asyncio.Event()
-        self.ready_at = 0.0
-        self.task: asyncio.Task | None = None
-        self.lateness: deque[float] = deque(maxlen=1 << 17)  # the most recent steps'
-        # (arrival, first token, finish, prompt tokens, output tokens) of recent requests, on the step clock
-        self.finished_log: deque[tuple] = deque(maxlen=1 << 14)
-        self.steps = 0
-        self.tokens = 0
-        self.outstanding = 0
-        self.created = int(time.time())
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.ready_at = loop.time() + self.cold_start_s
-        self.task = loop.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-
-    @property
-    def ready(self) -> bool:
-        return asyncio.get_running_loop().time() >= self.ready_at
-
-    # ------------------------------------------------------------------ the step loop
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        eng = self.engine
-        mc = self.metrics.c
-        last_end = -math.inf
-        while True:
-            for st in self.aborts:
-                if st.seq is not None:
-                    eng.abort(st.seq)
-                    self.streams.pop(id(st.seq), None)
-            self.aborts.clear()
-            # steps run back to back on the step clock; from idle, the next one starts when the first waiting
-            # request arrived (not when this loop got to run), as in the discrete-event mode
-            start = last_end
-            if not eng.running and eng.waiting:
-                start = max(last_end, min(loop.time(), eng.waiting[0].arrival))
-            plan = eng.plan(start) if eng.has_work() else None
-            if plan is None:
-                self._gauges()
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            decoding = eng.decoding() if plan.batch else ()
-            out = eng.commit(plan, 1)
-            delay = out.end - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if out.steps:  # (a plan that only preempted ran no step)
-                late = max(0.0, loop.time() - out.end)
-                self.lateness.append(late)
-                mc["late"].observe(late)
-                self.steps += 1
-            self.tokens += out.tokens
-            if out.preempted:
-                mc["preempt"].inc(len(out.preempted))
-            mc["gen"].inc(out.tokens)
-            for seq in decoding:
-                self._token(seq, out.end)
-            for seq in out.first:
-                st = self.streams.get(id(seq))
-                if st is None:
-                    continue
-                if seq.generated == 1:  # its first token (not a resumption after preemption)
-                    mc["prompt"].inc(seq.prompt)
-                    mc["ttft"].observe(out.end - seq.arrival)
-                    mc["queue"].observe((seq.scheduled_time or seq.arrival) - seq.arrival)
-                self._token(seq, out.end)
-            for seq in out.finished:
-                st = self.streams.pop(id(seq), None)
-                if st is None:
-                    continue
-                st.done = True
-                st.event.set()
-                mc["e2e"].observe(out.end - seq.arrival)
-                self.metrics.success.labels(self.model_name, st.reason).inc()
-            for seq in out.finished:
-                self.finished_log.append(
-                    (seq.arrival, seq.first_token_time, seq.finish_time, seq.prompt, seq.max_tokens)
-                )
-            self._gauges()
-            last_end = out.end
-
-    def _token(self, seq: Seq, t: float) -> None:
-        st = self.streams.get(id(seq))
-        if st is None:
-            return
-        if st.avail:
-            self.metrics.c["itl"].observe(t - st.last_t)
-        st.avail += 1
-        st.last_t = t
-        st.event.set()
-
-    def _gauges(self) -> None:
-        mc, e = self.metrics.c, self.engine
-        mc["running"].set(e.num_running)
-        mc["waiting"].set(e.num_waiting)
-        mc["kv"].set(e.kv_usage)
-
-    # ------------------------------------------------------------------ requests
-    def submit(self, prompt_tokens: int, max_tokens: int, ignore_eos: bool) -> Stream:
-        if not self.ready:
-            raise RequestError(
-                503, "the model is still loading (cold start)", etype="ServiceUnavailableError"
-            )
-        if self.max_waiting is not None and self.engine.num_waiting >= self.max_waiting:
-            raise RequestError(
-                503,
-                f"the server's queue is full ({self.max_waiting} requests waiting); retry later",
-                etype="ServiceUnavailableError",
-            )
-        limit = max_tokens
-        reason = "length"
-        if not ignore_eos:
-            natural = max(
-                1,
-                int(round(self.profile.default_max_tokens / 2 * math.exp(0.8 * self.rng.standard_normal()))),
-            )
-            if natural < max_tokens:
-                limit, reason = natural, "stop"
-        st = Stream(reason)
-        seq = self.engine.add(prompt_tokens, limit, asyncio.get_running_loop().time())
-        st.seq = seq
-        self.streams[id(seq)] = st
-        self.outstanding += 1
-        self.wake.set()
-        return st
-
-    def release(self, st: Stream) -> None:
-        """The handler is done with a stream; a stream that did not finish is aborted (client gone)."""
-        self.outstanding -= 1
-        if not st.done:
-            self.aborts.append(st)
-            self.wake.set()
-
-    # ------------------------------------------------------------------ HTTP
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[_errors_middleware])
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[errors_middleware])
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
@@ -310,32 +81,22 @@ class Replica:
         return app
 
     async def _health(self, request: web.Request) -> web.Response:
-        if not self.ready:
+        if not self.replica.ready:
             return web.Response(status=503, text="loading")
         return web.Response(status=200)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self._gauges()
+        self.replica.record(None)
         return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(self.replica.prometheus.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "id": self.model_name,
-                        "object": "model",
-                        "created": self.created,
-                        "owned_by": "burstpilot",
-                        "root": self.model_name,
-                        "max_model_len": self.profile.max_model_len,
-                    }
-                ],
-            }
-        )
+        rep = self.replica
+        model = {"id": rep.model_name, "object": "model", "created": rep.created, "owned_by": "burstpilot",
+                 "root": rep.model_name, "max_model_len": rep.profile.max_model_len}  # fmt: skip
+        return web.json_response({"object": "list", "data": [model]})
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=False)
@@ -344,56 +105,45 @@ class Replica:
         return await self._serve(request, chat=True)
 
     async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
-        body = await _json_body(request)
-        prompt_tokens, max_tokens, stream, include_usage, ignore_eos = self._parse(body, chat)
-        st = self.submit(prompt_tokens, max_tokens, ignore_eos)
+        rep = self.replica
+        body = await read_json(request)
+        req = parse_request(
+            body, chat, rep.model_name, rep.profile.max_model_len, rep.profile.default_max_tokens
+        )
+        st = rep.submit(req.prompt_tokens, req.max_tokens, req.ignore_eos)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         try:
-            if stream:
-                return await self._stream(request, st, rid, created, chat, prompt_tokens, include_usage)
+            if req.stream:
+                return await self._stream(request, st, req, rid, created)
             while not st.done:
                 await st.event.wait()
                 st.event.clear()
-            text = "".join(" " + WORDS[i % len(WORDS)] for i in range(st.avail))
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": st.avail,
-                "total_tokens": prompt_tokens + st.avail,
-            }
+            text = reply_text(st.avail)
             if chat:
                 choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                           "finish_reason": st.reason}  # fmt: skip
-                obj = "chat.completion"
             else:
                 choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": st.reason}
-                obj = "text_completion"
             return web.json_response(
-                {
-                    "id": rid,
-                    "object": obj,
-                    "created": created,
-                    "model": self.model_name,
-                    "choices": [choice],
-                    "usage": usage,
-                }  # fmt: skip
-            )
+                {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+                 "model": rep.model_name, "choices": [choice], "usage": usage(req.prompt_tokens, st.avail)}
+            )  # fmt: skip
         finally:
-            self.release(st)
+            rep.release(st)
 
-    async def _stream(self, request, st: Stream, rid, created, chat, prompt_tokens, include_usage):
+    async def _stream(self, request, st: Stream, req: CompletionRequest, rid: str, created: int):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        chat = req.chat
+        words = TOKEN_TEXT
         try:
             await resp.prepare(request)
             obj = "chat.completion.chunk" if chat else "text_completion"
-            head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{json.dumps(self.model_name)},"choices":['
+            model = json.dumps(self.replica.model_name)
+            head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{model},"choices":['
             if chat:
-                first = {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
+                first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None}  # fmt: skip
                 await resp.write(f"data: {head}{json.dumps(first)}]}}\n\n".encode())
             sent = 0
             while True:
@@ -401,7 +151,7 @@ class Replica:
                 st.event.clear()
                 parts = []
                 while sent < st.avail:
-                    word = " " + WORDS[sent % len(WORDS)]
+                    word = words[sent % len(words)]
                     sent += 1
                     fin = json.dumps(st.reason) if (st.done and sent == st.avail) else "null"
                     if chat:
@@ -413,133 +163,84 @@ class Replica:
                     await resp.write("".join(parts).encode())
                 if st.done and sent >= st.avail:
                     break
-            if include_usage:
-                usage = {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": sent,
-                    "total_tokens": prompt_tokens + sent,
-                }
-                await resp.write(f'data: {head}],"usage":{json.dumps(usage)}}}\n\n'.encode())
+            if req.include_usage:
+                await resp.write(
+                    f'data: {head}],"usage":{json.dumps(usage(req.prompt_tokens, sent))}}}\n\n'.encode()
+                )
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
         except ConnectionResetError:  # the client went away: release() aborts its sequence
             pass
         return resp
 
-    def _parse(self, body: dict, chat: bool):
-        model = body.get("model")
-        if model is None:
-            raise RequestError(400, "'model' is required", "model")
-        if model != self.model_name:
-            raise RequestError(404, f"The model `{model}` does not exist.", "model", "NotFoundError")
-        explicit = body.get("burstpilot_prompt_tokens")
-        if explicit is not None and (
-            not isinstance(explicit, int) or isinstance(explicit, bool) or explicit < 1
-        ):
-            raise RequestError(
-                400, "'burstpilot_prompt_tokens' must be a positive integer", "burstpilot_prompt_tokens"
-            )
-        if chat:
-            msgs = body.get("messages")
-            if not isinstance(msgs, list) or not msgs:
-                raise RequestError(400, "'messages' must be a non-empty list", "messages")
-            counted = 3
-            for i, m in enumerate(msgs):
-                if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                    raise RequestError(400, f"messages[{i}] must be an object with a 'role'", "messages")
-                content = m.get("content", "")
-                if isinstance(content, list):
-                    content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-                if not isinstance(content, str):
-                    raise RequestError(
-                        400, f"messages[{i}].content must be a string or a list of parts", "messages"
-                    )
-                counted += 3 + _text_tokens(content)
-        else:
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-                prompt = prompt[0]
-            if isinstance(prompt, str):
-                counted = _text_tokens(prompt)
-            elif isinstance(prompt, list) and prompt and all(isinstance(x, int) for x in prompt):
-                counted = len(prompt)
-            else:
-                raise RequestError(
-                    400, "'prompt' must be a string, a list of token ids, or a list of one of those", "prompt"
-                )
-        prompt_tokens = explicit if explicit is not None else max(1, counted)
-        mt = body.get("max_tokens", body.get("max_completion_tokens"))
-        if mt is None:
-            mt = self.profile.default_max_tokens
-        if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
-            raise RequestError(400, "'max_tokens' must be a positive integer", "max_tokens")
-        if prompt_tokens + mt > self.profile.max_model_len:
-            raise RequestError(
-                400,
-                f"This model's maximum context length is {self.profile.max_model_len} tokens. However, you requested "
-                f"{prompt_tokens + mt} tokens ({prompt_tokens} in the messages, {mt} in the completion).",
-                "max_tokens",
-            )
-        n = body.get("n", 1)
-        if n != 1:
-            raise RequestError(400, "only n=1 is supported", "n")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise RequestError(400, "'stream' must be a boolean", "stream")
-        opts = body.get("stream_options") or {}
-        if not isinstance(opts, dict):
-            raise RequestError(400, "'stream_options' must be an object", "stream_options")
-        if opts and not stream:
-            raise RequestError(400, "'stream_options' is only allowed with stream=true", "stream_options")
-        ignore_eos = body.get("ignore_eos", False)
-        if not isinstance(ignore_eos, bool):
-            raise RequestError(400, "'ignore_eos' must be a boolean", "ignore_eos")
-        return prompt_tokens, mt, stream, bool(opts.get("include_usage", False)), ignore_eos
 
-
-def _text_tokens(text: str) -> int:
-    return math.ceil(len(text.encode("utf-8")) / 4)
-
-
-async def _json_body(request: web.Request) -> dict:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestError(413, f"request body larger than {request.app._client_max_size} bytes", None,
-                           "RequestTooLargeError") from exc  # fmt: skip
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"request body is not valid JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise RequestError(400, "request body must be a JSON object")
-    return body
-
-
-@web.middleware
-async def _errors_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except RequestError as exc:
-        return error_response(exc)
-
-
-async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start_site(app: web.Application, host: str, port: int | None = None, sock=None) -> web.AppRunner:
+    """Serve ``app`` on host:port, or on an already bound socket; the runner is cleaned up on failure."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 
-async def serve(profile: Profile, host: str, port: int, **kw) -> None:
-    """Run one replica until cancelled."""
+async def report_readiness(
+    ready: Callable[[], tuple[int, int, float | None]],
+    notify: Callable[[str], None],
+    interval_s: float = 10.0,
+) -> None:
+    """Say what is loading every ``interval_s`` and when everything is ready; returns when it is.
+
+    ``ready()`` gives (ready, wanted, seconds until the next one is ready or None).
+    """
+    t0 = time.monotonic()
+    last = None
+    while True:
+        n, want, eta = ready()
+        if n >= want:
+            if last is not None or want:
+                notify(f"ready: {n} of {want} after {time.monotonic() - t0:.1f} s")
+            return
+        if last is None or time.monotonic() - last >= interval_s:
+            nxt = f", next in {eta:.0f} s" if eta is not None else ""
+            notify(f"waiting for the cold start: {n} of {want} ready{nxt}")
+            last = time.monotonic()
+        await asyncio.sleep(min(0.1, interval_s))
+
+
+async def serve(
+    profile: Profile,
+    host: str,
+    port: int,
+    max_body_bytes: int = 1 << 20,
+    notify: Callable[[str], None] | None = None,
+    **kw,
+) -> None:
+    """Run one replica until SIGTERM or SIGINT; ``notify`` hears when it is ready and while it loads."""
     rep = Replica(profile, **kw)
     rep.start()
-    runner = await start_site(rep.app(), host, port)
+    try:
+        runner = await start_site(ReplicaServer(rep, max_body_bytes).app(), host, port)
+    except BaseException:
+        await rep.stop()
+        raise
+    reporter = None
+    if notify is not None:
+        loop = asyncio.get_running_loop()
+
+        def state():
+            left = rep.ready_at - loop.time()
+            return (1, 1, None) if left <= 0 else (0, 1, left)
+
+        reporter = loop.create_task(report_readiness(state, notify))
     try:
         await wait_for_termination()
     finally:
+        if reporter:
+            reporter.cancel()
         await rep.stop()
         await runner.cleanup()
 

@@ -24,7 +24,28 @@ AREAS = (
     "burstpilot.forecasting.cli",
     "burstpilot.evaluation.cli",
     "burstpilot.operator.cli",
+    "burstpilot.operator.cluster.cli",
 )
+
+
+VERSION = f"burstpilot {__version__}"
+
+
+def _version_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--version`` on every subcommand, at any depth (``burstpilot sim serve --version``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share one parser
+                if "--version" not in sub._option_string_actions:
+                    sub.add_argument("--version", action="version", version=VERSION, help="print the version")
+                _version_everywhere(sub)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep GPU-backed LLM serving inside its latency SLO through bursty traffic, "
         "at the fewest GPU-hours.",
     )
-    parser.add_argument("--version", action="version", version=f"burstpilot {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in AREAS:
         importlib.import_module(name).register(sub)
+    c = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a tab-completion script for every burstpilot command and option. Bash: "
+        'eval "$(burstpilot completion bash)" (or save it in /etc/bash_completion.d/burstpilot); zsh: '
+        "burstpilot completion zsh > ~/.zfunc/_burstpilot.",
+    )
+    c.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+    c.set_defaults(handler=_completion)
+    _version_everywhere(parser)
     return parser
 
 

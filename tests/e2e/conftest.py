@@ -9,6 +9,7 @@ from e2e_harness import (  # noqa: E402, F401  (fixtures are found by name)
     chart_installed,
     cluster,
     front_factory,
+    keda,
     operator,
     procs,
     prometheus,

@@ -83,7 +83,7 @@ def test_schedule_frame_and_shards():
     parts = [s.shard(i, 3) for i in range(3)]
     assert sorted(np.concatenate([p.index for p in parts]).tolist()) == s.index.tolist()
     assert parts[1].scheduled_s.tolist() == [1.0]  # shards keep the workload's frame
-    assert build_schedule(w, limit_s=2.0).index.tolist() == [0, 2]
+    assert build_schedule(w, duration_s=2.0).index.tolist() == [0, 2]
     assert build_schedule(w, include_failed=True).fingerprint != s.fingerprint
     with pytest.raises(BurstpilotError, match="no requests"):
         build_schedule(make_workload([1.0], failed=[True]))

@@ -1,57 +1,23 @@
 import asyncio
-import json
 import time
+from dataclasses import replace
 
 import aiohttp
 import numpy as np
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from burstpilot.sim import load_profile
 from burstpilot.sim.des import simulate
-from burstpilot.sim.fleet import Fleet, free_port_block
-from burstpilot.sim.server import Replica, start_site
 from burstpilot.sim.workload import Workload
-
-PROFILE = load_profile("h100-llama3-8b")
-MODEL = PROFILE.model
+from tests.support.sim_replica import MODEL, PROFILE, running_replica, stream_tokens
 
 
-async def with_replica(fn, **kw):
-    rep = Replica(PROFILE, **({"cold_start_s": 0.0} | kw))
-    rep.start()
-    port = free_port_block(1)
-    runner = await start_site(rep.app(), "127.0.0.1", port)
-    try:
-        async with aiohttp.ClientSession() as session:
-            return await fn(session, f"http://127.0.0.1:{port}", rep)
-    finally:
-        await rep.stop()
-        await runner.cleanup()
+async def with_replica(fn, max_body_bytes=1 << 20, **kw):
+    async with running_replica(max_body_bytes, **kw) as (url, rep), aiohttp.ClientSession() as session:
+        return await fn(session, url, rep)
 
 
 def run(coro_fn, **kw):
     return asyncio.run(with_replica(coro_fn, **kw))
-
-
-async def stream_tokens(session, url, body):
-    """POST a streaming request; returns (time to first token, chunks)."""
-    t0 = time.perf_counter()
-    ttft, chunks = None, []
-    async with session.post(url + "/v1/completions", json=body | {"stream": True}) as r:
-        assert r.status == 200
-        async for line in r.content:
-            line = line.strip()
-            if not line.startswith(b"data: "):
-                continue
-            data = line[6:]
-            if data == b"[DONE]":
-                break
-            chunk = json.loads(data)
-            if chunk["choices"] and ttft is None:
-                ttft = time.perf_counter() - t0
-            chunks.append(chunk)
-    return ttft, chunks
 
 
 def test_streaming_and_plain_responses_have_openai_shapes():
@@ -92,10 +58,26 @@ def test_bad_requests_get_openai_errors():
         ({"model": MODEL, "prompt": "a", "ignore_eos": 1}, 400, "ignore_eos"),
         ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": -3}, 400, "burstpilot_prompt_tokens"),
         ({"model": MODEL, "prompt": "a", "burstpilot_prompt_tokens": 33_000}, 400, "max_tokens"),
+        (b"[" * 2000 + b"]" * 2000, 400, None),  # nested deeper than the JSON decoder recurses
+        (b'{"model": "m", "prompt": "a", "x": ' + b"[" * 1900 + b"]" * 1900 + b"}", 400, None),
+        ({"model": ["x"], "prompt": "a"}, 400, "model"),
+        ({"model": MODEL, "prompt": "\ud800 lone surrogate"}, 200, None),
+        ({"model": MODEL, "prompt": "a", "n": True}, 400, "n"),
+        (
+            {"model": MODEL, "prompt": "a", "stream": True, "stream_options": {"include_usage": "yes"}},
+            400,
+            "stream_options",
+        ),
     ]
     chat_cases = [
         ({"model": MODEL, "messages": []}, 400, "messages"),
         ({"model": MODEL, "messages": ["x"]}, 400, "messages"),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            400,
+            "messages",
+        ),
+        ({"model": MODEL, "messages": [{"role": "assistant", "content": None}], "max_tokens": 2}, 200, None),
     ]
 
     async def go(session, url, rep):
@@ -104,6 +86,9 @@ def test_bad_requests_get_openai_errors():
                 kw = {"data": body} if isinstance(body, bytes) else {"json": body}
                 r = await session.post(url + path, **kw)
                 assert r.status == status, body
+                if status == 200:
+                    await r.read()
+                    continue
                 err = (await r.json())["error"]
                 assert err["param"] == param and err["message"] and err["code"] == status
         r = await session.post(url + "/v1/completions", data=b"x" * 5000)
@@ -212,7 +197,10 @@ def test_real_time_agrees_with_discrete_event():
             assert len(chunks) == out[i]
             return ttft
 
-        return await asyncio.gather(*(one(i) for i in range(10))), sorted(rep.finished_log)
+        return await asyncio.gather(*(one(i) for i in range(10))), sorted(
+            (f.arrival, f.first_token, f.finish, f.prompt_tokens, f.generation_tokens)
+            for f in rep.recent.finished
+        )
 
     client_ttft, log = run(go)
     client_ttft = np.array(client_ttft)
@@ -235,44 +223,6 @@ def test_real_time_agrees_with_discrete_event():
     assert np.median(np.abs(client_ttft - des_ttft)) <= 0.03
 
 
-@pytest.mark.parametrize("processes", [0, 2])
-def test_fleet_rescales_and_keeps_sd_file(tmp_path, processes):
-    sd = tmp_path / "targets.json"
-
-    async def go():
-        port = free_port_block(6)
-        fleet = Fleet(PROFILE, port, sd_file=sd, cold_start_s=0.0, replica_processes=processes)
-        await fleet.start(2)
-        try:
-            targets = json.loads(sd.read_text())[0]["targets"]
-            assert targets == [f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}"]
-            async with aiohttp.ClientSession() as s:
-                url = f"http://127.0.0.1:{port}"
-                _, chunks = await stream_tokens(
-                    s, url, {"model": MODEL, "prompt": "a", "max_tokens": 3, "ignore_eos": True}
-                )
-                assert len(chunks) == 3
-                fleet.cold_start_s = 0.4
-                st = await (await s.post(url + "/admin/replicas", json={"replicas": 3})).json()
-                assert (st["ready"], st["starting"]) == (2, 1)
-                assert len(json.loads(sd.read_text())[0]["targets"]) == 3
-                assert (await s.get(f"http://127.0.0.1:{port + 3}/health")).status == 503
-                await asyncio.sleep(0.5)
-                assert (await s.get(f"http://127.0.0.1:{port + 3}/health")).status == 200
-                assert (await s.post(url + "/admin/replicas", json={"replicas": "x"})).status == 400
-                await s.post(url + "/admin/replicas", json={"replicas": 1})
-                for _ in range(100):
-                    if len(json.loads(sd.read_text())[0]["targets"]) == 1:
-                        break
-                    await asyncio.sleep(0.02)
-                assert len(json.loads(sd.read_text())[0]["targets"]) == 1
-                assert (await (await s.get(url + "/admin/replicas")).json())["ready"] == 1
-        finally:
-            await fleet.close()
-
-    asyncio.run(go())
-
-
 def test_non_streaming_client_that_leaves_frees_its_sequence():
     async def go(session, url, rep):
         body = {"model": MODEL, "prompt": "a", "max_tokens": 4000, "ignore_eos": True}
@@ -290,3 +240,24 @@ def test_non_streaming_client_that_leaves_frees_its_sequence():
         assert rep.engine.num_running == 0 and rep.engine.used_blocks == 0 and rep.outstanding == 0
 
     run(go)
+
+
+def test_a_request_larger_than_the_whole_kv_cache_is_refused_not_left_waiting():
+    small = replace(PROFILE, gpu_memory_gib=PROFILE.weights_gib / 0.9 + 2.0, reserved_gib=0.0)  # ~15k tokens
+    assert small.kv_capacity_tokens < small.max_model_len
+
+    async def go():
+        async with running_replica(profile=small) as (url, rep), aiohttp.ClientSession() as s:
+            # within the model's context but not the cache: it could never be scheduled
+            body = {
+                "model": MODEL,
+                "prompt": "x",
+                "burstpilot_prompt_tokens": small.kv_capacity_tokens,
+                "max_tokens": 10,
+            }
+            r = await asyncio.wait_for(s.post(url + "/v1/completions", json=body), 10)
+            err = (await r.json())["error"]
+            assert r.status == 400 and "do not fit this replica's KV cache" in err["message"]
+            assert rep.engine.num_waiting == 0
+
+    asyncio.run(go())
