@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from burstpilot.errors import BurstpilotError
-from burstpilot.forecasting.base import DEFAULT_QUANTILES, STATE_VERSION, Forecast, Forecaster
+from burstpilot.forecasting.base import DEFAULT_QUANTILES, MAX_COUNT, STATE_VERSION, Forecast, Forecaster
 from burstpilot.forecasting.burst import BurstForecaster
 from burstpilot.forecasting.models import ETS, EWMA, Holt, LastValue, Seasonal
 
@@ -19,7 +19,15 @@ MODELS: dict[str, type[Forecaster]] = {
     cls.name: cls for cls in (LastValue, EWMA, Holt, ETS, Seasonal, BurstForecaster)
 }
 
-__all__ = ["DEFAULT_QUANTILES", "MODELS", "Forecast", "Forecaster", "from_state", "make_forecaster"]
+__all__ = [
+    "DEFAULT_QUANTILES",
+    "MAX_COUNT",
+    "MODELS",
+    "Forecast",
+    "Forecaster",
+    "from_state",
+    "make_forecaster",
+]
 
 
 def make_forecaster(name: str, step_s: float, **params: Any) -> Forecaster:
@@ -41,7 +49,12 @@ def from_state(state: dict[str, Any]) -> Forecaster:
         raise BurstpilotError(f"forecaster state: field {missing[0]!r} is missing")
     if state["version"] != STATE_VERSION:
         raise BurstpilotError(f"forecaster state: version {state['version']!r} is not {STATE_VERSION}")
-    cls = MODELS.get(state["model"])
+    cls = MODELS.get(state["model"]) if isinstance(state["model"], str) else None
     if cls is None:
         raise BurstpilotError(f"forecaster state: unknown model {state['model']!r}")
-    return cls._from_state(state)
+    try:
+        return cls._from_state(state)
+    except BurstpilotError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise BurstpilotError(f"forecaster state for model {state['model']!r} is damaged: {exc}") from None

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import stats
 
 from burstpilot.errors import BurstpilotError
 
@@ -22,6 +23,12 @@ STATE_VERSION = 1
 DEFAULT_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 # Fewer completed origins than this in the ring: bands fall back to the model's parametric form.
 MIN_CALIBRATION = 30
+# The largest count one step may hold. Far beyond any serving fleet (10^11 tokens/s at a 10 s step), it keeps
+# every sum and square the models form exact enough and far from float64's range; a larger count is a
+# metrics glitch, and update() rejects it by value (the caller treats it as a missing sample).
+MAX_COUNT = 1e12
+# The most steps the calibration ring may hold (about 11.6 days at a 10 s step).
+MAX_RING_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,11 @@ def check_count(value: Any, step_index: int) -> float:
         raise BurstpilotError(f"count at step {step_index} is infinite; pass NaN for a missing sample")
     if x < 0:
         raise BurstpilotError(f"count at step {step_index} is negative ({x:g}); counts must be >= 0")
+    if x > MAX_COUNT:
+        raise BurstpilotError(
+            f"count at step {step_index} ({x:g}) is above {MAX_COUNT:g}, the most one step may hold; "
+            "pass NaN for an implausible sample"
+        )
     return x
 
 
@@ -144,6 +156,8 @@ class Forecaster:
     name: ClassVar[str] = ""
     # Model-specific parameters with their defaults (validated and stored in the state).
     defaults: ClassVar[dict[str, Any]] = {}
+    # Parameters earlier versions had and this one no longer uses: accepted (saved states load) and dropped.
+    legacy_params: ClassVar[frozenset[str]] = frozenset()
     # Attributes (floats, ints, lists of floats) that make up the model's internal state.
     state_fields: ClassVar[tuple[str, ...]] = ()
     # Columns recorded per step next to the count: what the model predicted at that origin.
@@ -156,7 +170,12 @@ class Forecaster:
         window = _check_number(calib_window_s, "calib_window_s")
         if not (math.isfinite(window) and window >= step):
             raise BurstpilotError(f"calib_window_s must be at least one step ({step:g} s), got {window!r}")
-        unknown = sorted(set(params) - set(self.defaults))
+        if window / step > MAX_RING_STEPS:
+            raise BurstpilotError(
+                f"calib_window_s / step_s = {window / step:.3g} steps: the calibration window holds at most "
+                f"{MAX_RING_STEPS} steps"
+            )
+        unknown = sorted(set(params) - set(self.defaults) - set(self.legacy_params))
         if unknown:
             allowed = ", ".join(["calib_window_s", *sorted(self.defaults)]) or "none"
             raise BurstpilotError(
@@ -164,7 +183,7 @@ class Forecaster:
             )
         self.step_s = step
         self.calib_window_s = window
-        self.params = {**self.defaults, **params}
+        self.params = {**self.defaults, **{k: v for k, v in params.items() if k not in self.legacy_params}}
         self.n_steps = 0  # steps seen, missing ones included
         self.n_observed = 0  # steps with a count
         self.stale_steps = 0  # consecutive missing steps at the end of the history
@@ -196,6 +215,10 @@ class Forecaster:
         horizon = _check_number(horizon_s, "horizon_s")
         if not (math.isfinite(horizon) and horizon > 0):
             raise BurstpilotError(f"horizon_s must be a positive number of seconds, got {horizon_s!r}")
+        if horizon / self.step_s > MAX_RING_STEPS:
+            raise BurstpilotError(
+                f"horizon_s ({horizon:g}) is more than {MAX_RING_STEPS} steps of {self.step_s:g} s"
+            )
         qs = check_quantiles(quantiles)
         if self.n_observed == 0:
             raise BurstpilotError(
@@ -290,12 +313,12 @@ class Forecaster:
 
 
 def _poisson_bands(h: int, mean_count: float, qs: tuple[float, ...]) -> tuple[list[float], list[float]]:
-    from scipy import stats
 
     lam = max(mean_count, 1e-9)
     rq = stats.poisson.ppf(qs, lam * h) / h
     # Peak of h independent Poisson steps: P(max <= x) = F(x)^h.
     pq = stats.poisson.ppf(np.asarray(qs) ** (1.0 / h), lam)
+    rq, pq = np.where(np.isfinite(rq), rq, lam), np.where(np.isfinite(pq), pq, lam)
     return list(rq), list(np.maximum(pq, rq))
 
 

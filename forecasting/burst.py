@@ -48,6 +48,9 @@ ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7)
 RHOS = (0.0, 0.5, 0.8, 0.9, 0.97, 1.0)
 # Origins inside detected bursts needed before their persistence is learned from the ring.
 MIN_BURST_ORIGINS = 6
+# Cap on the relative variance v of the horizon's rate (a coefficient of variation of 10): beyond it the
+# Gamma level multiplier has no usable quantiles, and no forecast that wide means anything.
+MAX_LEVEL_VAR = 100.0
 NUMERIC = (
     "rise_z",
     "rise_z2",
@@ -76,6 +79,34 @@ def _nb_params(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarra
     var = np.maximum(var, mean * (1.0 + 1e-6))
     p = mean / var
     return mean * p / (1.0 - p), p
+
+
+def _nb_ppf(qs: np.ndarray, mean: float, var: float) -> np.ndarray:
+    """Negative binomial quantiles for a mean and variance. scipy's nbinom.ppf aborts the process (a C++
+    domain_error) on a NaN parameter, so the parameters are checked first; where they are not usable, or
+    where the mean is so large that the count is continuous for every purpose, the gamma distribution of
+    the same mean and variance answers instead."""
+    qs = np.asarray(qs, dtype=float)
+    mean = max(float(mean), 1e-9)
+    var = max(float(var), mean * (1.0 + 1e-6))
+    if not (math.isfinite(mean) and math.isfinite(var)):
+        return np.full(len(qs), mean if math.isfinite(mean) else 0.0)
+    n, p = _nb_params(np.asarray(mean), np.asarray(var))
+    if mean <= 1e9 and math.isfinite(float(n)) and float(n) > 0 and 0.0 < float(p) < 1.0:
+        out = stats.nbinom.ppf(qs, n, p)
+    else:
+        out = stats.gamma.ppf(qs, mean * mean / var, scale=var / mean)
+    return np.where(np.isfinite(out), out, mean)
+
+
+def _window_means(counts: np.ndarray) -> np.ndarray:
+    """Per ring row: the mean of the observed counts from the start of the ring up to that row (the
+    calibration window's mean at the newest row; NaN before the first observed count)."""
+    seen = ~np.isnan(counts)
+    n = np.cumsum(seen)
+    total = np.cumsum(np.where(seen, counts, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 class BurstForecaster(Forecaster):
@@ -254,9 +285,12 @@ class BurstForecaster(Forecaster):
         steps = np.arange(1, h + 1)
         return np.array([float(np.mean(r**steps)) for r in self.rhos])
 
-    def _options(self, levels: np.ndarray, trends: np.ndarray, burst: np.ndarray, h: int) -> np.ndarray:
-        """Predictions of every option (level x flat/trend x burst persistence) per row: shape (n, 2K*R)."""
-        base = np.concatenate([levels, levels + trends * self.trend_weight(h)], axis=1)
+    def _options(
+        self, levels: np.ndarray, trends: np.ndarray, window: np.ndarray, burst: np.ndarray, h: int
+    ) -> np.ndarray:
+        """Predictions of every option per row, shape (n, (2K+1)*R): each level flat or with its damped trend,
+        and the calibration window's mean (``window``), each plus the burst excess with each persistence."""
+        base = np.concatenate([levels, levels + trends * self.trend_weight(h), window[:, None]], axis=1)
         lift = burst[:, None] * self.burst_weights(h)[None, :]
         return np.maximum(base[:, :, None] + lift[:, None, :], 0.0).reshape(len(levels), -1)
 
@@ -281,8 +315,8 @@ class BurstForecaster(Forecaster):
         rows = self._ring.ordered()
         idx, sums, peaks = realized(rows[:, 0], h)
         k, r = len(self.alphas), len(self.rhos)
-        w = np.zeros((2 * k, r))
         persist = int(np.argmax(self.rhos))
+        w = np.zeros((2 * k + 1, r))
         if len(idx) < MIN_CALIBRATION:
             w[self.ref, persist] = 1.0
             return w.ravel(), idx, sums, peaks, np.zeros(0), np.zeros(0)
@@ -290,8 +324,10 @@ class BurstForecaster(Forecaster):
         trends = rows[idx, 1 + k : 1 + 2 * k]
         burst = rows[idx, 1 + 2 * k]
         disp = rows[idx, 2 + 2 * k]
-        options = self._options(levels, trends, burst, h)
-        mse = ((options - (sums / h)[:, None]) ** 2).mean(axis=0).reshape(2 * k, r)
+        window = _window_means(rows[:, 0])[idx]
+        window = np.where(np.isnan(window), levels[:, self.ref], window)
+        options = self._options(levels, trends, window, burst, h)
+        mse = ((options - (sums / h)[:, None]) ** 2).mean(axis=0).reshape(2 * k + 1, r)
         if np.count_nonzero(burst > 0) < MIN_BURST_ORIGINS:
             mse = np.where(np.arange(r)[None, :] == persist, mse, np.inf)
         floor = max(float(mse.min()), 1e-12 * (1.0 + float(np.mean(sums / h)) ** 2))  # ties: equal weights
@@ -301,8 +337,12 @@ class BurstForecaster(Forecaster):
 
     def _point(self, h: int) -> float:
         w = self._select(h)[0]
+        window = _window_means(self._ring.ordered()[:, 0])[-1]
+        if math.isnan(window):  # every step of the window missing
+            window = self.levels[self.ref]
         one = np.asarray
-        options = self._options(one([self.levels]), one([self.trends]), one([self.burst * self.persist]), h)
+        burst = one([self.burst * self.persist])
+        options = self._options(one([self.levels]), one([self.trends]), one([window]), burst, h)
         return float(options[0] @ w)
 
     def _bands(self, h: int, mean_count: float, qs: tuple[float, ...]) -> tuple[list[float], list[float]]:
@@ -313,7 +353,7 @@ class BurstForecaster(Forecaster):
         if len(pred) >= MIN_CALIBRATION:
             m = np.maximum(pred * h, 1e-9)
             excess = ((sums - m) ** 2 - disp * m).sum()
-            v = max(excess / (m**2).sum(), 0.0)
+            v = min(max(excess / (m**2).sum(), 0.0), MAX_LEVEL_VAR)
             w = float(self.params["prior_weight"])
             n = len(pred)
             u_sum = self._pit_sum(sums, m, disp, v)
@@ -325,8 +365,7 @@ class BurstForecaster(Forecaster):
         q_sum = np.clip(q_sum, 1e-4, 1 - 1e-4)
         q_peak = np.clip(q_peak, 1e-4, 1 - 1e-4)
         m_now = max(mean_count * h, 1e-9)
-        n_nb, p_nb = _nb_params(np.asarray(m_now), np.asarray(d_now * m_now + v * m_now**2))
-        rate_q = stats.nbinom.ppf(q_sum, n_nb, p_nb) / h
+        rate_q = _nb_ppf(q_sum, m_now, d_now * m_now + v * m_now**2) / h
         peak_q = self._peak_ppf(q_peak, max(mean_count, 1e-9), d_now, v, h)
         return list(rate_q), list(np.maximum(peak_q, rate_q))
 
@@ -343,7 +382,10 @@ class BurstForecaster(Forecaster):
             return np.ones(1)
         shape = 1.0 / v
         nodes = stats.gamma.ppf((np.arange(k) + 0.5) / k, shape, scale=v)
-        return nodes / nodes.mean()
+        mean = float(nodes.mean())
+        if not (math.isfinite(mean) and mean > 0.0):  # a shape too small for mid-bin quantiles
+            return np.ones(1)
+        return nodes / mean
 
     def _peak_cdf(self, x: np.ndarray, mu: np.ndarray, disp: np.ndarray, v: float, h: int) -> np.ndarray:
         """P(max of h steps <= x), x and mu/disp broadcast along the first axis."""
@@ -360,8 +402,7 @@ class BurstForecaster(Forecaster):
     def _peak_ppf(self, qs: np.ndarray, mu: float, disp: float, v: float, h: int) -> np.ndarray:
         nodes = self._nodes(v)
         top = float(nodes.max()) * mu
-        n, p = _nb_params(np.asarray(top), np.asarray(disp * top))
-        hi = float(stats.nbinom.ppf(1.0 - 1e-4 / h, n, p)) + 1.0
+        hi = float(_nb_ppf(np.asarray([1.0 - 1e-4 / h]), top, disp * top)[0]) + 1.0
         # Candidate values: every integer up to 400, a geometric grid above.
         if hi <= 400:
             grid = np.arange(0.0, hi + 1.0)

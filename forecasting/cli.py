@@ -52,18 +52,24 @@ def register(sub) -> None:
     bt.add_argument("--warmup", type=float, default=600.0, help="seconds fed before the first scored origin")
     bt.add_argument("--stride", type=int, default=1, help="score every N-th origin (default 1: all)")
     bt.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    bt.add_argument(
+        "--keep-time-grid",
+        action="store_true",
+        help="bin arrivals as recorded even when they lie on a coarse time grid (default: spread each over "
+        "its grid cell, so a step that is not a multiple of the grid does not alias)",
+    )
     bt.add_argument("--out", type=Path, required=True, help="output directory")
     bt.set_defaults(handler=_backtest)
 
 
 def _backtest(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from burstpilot.forecasting import MODELS
-    from burstpilot.forecasting.backtest import bin_trace, model_entry, run_model, write_json
+    from burstpilot.forecasting.backtest import bin_trace, model_entry, run_model, time_grid_s, write_json
     from burstpilot.forecasting.base import check_quantiles
+    from burstpilot.progress import Reporter
     from burstpilot.traces import read_trace
 
     models = _names(args.models)
@@ -80,7 +86,13 @@ def _backtest(args: argparse.Namespace) -> int:
         raise BurstpilotError(f"{args.trace}: no such file")
     console = Console(stderr=True)
     trace = read_trace(args.trace, fmt=args.format)
-    series = bin_trace(trace, args.step, series_names)
+    grid = time_grid_s(trace.arrival_s)
+    series = bin_trace(trace, args.step, series_names, dequantize=not args.keep_time_grid)
+    if grid is not None and not args.keep_time_grid:
+        console.print(
+            f"note: the timestamps lie on a {grid:g} s grid; each arrival is spread over its grid cell "
+            "before binning (--keep-time-grid to bin them as recorded)"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {
         "trace": str(args.trace),
@@ -89,6 +101,8 @@ def _backtest(args: argparse.Namespace) -> int:
         "quantiles": list(quantiles),
         "warmup_s": args.warmup,
         "stride": args.stride,
+        "time_grid_s": grid,
+        "dequantized": bool(grid is not None and not args.keep_time_grid),
         "primary_series": series_names[0],
         "models": {},
         "series": {},
@@ -96,15 +110,8 @@ def _backtest(args: argparse.Namespace) -> int:
     out_json = args.out / "backtest.json"
     runs: dict[str, dict[str, dict]] = {}
     total = sum(len(c) for c in series.values()) * len(models)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("backtest", total=total)
+    with Reporter("forecast backtest") as progress:
+        task = progress.add_task("backtest", total=total, unit=" steps")
         for sname, counts in series.items():
             runs[sname] = {}
             doc["series"][sname] = {
@@ -113,7 +120,7 @@ def _backtest(args: argparse.Namespace) -> int:
                 "models": {},
             }
             for m in models:
-                progress.update(task, description=f"{sname}: {m}")
+                progress.update(task, note=f"{sname}: {m}")
                 run = run_model(
                     counts,
                     args.step,
@@ -122,7 +129,7 @@ def _backtest(args: argparse.Namespace) -> int:
                     quantiles,
                     warmup_s=args.warmup,
                     stride=args.stride,
-                    advance=lambda n: progress.advance(task, n),
+                    advance=lambda n: progress.update(task, advance=n),
                 )
                 runs[sname][m] = run["horizons"][args.horizon] | {"update_ns": run["update_ns"]}
                 entry = model_entry(run, args.horizon)
@@ -142,6 +149,8 @@ def _backtest(args: argparse.Namespace) -> int:
                 int(-(-args.horizon // args.step)),
                 runs[sname],
                 quantiles,
+                warmup_steps=int(-(-args.warmup // args.step)),
+                unit=sname.replace("_", " "),
             )
     out = Console(width=None if sys.stdout.isatty() else 200)
     for sname in series:
