@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("forecasting", "forecasting_backtest.py"),
     ("loadtest", "loadtest_send_accuracy.py"),
     ("evaluation", "evaluation_policies.py"),
+    ("operator", "operator_scale.py"),
 ]
 
 

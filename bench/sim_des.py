@@ -1,16 +1,19 @@
-"""Discrete-event speed: one hour of a 20 req/s BurstGPT-shaped workload over 16 H100 replicas.
+"""Discrete-event speed: a BurstGPT-shaped workload at 20 req/s over 16 H100 replicas, one hour and one day.
 
-Target: at most 20 s of wall time on the development machine. Writes the figures under "des" in
-bench/results/sim.json (other keys of that file are kept).
+Targets on the development machine, one core: the hour in at most 20 s, the day (24 h from Monday 0:00, about
+1.7 M requests) in at most 60 s. Writes the figures under "des" (the hour) and "des_24h" (the day) in
+bench/results/sim.json (other keys of that file are kept), with the load average they ran at.
 
-    .venv/bin/python bench/sim_des.py [--duration-s 3600] [--rps 20] [--replicas 16]
+    .venv/bin/python bench/sim_des.py [--case 1h|24h|all] [--rps 20] [--replicas 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +22,11 @@ from burstpilot.sim.des import SimCluster
 from burstpilot.traces.generate import generate_preset
 
 OUT = Path(__file__).parent / "results" / "sim.json"
+CASES = {
+    # key: (result key, start on the preset's week, duration, target wall seconds, label)
+    "1h": ("des", 10 * 3600, 3600.0, 20.0, "from 10:00 (a weekday morning: the rate rises through the hour)"),
+    "24h": ("des_24h", 0, 86400.0, 60.0, "Monday 0:00 to 24:00 (the whole diurnal cycle)"),
+}
 
 
 def write(key: str, value: dict) -> None:
@@ -28,38 +36,44 @@ def write(key: str, value: dict) -> None:
     OUT.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def run(case: str, rps: float, replicas: int, profile_name: str) -> dict:
+    key, start, duration, target, label = CASES[case]
+    profile = load_profile(profile_name)
+    trace = generate_preset("burstgpt", duration_s=duration, rps=rps, seed=0, start_s=start).shifted(-start)
+    print(f"{case}: {len(trace):,} requests; simulating...", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    cluster = SimCluster(profile, trace, initial_replicas=replicas, seed=0)
+    res = cluster.finish()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    fig = {
+        "workload": f"burstgpt preset {label}, {duration:g} s at {rps:g} req/s (seed 0)",
+        "profile": profile.name,
+        "replicas": replicas,
+        "requests": len(trace),
+        "engine_steps": int(sum(r.engine.step for r in cluster.replicas)),
+        "generated_tokens": int(sum(r.engine.generation_tokens for r in cluster.replicas)),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "simulated_s_per_wall_s": round(res.end_time_s / wall, 1),
+        "target_wall_s": target,
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "summary": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.summary().items()},
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+    }
+    write(key, fig)
+    return fig
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration-s", type=float, default=3600.0)
+    ap.add_argument("--case", choices=[*CASES, "all"], default="all")
     ap.add_argument("--rps", type=float, default=20.0)
     ap.add_argument("--replicas", type=int, default=16)
     ap.add_argument("--profile", default="h100-llama3-8b")
     args = ap.parse_args()
-    profile = load_profile(args.profile)
-    start = 10 * 3600  # a weekday morning: the preset's periodic shape rises through the hour
-    trace = generate_preset("burstgpt", duration_s=args.duration_s, rps=args.rps, seed=0, start_s=start)
-    trace = trace.shifted(-start)
-    t0 = time.perf_counter()
-    cluster = SimCluster(profile, trace, initial_replicas=args.replicas, seed=0)
-    res = cluster.finish()
-    wall = time.perf_counter() - t0
-    steps = sum(r.engine.step for r in cluster.replicas)
-    tokens = sum(r.engine.generation_tokens for r in cluster.replicas)
-    fig = {
-        "workload": f"burstgpt preset from 10:00, {args.duration_s:g} s at {args.rps:g} req/s (seed 0)",
-        "profile": profile.name,
-        "replicas": args.replicas,
-        "requests": len(trace),
-        "engine_steps": int(steps),
-        "generated_tokens": int(tokens),
-        "wall_s": round(wall, 2),
-        "simulated_s_per_wall_s": round(res.end_time_s / wall, 1),
-        "target_wall_s": 20.0,
-        "summary": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.summary().items()},
-        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
-    }
-    write("des", fig)
-    print(json.dumps(fig, indent=1))
+    for case in CASES if args.case == "all" else [args.case]:
+        print(json.dumps(run(case, args.rps, args.replicas, args.profile), indent=1), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,58 +1,59 @@
 """The oracle, made tight in the simulator it is judged in.
 
-``burstpilot.policy.oracle.plan`` gives the least-cost schedule for a per-slot replica need, but the need comes
-from the closed-form capacity model, and the discrete-event simulator decides whether the SLO holds. So the
-oracle of an evaluation is a search over plans that know every future arrival, each simulated on the same
-requests (same seed, same cold start), and it is the one with the fewest simulated GPU-hours among those that
-meet the SLO attainment goal. The candidates, in this order:
+``burstpilot.policy.oracle.schedule`` gives the least-cost schedule for a per-slot replica need, but the need
+comes from the closed-form capacity model, and the discrete-event simulator decides whether the SLO holds. So
+the oracle of an evaluation is a search over schedules that know every future arrival, each simulated on the
+same requests (same seed, same cold-start draws), and it is the one with the fewest simulated GPU-hours among
+those that meet the SLO attainment goal. The families of candidates:
 
 1. **follow-10s**: the need of each 10 s slot's own arrivals, at a planning capacity scale ``sigma`` (demand
-   headroom ``1 / sigma``), starting from the pool the first five minutes' mean needs. The calibration
-   (``burstpilot.evaluation.calibrate``) bisects exactly this family, so its runs are reused.
-2. **constant**: a fixed pool of ``n`` replicas from time 0, the static baselines' own plan; ``n`` bisected
-   from the static-peak and static-mean counts (every constant pool is a feasible plan, so the oracle never
+   headroom ``1 / sigma``), starting from the pool the first five minutes' mean needs.
+2. **constant**: a fixed pool of ``n`` replicas from time 0, the static baselines' own run; ``n`` bisected
+   from the static-peak and static-mean counts (every constant pool is a feasible schedule, so the oracle never
    costs more than the cheapest constant pool that meets the goal, up to the bisection's assumption that
    attainment grows with ``n``).
 3. **follow-60s**, **follow-300s**: the need of the 60 s (300 s) window centred on each slot (mean rate and
-   lengths), which ignores the sampling noise of 10 s slots and the spikes of single long prompts; ``sigma``
-   bisected from the best of follow-10s.
+   lengths), which ignores the sampling noise of 10 s slots and the spikes of single long prompts.
 
-For each family the search looks for the largest ``sigma`` (smallest ``n``) that meets the goal, geometric
-bisection to a ratio of ``1 + RESOLUTION``; a candidate whose planned GPU-hours (the plan's replica-slots) exceed
-the best simulated GPU-hours found so far by more than ``PRUNE_MARGIN`` is not simulated (a run costs a few
-percent more than its plan, for draining replicas and the last requests, so such a plan would not win).
-Every simulation is cached by the schedule it asks for, so a plan two families share runs once.
+For each family the search looks for the largest ``sigma`` (smallest ``n``) that meets the goal: doubling or
+halving from ``start`` until the goal is bracketed, then geometric bisection to a ratio of ``1 + RESOLUTION`` (5 %); a
+candidate whose scheduled GPU-hours (its replica-slots) exceed the best simulated GPU-hours found so far by more
+than ``PRUNE_MARGIN`` is not simulated (a run costs a few percent more than its schedule, for draining replicas
+and the last requests, so it would not win). Every simulation is cached by the schedule it asks for.
+
+The families are independent (``search_family``), so an evaluation runs them in parallel processes and
+combines them with ``choose``; ``search_oracle`` runs them one after the other in this process, sharing the
+pruning bound.
 
 It is the least cost *found* in a few families, not a proof of optimality over all schedules: another shape
-(a plan that drops a burst it is cheaper to fail, say) could cost less.
+(a schedule that drops a burst it is cheaper to fail, say) could cost less.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from burstpilot.policy import baselines
-from burstpilot.policy.oracle import OraclePlan, oracle_policy
+from burstpilot.evaluation.runner import PolicyRun, SimRunner
 from burstpilot.policy.spec import PoolSpec
 
 FAMILIES = ("follow-10s", "constant", "follow-60s", "follow-300s")
 WINDOW_S = {"follow-10s": 10.0, "follow-60s": 60.0, "follow-300s": 300.0}
-RESOLUTION = 0.02
+RESOLUTION = 0.05
 PRUNE_MARGIN = 0.02
 SIGMA_LO = 0.02
-SIGMA_HI = 1.5
-MAX_PROBES = 12  # per family, a bound on the bisection (it needs about 6 from a bracket of ratio 2)
+SIGMA_HI = 4.0
+MAX_PROBES = 12  # per family, a bound on the bisection (about 5 from a bracket of ratio 2)
 
 
 @dataclass
 class Trial:
     family: str
     param: float  # planning capacity scale (follow-*) or replicas (constant)
-    planned_gpu_hours: float
+    scheduled_gpu_hours: float
     attainment: float | None = None  # None: not simulated (pruned)
     gpu_hours: float | None = None
 
@@ -60,65 +61,9 @@ class Trial:
         return dataclasses.asdict(self)
 
 
-class PlanRunner:
-    """Simulates clairvoyant plans and static pools on one workload, each distinct schedule once."""
-
-    def __init__(
-        self,
-        profile,
-        spec: PoolSpec,
-        workload,
-        seed: int,
-        cold_start_s: float,
-        on_run: Callable[[str], None] | None = None,
-    ):
-        self.profile, self.spec, self.workload = profile, spec, workload
-        self.seed, self.cold_start_s = seed, cold_start_s
-        self.on_run = on_run
-        self.simulations = 0
-        self._cache: dict[tuple, Any] = {}
-
-    def follow(self, sigma: float, window_s: float) -> tuple[OraclePlan, int]:
-        """The plan that follows the arrivals of ``window_s`` windows at planning capacity scale ``sigma``."""
-        from burstpilot.evaluation.harness import first_window_replicas, oracle_plan
-
-        s = self.spec.replace(capacity_scale=sigma)
-        initial = first_window_replicas(s, self.workload, 300.0)
-        return oracle_plan(s, self.workload, self.cold_start_s, initial, window_s), initial
-
-    def planned_gpu_hours(self, the_plan: OraclePlan) -> float:
-        return the_plan.gpu_seconds_per_gpu * self.spec.gpus_per_replica / 3600.0
-
-    def constant_gpu_hours(self, n: int) -> float:
-        return n * self.spec.gpus_per_replica * float(self.workload.duration_s) / 3600.0
-
-    def run_plan(self, the_plan: OraclePlan, initial: int, label: str):
-        key = ("plan", tuple(the_plan.requested), initial)
-        return self._run(key, lambda: oracle_policy(the_plan), initial, label)
-
-    def run_constant(self, n: int, name: str = "constant"):
-        """A static pool of ``n`` replicas (exactly the static baselines' run), renamed ``name``."""
-        run = self._run(("constant", int(n)), lambda: baselines.static(int(n), name), int(n), f"constant {n}")
-        return dataclasses.replace(run, name=name, metrics=dict(run.metrics))
-
-    def _run(self, key: tuple, make_policy, initial: int, label: str):
-        from burstpilot.evaluation.harness import run_policy
-
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = run_policy(
-                make_policy(), self.spec, self.profile, self.workload, self.seed, self.cold_start_s, initial
-            )
-            self._cache[key] = hit
-            self.simulations += 1
-            if self.on_run is not None:
-                self.on_run(label)
-        return hit
-
-
 @dataclass
 class OracleResult:
-    run: Any  # PolicyRun, named "oracle"
+    run: PolicyRun  # named "oracle"
     family: str
     param: float
     meets_goal: bool
@@ -127,7 +72,7 @@ class OracleResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "plan": self.family,
+            "family": self.family,
             "param": self.param,
             "meets_goal": self.meets_goal,
             "simulations": self.simulations,
@@ -135,22 +80,35 @@ class OracleResult:
         }
 
 
-def search_oracle(
-    runner: PlanRunner,
+@dataclass
+class FamilyResult:
+    """One family's trials and the cheapest run of it that meets the goal (else its best attainment)."""
+
+    family: str
+    trials: list[Trial]
+    best: PolicyRun | None
+    best_trial: Trial | None
+    simulations: int
+
+
+def search_family(
+    runner: SimRunner,
     spec: PoolSpec,
+    family: str,
     n_peak: int,
     n_mean: int,
-    known_follow_10s: Iterable[float] = (),
-) -> OracleResult:
-    """The cheapest simulated plan that meets ``spec.slo.attainment``. ``spec`` carries the calibrated capacity
-    scale, where the follow families start; ``n_peak`` and ``n_mean`` are the static baselines' pools;
-    ``known_follow_10s`` the planning scales the calibration ran (their runs are in the runner's cache)."""
+    start_sigma: float = 1.0,
+    bound: list[float] | None = None,
+) -> FamilyResult:
+    """Search one family (see the module docstring). ``bound`` (a one-element list, shared between families
+    run in one process) holds the best simulated GPU-hours that meet the goal so far, for pruning."""
     goal = spec.slo.attainment
     trials: list[Trial] = []
-    runs: dict[int, Any] = {}  # id(trial) -> PolicyRun
-    best: list[float] = []  # the best simulated GPU-hours that meet the goal, so far
+    runs: dict[int, PolicyRun] = {}
+    best = bound if bound is not None else []
+    before = runner.simulations
 
-    def record(trial: Trial, run) -> bool:
+    def record(trial: Trial, run: PolicyRun) -> bool:
         trial.attainment = run.metrics["slo_attainment"]
         trial.gpu_hours = run.metrics["gpu_hours"]
         trials.append(trial)
@@ -161,54 +119,79 @@ def search_oracle(
         return ok
 
     def pruned(trial: Trial) -> bool:
-        if best and trial.planned_gpu_hours > best[0] * (1.0 + PRUNE_MARGIN):
+        if best and trial.scheduled_gpu_hours > best[0] * (1.0 + PRUNE_MARGIN):
             trials.append(trial)
             return True
         return False
 
-    def follow(family: str) -> Callable[[float], bool | None]:
-        def meets(sigma: float) -> bool | None:
-            the_plan, initial = runner.follow(sigma, WINDOW_S[family])
-            trial = Trial(family, sigma, runner.planned_gpu_hours(the_plan))
+    if family == "constant":
+
+        def constant(n: float) -> bool | None:
+            n = int(n)
+            trial = Trial("constant", n, runner.constant_gpu_hours(n))
             if pruned(trial):
                 return None
-            return record(trial, runner.run_plan(the_plan, initial, f"{family} sigma={sigma:.3f}"))
+            return record(trial, runner.run_constant(n))
 
-        return meets
+        lo_n, hi_n = max(spec.min_replicas, 1), max(spec.max_replicas, 1)
+        for n in sorted({min(max(n_mean, lo_n), hi_n), min(max(n_peak, lo_n), hi_n)}):
+            constant(n)
+        _smallest_passing_int(constant, trials, goal, lo_n, hi_n)
+    else:
 
-    def constant(n: float) -> bool | None:
-        n = int(n)
-        trial = Trial("constant", n, runner.constant_gpu_hours(n))
-        if pruned(trial):
-            return None
-        return record(trial, runner.run_constant(n))
+        def meets(sigma: float) -> bool | None:
+            the_schedule, initial = runner.follow(sigma, WINDOW_S[family])
+            trial = Trial(family, sigma, runner.scheduled_gpu_hours(the_schedule))
+            if pruned(trial):
+                return None
+            return record(trial, runner.run_schedule(the_schedule, initial, f"{family} sigma={sigma:.3f}"))
 
-    # 1. follow-10s: cheaper with a larger sigma; the calibration's runs (cached) bracket it already.
-    meets10 = follow("follow-10s")
-    seen10: dict[float, bool] = {}
-    for sigma in sorted(known_follow_10s):
-        r = meets10(sigma)
-        seen10[sigma] = True if r is None else r
-    _largest_passing(meets10, seen10, spec.capacity_scale, SIGMA_LO, SIGMA_HI)
-    # 2. constant pools: cheaper with fewer replicas; the static baselines' pools first.
-    lo_n, hi_n = max(spec.min_replicas, 1), max(spec.max_replicas, 1)
-    for n in sorted({min(max(n_mean, lo_n), hi_n), min(max(n_peak, lo_n), hi_n)}):
-        constant(n)
-    _smallest_passing_int(constant, trials, goal, lo_n, hi_n)
-    # 3. smoother needs (a window's mean rate asks for fewer replicas at the peaks), from follow-10s's best sigma.
-    start = max((t.param for t in trials if t.family == "follow-10s" and _ok(t, goal)), default=None)
-    for family in FAMILIES[2:]:
-        _largest_passing(follow(family), {}, start or spec.capacity_scale, SIGMA_LO, SIGMA_HI)
-
+        _largest_passing(meets, {}, start_sigma, SIGMA_LO, SIGMA_HI)
     simulated = [t for t in trials if t.attainment is not None]
     feasible = [t for t in simulated if t.attainment >= goal]
     if feasible:
         win = min(feasible, key=lambda t: (t.gpu_hours, -t.attainment))
-    else:  # nothing meets the goal (not even the largest pool): the best attainment found, then the cheapest
+    elif simulated:
         win = max(simulated, key=lambda t: (t.attainment, -t.gpu_hours))
-    run = runs[id(win)]
-    run = dataclasses.replace(run, name="oracle", metrics=dict(run.metrics))
-    return OracleResult(run, win.family, win.param, bool(feasible), trials, runner.simulations)
+    else:
+        win = None
+    return FamilyResult(family, trials, runs[id(win)] if win else None, win, runner.simulations - before)
+
+
+def choose(results: Sequence[FamilyResult], goal: float) -> OracleResult:
+    """The oracle from every family's search: the cheapest run that meets the goal, else the best attainment."""
+    trials = [t for r in results for t in r.trials]
+    cands = [r for r in results if r.best_trial is not None]
+    feasible = [r for r in cands if r.best_trial.attainment >= goal]
+    if feasible:
+        win = min(feasible, key=lambda r: (r.best_trial.gpu_hours, -r.best_trial.attainment))
+    else:
+        win = max(cands, key=lambda r: (r.best_trial.attainment, -r.best_trial.gpu_hours))
+    run = dataclasses.replace(win.best, name="oracle", metrics=dict(win.best.metrics))
+    run.metrics["capacity_source"] = "oracle"
+    return OracleResult(
+        run, win.family, win.best_trial.param, bool(feasible), trials, sum(r.simulations for r in results)
+    )
+
+
+def search_oracle(
+    runner: SimRunner, spec: PoolSpec, n_peak: int, n_mean: int, families: Sequence[str] = FAMILIES
+) -> OracleResult:
+    """Every family in this process, one after the other, sharing the pruning bound; the follow-60s and
+    follow-300s searches start from the best scale follow-10s found."""
+    bound: list[float] = []
+    results: list[FamilyResult] = []
+    start = 1.0
+    for family in families:
+        r = search_family(runner, spec, family, n_peak, n_mean, start, bound)
+        results.append(r)
+        if (
+            family == "follow-10s"
+            and r.best_trial is not None
+            and r.best_trial.attainment >= spec.slo.attainment
+        ):
+            start = r.best_trial.param
+    return choose(results, spec.slo.attainment)
 
 
 def _ok(t: Trial, goal: float) -> bool:

@@ -20,11 +20,14 @@ import aiohttp
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from burstpilot.evaluation.harness import PolicyRun, policy_metrics
+from burstpilot.evaluation.harness import plot_bin_s, ttft_p99_bins
+from burstpilot.evaluation.runner import PolicyRun, policy_metrics
+from burstpilot.loadtest import ReplayOptions, replay
+from burstpilot.loadtest.records import read_records
 from burstpilot.policy.baselines import Policy
 from burstpilot.policy.core import Observation
 from burstpilot.policy.spec import PoolSpec
-from burstpilot.sim.fleet import free_port_block
+from burstpilot.sim.fleet import Fleet, free_port_block
 from burstpilot.slo import RunMetrics
 
 COUNTERS = {
@@ -144,10 +147,6 @@ async def run_realtime_policy(
     seed: int = 0,
 ) -> PolicyRun:
     """One policy scaling a real-time simulated fleet while the load generator replays the workload."""
-    from burstpilot.loadtest import ReplayOptions, replay
-    from burstpilot.loadtest.records import read_records
-    from burstpilot.sim.fleet import Fleet
-
     port = free_port_block(spec.max_replicas + 2)
     # The initial replicas are up before the replay starts (as in the discrete-event mode); later ones start cold.
     fleet = Fleet(profile, port, cold_start_s=0.0, seed=seed, max_replicas=spec.max_replicas)
@@ -184,6 +183,7 @@ async def run_realtime_policy(
     metrics = policy_metrics(
         spec, req, ctl.gpu_seconds, ctl.scale_events, int(ctl.preemptions), initial, ctl.timeline
     )
+    metrics["capacity_source"] = "measured" if spec.capacity_scale != 1.0 else policy.capacity_source
     lag = np.array([r.get("dispatch_lag_s") or 0.0 for r in records], dtype=float)
     # How late the load generator sent requests: a machine too busy to keep the real-time clock shows here,
     # and inflates every latency of the run.
@@ -201,12 +201,69 @@ async def run_realtime_policy(
 
 
 async def run_realtime(
-    policies, spec, profile, workload, cold_start_s, initial, out_dir: Path, seed: int = 0
+    policies,
+    spec,
+    profile,
+    workload,
+    cold_start_s,
+    initial,
+    out_dir: Path,
+    seed: int = 0,
+    heartbeat_s: float = 0.0,
 ):
-    """Every policy at once, each on its own fleet."""
-    return await asyncio.gather(
-        *(
-            run_realtime_policy(p, spec, profile, workload, cold_start_s, initial, out_dir / p.name, seed)
-            for p in policies
+    """Every policy at once, each on its own fleet; a line every ``heartbeat_s`` seconds (0: none)."""
+
+    async def beat() -> None:
+        t0 = time.monotonic()
+        while True:
+            await asyncio.sleep(heartbeat_s)
+            el = time.monotonic() - t0
+            print(f"real-time replay: {el:.0f} of {workload.duration_s:.0f} s", flush=True)
+
+    ticker = asyncio.get_running_loop().create_task(beat()) if heartbeat_s > 0 else None
+    try:
+        return await asyncio.gather(
+            *(
+                run_realtime_policy(p, spec, profile, workload, cold_start_s, initial, out_dir / p.name, seed)
+                for p in policies
+            )
         )
-    )
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+
+
+def realtime_results(runs, spec: PoolSpec, case, workload, initial: int, wall_s: float) -> dict[str, Any]:
+    """results.json of a real-time run: the same record as a discrete-event run's (no oracle)."""
+    bin_s = min(plot_bin_s(float(workload.duration_s)), 10.0)
+    n_bins = max(1, int(np.ceil(float(workload.duration_s) / bin_s)))
+    arr = np.asarray(workload.arrival_s)
+    rate = np.bincount(np.minimum((arr // bin_s).astype(int), n_bins - 1), minlength=n_bins) / bin_s
+    meta = {
+        **case.meta,
+        "case": case.name,
+        "label": case.label,
+        "mode": "realtime",
+        "profile": case.profile.name,
+        "gpus_per_replica": spec.gpus_per_replica,
+        "min_replicas": spec.min_replicas,
+        "max_replicas": spec.max_replicas,
+        "cold_start_s": case.cold_start_s,
+        "cold_start_draws": "exact",
+        "slo": {"ttft_s": spec.slo.ttft_s, "tpot_s": spec.slo.tpot_s, "attainment": spec.slo.attainment},
+        "requests": len(workload),
+        "duration_s": float(workload.duration_s),
+        "initial_replicas": initial,
+        "capacity": {
+            "source": "measured" if spec.capacity_scale != 1.0 else "profile",
+            "capacity_scale": spec.capacity_scale,
+        },  # fmt: skip
+        "wall_s": wall_s,
+        "plot": {"bin_s": bin_s, "rate": [float(x) for x in rate], "timeline": {}, "ttft_p99": {}},
+    }
+    policies = {}
+    for r in runs:
+        policies[r.name] = r.metrics
+        meta["plot"]["timeline"][r.name] = [list(x) for x in r.timeline]
+        meta["plot"]["ttft_p99"][r.name] = ttft_p99_bins(r, bin_s, n_bins)
+    return {"meta": meta, "policies": policies}

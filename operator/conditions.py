@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CONDITION_TYPES = ("Ready", "MetricsAvailable", "ScalingLimited", "BudgetLimited")
+CONDITION_TYPES = ("Ready", "MetricsAvailable", "ScalingLimited", "BudgetLimited", "Conflict")
 
 
 @dataclass(frozen=True)

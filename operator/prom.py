@@ -10,9 +10,11 @@ so one bad pool never blinds the others.
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 import os
+import re
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,8 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from burstpilot.operator import metrics as opmetrics
+
+log = logging.getLogger(__name__)
 
 # vLLM v1 metric names (the simulated replica exports the same). {selector} becomes the pool's label matchers,
 # {window} the tick's window (for example 10s). vLLM counts no arrivals, so requests = finished + the growth
@@ -38,6 +42,7 @@ DEFAULT_QUERIES: dict[str, str] = {
     "running": "sum(vllm:num_requests_running{selector})",
     "kvUsage": "avg(vllm:kv_cache_usage_perc{selector})",
     "ttftP99": "histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{selector}[{window}])))",
+    "tpotP99": "histogram_quantile(0.99, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket{selector}[{window}])))",
     "lastSample": "max(timestamp(vllm:num_requests_running{selector}))",
 }
 TAG = "burstpilot_query"
@@ -45,7 +50,11 @@ TAG_OVERHEAD = len(f'label_replace((), "{TAG}", "000.promptTokens", "", "") or '
 
 
 class MetricsError(Exception):
-    """Prometheus did not answer, or answered with an error."""
+    """Prometheus did not answer, or answered with an error or with something that is not an answer."""
+
+
+class AuthError(MetricsError):
+    """The credentials to query Prometheus with could not be read."""
 
 
 def selector_matchers(selector: Mapping[str, str] | None) -> str:
@@ -82,36 +91,98 @@ def combine(queries: Mapping[str, str]) -> str:
     return " or ".join(tagged)
 
 
-def split(result: list[dict[str, Any]], keys: list[str]) -> dict[str, float | None]:
-    """Values of a combined query's result by key; None where a query returned no (finite) sample.
+def split(result: Any, keys: list[str]) -> dict[str, float | None]:
+    """Values of a combined query's result by key; None where a query returned no sample.
 
-    A query returning several series (an override without an aggregation) counts as their sum.
+    A query returning several series (an override without an aggregation) counts as their sum. Non-finite
+    values are kept (the caller treats them as an invalid sample, not as a missing one). Raises MetricsError when
+    the answer is not a vector of ``{"metric": {...}, "value": [time, "number"]}`` series, or a series
+    of one of ``keys`` holds no number.
     """
+    if not isinstance(result, list):
+        raise MetricsError(f"answer has no result vector (result is {type(result).__name__})")
     out: dict[str, float | None] = dict.fromkeys(keys)
     for series in result:
-        key = series.get("metric", {}).get(TAG)
+        if not isinstance(series, dict) or not isinstance(series.get("metric"), dict):
+            raise MetricsError(f"answer holds a series that is not an object: {str(series)[:80]!r}")
+        key = series["metric"].get(TAG)
         if key not in out:
             continue
+        value = series.get("value")
         try:
-            value = float(series["value"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            continue
-        if not math.isfinite(value):
-            continue
-        out[key] = value if out[key] is None else out[key] + value
+            if not isinstance(value, list | tuple) or len(value) != 2 or not isinstance(value[1], str):
+                raise ValueError
+            number = float(value[1])
+        except (TypeError, ValueError):
+            raise MetricsError(f"series {key} has no numeric value: {str(value)[:80]!r}") from None
+        out[key] = number if out[key] is None else out[key] + number
     return out
+
+
+def scrub(text: str, secrets: tuple[str | None, ...] = (), limit: int = 240) -> str:
+    """An error text fit for a condition, an Event or a log line: the given secrets, bearer tokens, basic-auth
+    user information in URLs and ``token=``/``password=`` values masked, control characters removed, and cut to
+    ``limit`` characters."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    text = _BEARER.sub(r"\1***", text)
+    text = _USERINFO.sub(r"\1***@", text)
+    text = _KEYVALUE.sub(r"\1***", text)
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@")
+_KEYVALUE = re.compile(
+    r"(?i)((?:token|password|passwd|secret|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+"
+)
+
+
+def printable_url(url: str) -> str:
+    """A URL without its user information (``https://user:pass@host`` -> ``https://host``)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A Prometheus to query and how to authenticate; equal endpoints share one batched query."""
+    """A Prometheus to query and how to authenticate; equal endpoints share one batched query.
+
+    Its printable form (``repr``, ``str``) names the URL without user information and says which credentials
+    it carries, never their values: it may end up in a log line or a traceback.
+    """
 
     url: str
-    bearer_token: str | None = None
-    ca_pem: str | None = None
-    cert_pem: str | None = None
-    key_pem: str | None = None
+    bearer_token: str | None = field(default=None, repr=False)
+    ca_pem: str | None = field(default=None, repr=False)
+    cert_pem: str | None = field(default=None, repr=False)
+    key_pem: str | None = field(default=None, repr=False)
     insecure_skip_verify: bool = False
+
+    def __repr__(self) -> str:
+        auth = [
+            n
+            for n, v in (("bearer", self.bearer_token), ("ca", self.ca_pem), ("client-cert", self.key_pem))
+            if v
+        ]
+        extra = f", auth={'+'.join(auth)}" if auth else ""
+        return (
+            f"Endpoint({printable_url(self.url)}{extra}{', insecure' if self.insecure_skip_verify else ''})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def printable_url(self) -> str:
+        return printable_url(self.url)
+
+    def secrets(self) -> tuple[str | None, ...]:
+        userinfo = urllib.parse.urlsplit(self.url).netloc.rpartition("@")[0]
+        return (self.bearer_token, self.key_pem, userinfo or None, *userinfo.split(":"))
 
 
 @dataclass
@@ -127,8 +198,11 @@ class PrometheusSource:
     when the combined PromQL would pass ``max_query_chars``).
     """
 
-    def __init__(self, linger_s: float = 0.05, timeout_s: float = 5.0, max_query_chars: int = 8000) -> None:
+    def __init__(
+        self, linger_s: float = 0.05, timeout_s: float = 5.0, max_query_chars: int = 8000, parallel: int = 8
+    ) -> None:
         self.linger_s = linger_s
+        self.parallel = parallel  # requests of one batch in flight at once
         self.timeout_s = timeout_s
         # The query travels in the URL (GET): pools beyond this length go in further requests.
         self.max_query_chars = max_query_chars
@@ -146,51 +220,100 @@ class PrometheusSource:
         return await fut
 
     async def _flush(self, endpoint: Endpoint) -> None:
-        chunk: list[_Pending] = []
+        chunks: list[list[_Pending]] = [[]]
         size = 0
         for p in self._pending.pop(endpoint, []):
             n = sum(len(q) + TAG_OVERHEAD for q in p.queries.values())
-            if chunk and size + n > self.max_query_chars:
-                await self._run(endpoint, chunk)
-                chunk, size = [], 0
-            chunk.append(p)
+            if chunks[-1] and size + n > self.max_query_chars:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(p)
             size += n
-        if chunk:
-            await self._run(endpoint, chunk)
+        limit = asyncio.Semaphore(self.parallel)
+
+        async def run(chunk: list[_Pending]) -> None:
+            async with limit:
+                await self._run(endpoint, chunk)
+
+        try:  # the requests of one batch in parallel (a few at a time): 500 pools are some 45 requests
+            await asyncio.gather(*(run(chunk) for chunk in chunks if chunk))
+        finally:  # cancelled (the operator stops): nobody waits forever
+            for chunk in chunks:
+                for p in chunk:
+                    _settle(p, exc=MetricsError("query cancelled"))
 
     async def _run(self, endpoint: Endpoint, batch: list[_Pending]) -> None:
+        """Answer every future of ``batch``, whatever happens: an answer, a MetricsError, or (never expected) an
+        internal error as a MetricsError, so no pool's tick ever waits on a future nobody resolves."""
+        try:
+            await self._answer(endpoint, batch)
+        except Exception as exc:
+            log.exception("batched Prometheus query failed unexpectedly")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(MetricsError(f"internal error: {type(exc).__name__}"))
+        except BaseException:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(MetricsError("query cancelled"))
+            raise
+
+    async def _answer(self, endpoint: Endpoint, batch: list[_Pending]) -> None:
         keyed = {f"{i}.{name}": q for i, p in enumerate(batch) for name, q in p.queries.items()}
         try:
-            values = await asyncio.to_thread(self._query, endpoint, keyed)
-            for i, p in enumerate(batch):
-                if not p.future.done():
-                    p.future.set_result({name: values[f"{i}.{name}"] for name in p.queries})
-            return
+            result = await asyncio.to_thread(self._query, endpoint, keyed)
         except MetricsError as exc:
             if len(batch) == 1 or not _is_bad_query(exc):
                 for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(MetricsError(str(exc)))
+                    _settle(p, exc=MetricsError(str(exc)))
                 return
-        for p in batch:  # the batch failed as a query: ask each pool on its own
+            for p in batch:  # the batch failed as a query: ask each pool on its own
+                try:
+                    one = await asyncio.to_thread(self._query, endpoint, p.queries)
+                    _settle(p, value=split(one, list(p.queries)))
+                except MetricsError as exc:
+                    _settle(p, exc=exc)
+            return
+        if not isinstance(result, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("metric"), dict) for s in result
+        ):  # cannot tell which pool a malformed answer concerns: all of them
+            shape = "result is not a list" if not isinstance(result, list) else "a series is not an object"
+            for p in batch:
+                _settle(
+                    p, exc=MetricsError(f"Prometheus at {endpoint.printable_url} answered 200 but {shape}")
+                )
+            return
+        for i, p in enumerate(batch):
+            keys = [f"{i}.{name}" for name in p.queries]
             try:
-                res = await asyncio.to_thread(self._query, endpoint, p.queries)
-                if not p.future.done():
-                    p.future.set_result(res)
+                values = split(result, keys)
             except MetricsError as exc:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                _settle(p, exc=MetricsError(f"Prometheus at {endpoint.printable_url}: {exc}"))
+                continue
+            _settle(p, value={name: values[f"{i}.{name}"] for name in p.queries})
 
-    def _query(self, endpoint: Endpoint, queries: Mapping[str, str]) -> dict[str, float | None]:
+    def _query(self, endpoint: Endpoint, queries: Mapping[str, str]) -> Any:
+        """The raw ``data.result`` of one combined query. Raises MetricsError (scrubbed of credentials)."""
         client = self._client(endpoint)
         opmetrics.PROM_QUERIES.inc()
+        url = endpoint.printable_url
         try:
-            result = client.custom_query(combine(queries), timeout=self.timeout_s)
+            return client.custom_query(combine(queries), timeout=self.timeout_s)
         except PrometheusApiClientException as exc:
-            raise MetricsError(f"Prometheus at {endpoint.url} refused the query: {exc}") from None
+            raise MetricsError(
+                f"Prometheus at {url} refused the query: {scrub(str(exc), endpoint.secrets())}"
+            ) from None
         except requests.RequestException as exc:
-            raise MetricsError(f"Prometheus at {endpoint.url} did not answer: {type(exc).__name__}") from None
-        return split(result, list(queries))
+            raise MetricsError(f"Prometheus at {url} did not answer: {type(exc).__name__}") from None
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ) as exc:  # a 200 without data.result, not JSON
+            raise MetricsError(
+                f"Prometheus at {url} answered 200 without a result ({type(exc).__name__})"
+            ) from None
 
     def _client(self, endpoint: Endpoint) -> PrometheusConnect:
         client = self._clients.get(endpoint)
@@ -224,6 +347,15 @@ class PrometheusSource:
         with os.fdopen(fd, "w") as fh:
             fh.write(pem)
         return path
+
+
+def _settle(p: _Pending, value: dict[str, float | None] | None = None, exc: Exception | None = None) -> None:
+    if p.future.done():
+        return
+    if exc is not None:
+        p.future.set_exception(exc)
+    else:
+        p.future.set_result(value)
 
 
 def _is_bad_query(exc: MetricsError) -> bool:

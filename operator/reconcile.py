@@ -1,15 +1,19 @@
 """One ServingPool's tick: observe (Kubernetes + Prometheus), decide (burstpilot.policy), act, report.
 
-The decision itself is ``burstpilot.policy.decide``; this module only gathers its inputs and applies its
-output. What the next tick (or a restarted operator) needs is kept in two places: the measured cold starts
-in the ServingPool's status, and the decision core's state (JSON, 50 to 100 KiB with the forecaster's
-calibration ring) in the pool's state ConfigMap (``burstpilot.operator.state``), never in the ServingPool. A
-``status.policyState`` left by an earlier operator version is read once, when no ConfigMap exists yet, and
-removed from the status once the ConfigMap holds the state.
+A tick is a short sequence of named steps (``PoolReconciler.tick``); a step that cannot go on records why in
+the tick's ``Report`` (a condition) and ends the tick with ``Stop``; the report is always written. The decision
+itself is ``burstpilot.policy.decide``, reached through ``burstpilot.operator.decisions``; the status is built
+by ``burstpilot.operator.status``; the decision core's state lives in the pool's state ConfigMap
+(``burstpilot.operator.state``), never in the ServingPool.
 
-Replica edits made by hand: when the target's replicas differ from what this operator last set, it emits a
-``ManualScale`` event and takes the edited count as the current one; the next decision starts from there
-(scaling down only after the stabilization window). To keep a count by hand, set ``spec.mode: Advisory``.
+What the reconcilers of one operator share (the Kubernetes and Prometheus adapters, the budget book, the
+profile cache, the conflict finder, the leader check) is a ``Runtime``, kept in kopf's ``memo``.
+
+Replica counts: the operator remembers which counts the target may have (``known``): the count it set last,
+and while a scale is in flight the count before it. The state document carries them, written *before* the
+scale patch, so an operator killed right after a scale decision neither scales twice nor mistakes its own scale
+for a hand edit when it restarts. A count outside them is a hand edit: a ``ManualScale`` Event, and the edited
+count is taken as current (scaling up from there at once if needed, down only after the stabilization window).
 """
 
 from __future__ import annotations
@@ -26,58 +30,89 @@ from typing import Any
 import numpy as np
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.operator import conflicts
 from burstpilot.operator import metrics as opmetrics
-from burstpilot.operator.conditions import Condition, merge_conditions
-from burstpilot.operator.kube import Kube, PodSummary, StateError, TargetError
-from burstpilot.operator.prom import Endpoint, MetricsError, PrometheusSource, pool_queries
+from burstpilot.operator.conflicts import ConflictFinder
+from burstpilot.operator.decisions import (
+    BudgetBook,
+    Decision,
+    Observation,
+    PoolSpec,
+    ProfileCache,
+    ceilings,
+    decide,
+    dump_state,
+    load_state,
+    read_spec,
+    step_limited,
+)
+from burstpilot.operator.health import TickWatch
+from burstpilot.operator.kube import Autoscaler, Kube, PodSummary, Scale, StateError, StatusError, TargetError
+from burstpilot.operator.prom import AuthError, Endpoint, MetricsError, PrometheusSource, pool_queries, scrub
 from burstpilot.operator.state import StateStore
-from burstpilot.policy import Observation, PoolDemand, PoolSpec, allocate_budget, decide, new_state
+from burstpilot.operator.status import (
+    Report,
+    decision_fields,
+    forecast_fields,
+    now_iso,
+    replica_fields,
+)
 
 log = logging.getLogger(__name__)
 
 COLD_START_QUANTILE = 0.9
 COLD_START_MIN_SAMPLES = 3
 COLD_START_KEEP = 32
+DEFAULT_INTERVAL_S = 10.0
+TICK_TIMEOUT_S = 30.0  # how much longer than its interval a tick may run before it is cancelled
+# Signals whose non-finite value means "no data" (histogram_quantile of an empty window is NaN; of a tail
+# beyond the largest bucket, +Inf), not an invalid sample.
+NAN_IS_NO_DATA = ("ttftP99", "tpotP99")
 
 # emit(type, reason, message): posts a Kubernetes Event on the ServingPool.
 EmitFn = Callable[[str, str, str], None]
 
 
 @dataclass
-class BudgetBook:
-    """The latest wish of every pool of each budget group (pools tick independently, all in one process)."""
+class Runtime:
+    """What every pool's reconciler shares; kopf's ``memo`` holds one."""
 
-    wishes: dict[str, dict[str, PoolDemand]] = field(default_factory=dict)
-
-    def grant(self, group: str, gpus: int, demand: PoolDemand) -> int:
-        pools = self.wishes.setdefault(group, {})
-        pools[demand.name] = demand
-        return allocate_budget(pools.values(), gpus)[demand.name]
-
-    def forget(self, name: str) -> None:
-        for pools in self.wishes.values():
-            pools.pop(name, None)
+    kube: Kube
+    prom: PrometheusSource
+    budgets: BudgetBook = field(default_factory=BudgetBook)
+    profiles: ProfileCache = field(default_factory=ProfileCache)
+    conflicts: ConflictFinder = field(default_factory=ConflictFinder)
+    watch: TickWatch = field(default_factory=TickWatch)
+    may_act: Callable[[], bool] = lambda: True  # False once this replica may no longer act (lost the Lease)
+    tick_timeout_s: float = TICK_TIMEOUT_S
 
 
-def now_iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class Stop(Exception):
+    """The tick ends at this step; why is in its report."""
 
 
-def load_state(raw: str | None, spec: PoolSpec, forecasting: dict[str, Any]) -> dict[str, Any]:
-    """The decision core's state from a saved document (``dump_state``); a fresh one when absent, unreadable,
-    or made for other forecasting settings."""
-    if raw:
-        try:
-            saved = json.loads(raw)
-            if saved.get("forecasting") == forecasting and isinstance(saved.get("state"), dict):
-                return saved["state"]
-        except (ValueError, AttributeError):
-            log.warning("%s: unreadable saved policy state; starting a fresh forecaster", spec.name)
-    return new_state(spec)
+class NotLeader(Exception):
+    """This replica lost the leader Lease during the tick: it writes nothing more."""
 
 
-def dump_state(state: dict[str, Any], forecasting: dict[str, Any]) -> str:
-    return json.dumps({"forecasting": forecasting, "state": state}, separators=(",", ":"))
+@dataclass
+class Tick:
+    raw: dict[str, Any]  # the ServingPool's spec as stored
+    status: dict[str, Any]  # the status as the API server holds it, as far as this reconciler knows
+    uid: str
+    now: float
+    report: Report
+    interval: float
+
+
+def interval_of(body: dict[str, Any]) -> float:
+    """The pool's interval, read without trusting the spec (an invalid one ticks at the default)."""
+    value = ((body.get("spec") or {}).get("scaling") or {}).get("intervalSeconds", DEFAULT_INTERVAL_S)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_INTERVAL_S
+    return value if math.isfinite(value) and value >= 1 else DEFAULT_INTERVAL_S
 
 
 def measured_cold_start(samples: list[float]) -> float | None:
@@ -86,56 +121,185 @@ def measured_cold_start(samples: list[float]) -> float | None:
     return float(np.quantile(np.asarray(samples, dtype=float), COLD_START_QUANTILE))
 
 
+def invalid_sample(values: dict[str, float | None], ceiling: dict[str, float]) -> str | None:
+    """Why these signals cannot be a real sample (non-finite, or beyond anything the pool could produce);
+    None when they can."""
+    for key, value in values.items():
+        if value is None or key in NAN_IS_NO_DATA:
+            continue
+        if not math.isfinite(value):
+            return f"{key} is {value}"
+        limit = ceiling.get(key)
+        if limit is not None and abs(value) > limit:
+            return f"{key} = {value:.3g} is beyond anything the pool could serve (at most {limit:.3g})"
+    return None
+
+
+def observation(
+    now: float, values: dict[str, float | None] | None, current: int, pods: PodSummary, window_s: float
+) -> Observation:
+    """The decision core's input. No values (missing, or an invalid sample) leave every signal unknown, so the
+    missing-metrics policy applies."""
+    v = values or {}
+    last = v.get("lastSample")
+    fresh = values is not None and last is not None and v.get("requests") is not None
+
+    def nonneg(key: str) -> float | None:
+        x = v.get(key)
+        return None if x is None or not math.isfinite(x) else max(x, 0.0)
+
+    return Observation(
+        time_s=now,
+        requests=nonneg("requests") if fresh else None,
+        prompt_tokens=nonneg("promptTokens"),
+        generation_tokens=nonneg("generationTokens"),
+        waiting=nonneg("waiting"),
+        running=nonneg("running"),
+        kv_usage=nonneg("kvUsage"),
+        ttft_p99_s=nonneg("ttftP99"),
+        current=current,
+        ready=pods.ready,
+        starting=pods.starting,
+        pending=pods.pending,
+        metrics_age_s=max(now - last, 0.0) if fresh else None,
+        window_s=window_s,
+    )
+
+
 class PoolReconciler:
-    def __init__(
-        self, kube: Kube, prom: PrometheusSource, budgets: BudgetBook, namespace: str, name: str, emit: EmitFn
-    ) -> None:
-        self.kube, self.prom, self.budgets = kube, prom, budgets
+    def __init__(self, runtime: Runtime, namespace: str, name: str, emit: EmitFn) -> None:
+        self.rt = runtime
         self.namespace, self.name, self.emit = namespace, name, emit
-        # The status this reconciler wrote last: the watch may not have delivered it back before the next tick.
+        self.key = f"{namespace}/{name}"
+        # The status this reconciler wrote: the watch may not have delivered it back before the next tick.
         self.written: dict[str, Any] = {}
-        self.store = StateStore(kube, namespace, name)
-        self.document: str | None = None  # the decision core's state after the last tick (dump_state)
+        self.store = StateStore(runtime.kube, namespace, name)
+        self.document: dict[str, Any] | None = None  # the decision core's state after the last tick
         self.loaded = False  # whether the state ConfigMap has been read since this reconciler started
-        self.state_failing = False
+        self.known: tuple[int, ...] | None = None  # the counts the target may have (see the module's doc)
+        self.failing: set[str] = set()  # "state", "status": failures reported once per run of failures
+        self.last_values: dict[str, float | None] = {}
+
+    # -- the tick -------------------------------------------------------------------------------------------
 
     async def tick(self, body: dict[str, Any], now: float) -> float:
         """One tick. Returns the seconds until the next one (the spec's interval)."""
-        spec_raw = dict(body.get("spec") or {})
-        status = {**(body.get("status") or {}), **self.written}
-        generation = int((body.get("metadata") or {}).get("generation") or 0)
-        stamp = now_iso(now)
-        conds: list[Condition] = []
-        patch: dict[str, Any] = {"observedGeneration": generation}
-        interval = float((spec_raw.get("scaling") or {}).get("intervalSeconds") or 10.0)
-        labels = (self.namespace, self.name)
+        t = self._begin(body, now)
+        fetched: asyncio.Task | None = None
         try:
-            spec = await asyncio.to_thread(PoolSpec.from_crd, spec_raw, self.name)
+            spec = await self._read_spec(t)
+            fetched = asyncio.create_task(self._fetch_metrics(t, spec))
+            scale, pods = await self._observe_target(t)
+            other = await self._find_other_autoscaler(t)
+            spec = self._measure_cold_starts(t, spec, pods)
+            obs = await self._observe_metrics(t, spec, scale, pods, fetched)
+            decision = await self._decide(t, spec, obs)
+            replicas = self._apply_budget(t, spec, decision)
+            acting = not spec.advisory and other is None
+            self._note_manual_scale(spec, scale, acting)
+            await self._persist(t, scale.spec_replicas, replicas if acting else scale.spec_replicas)
+            scaled = await self._act(t, scale, replicas, decision) if acting else False
+            self._report(t, spec, scale, pods, obs, decision, replicas, scaled)
+        except Stop:
+            pass
+        except NotLeader:
+            log.info("%s: this replica no longer holds the leader Lease; the tick writes nothing", self.key)
+            return t.interval
+        finally:
+            if fetched is not None and not fetched.done():
+                fetched.cancel()
+        await self._finish(t)
+        return t.interval
+
+    async def timed_out(self, now: float, seconds: float) -> None:
+        """A tick ran past its bound and was cancelled: say so (the next tick starts afresh)."""
+        self._error("timeout")
+        t = self._begin({"metadata": {}, "status": {}}, now)
+        t.report.condition(
+            "Ready", False, "TickTimeout", f"the tick took longer than {seconds:.0f}s and was cancelled"
+        )
+        try:
+            await self._finish(t)
+        except NotLeader:
+            pass
+
+    def _begin(self, body: dict[str, Any], now: float) -> Tick:
+        meta = body.get("metadata") or {}
+        generation = int(meta.get("generation") or self.written.get("observedGeneration") or 0)
+        return Tick(
+            raw=dict(body.get("spec") or {}),
+            status={**(body.get("status") or {}), **self.written},
+            uid=str(meta.get("uid") or ""),
+            now=now,
+            report=Report(generation, now_iso(now)),
+            interval=interval_of(body),
+        )
+
+    async def _read_spec(self, t: Tick) -> PoolSpec:
+        args = (t.raw, self.name, self.namespace, self.rt.profiles, self.rt.kube.get_configmap)
+        try:  # a thread only when a profile ConfigMap may have to be read
+            profile = t.raw.get("profile")
+            if isinstance(profile, dict) and "configMapRef" in profile:
+                spec = await asyncio.to_thread(read_spec, *args)
+            else:
+                spec = read_spec(*args)
         except BurstpilotError as exc:
-            opmetrics.ERRORS.labels(*labels, "spec").inc()
-            conds.append(Condition("Ready", False, "InvalidSpec", str(exc)))
-            await self._finish(status, patch, conds, generation, stamp)
-            return interval
+            self._error("spec")
+            t.report.condition("Ready", False, "InvalidSpec", str(exc))
+            raise Stop from None
+        t.interval = spec.interval_s
+        return spec
 
-        target = spec_raw["targetRef"]
+    async def _observe_target(self, t: Tick) -> tuple[Scale, PodSummary]:
         try:
-            scale = await asyncio.to_thread(self.kube.get_scale, self.namespace, target)
-            pods = await asyncio.to_thread(self.kube.pods, self.namespace, scale.selector)
+            scale = await asyncio.to_thread(self.rt.kube.get_scale, self.namespace, t.raw["targetRef"])
+            pods = await asyncio.to_thread(self.rt.kube.pods, self.namespace, scale.selector)
         except TargetError as exc:
-            opmetrics.ERRORS.labels(*labels, "target").inc()
-            conds.append(Condition("Ready", False, exc.reason, str(exc)))
-            await self._finish(status, patch, conds, generation, stamp)
-            return interval
+            self._error("target")
+            if exc.reason == "TargetNotFound":
+                self.known = None  # a target created again starts at its own count: not a hand edit
+            t.report.condition("Ready", False, exc.reason, str(exc))
+            raise Stop from None
+        return scale, pods
 
-        metrics_spec = spec_raw.get("metrics") or {}
-        values, metrics_cond = await self._metrics(metrics_spec, spec.interval_s, now)
-        conds.append(metrics_cond)
-        if metrics_cond.status is False:
-            opmetrics.ERRORS.labels(*labels, "metrics").inc()
+    async def _find_other_autoscaler(self, t: Tick) -> Autoscaler | None:
+        """Another controller scaling the same target (an HPA, a KEDA ScaledObject): burstpilot will not act."""
+        ref = t.raw["targetRef"]
+        kind, name = ref.get("kind") or "Deployment", ref["name"]
+        finder = self.rt.conflicts
+        if finder.fresh(self.namespace):
+            others = finder.others(self.namespace, self.rt.kube.autoscalers)
+        else:
+            others = await asyncio.to_thread(finder.others, self.namespace, self.rt.kube.autoscalers)
+        if others is None:
+            t.report.condition(
+                "Conflict",
+                None,
+                "ConflictUnknown",
+                "could not list HorizontalPodAutoscalers or ScaledObjects",
+            )
+            return None
+        mine = conflicts.scaling(others, kind, name)
+        opmetrics.set_only(
+            opmetrics.CONFLICT, self.namespace, self.name, conflicts.describe(mine[0]) if mine else None
+        )
+        if not mine:
+            t.report.condition("Conflict", False, "NoOtherAutoscaler", "")
+            return None
+        other = mine[0]
+        message = (
+            f"{conflicts.describe(other)} scales {kind} {name}; burstpilot does not act on it: "
+            f"{conflicts.resolution(other)}"
+        )
+        t.report.condition("Conflict", True, "OtherAutoscaler", message)
+        t.report.condition("Ready", False, "Conflict", message)
+        return other
 
-        # Cold starts measured from the pods that became ready since the last tick.
-        cold = list(status.get("coldStarts") or [])
-        since = status.get("coldStartsUntil")
+    def _measure_cold_starts(self, t: Tick, spec: PoolSpec, pods: PodSummary) -> PoolSpec:
+        """Pods that became ready since the last tick add their creation-to-ready time; once three are
+        measured, their 90th percentile replaces the spec's cold start."""
+        cold = list(t.status.get("coldStarts") or [])
+        since = t.status.get("coldStartsUntil")
         since_dt = dt.datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
         newest = since_dt
         for ready_at, secs in sorted(pods.cold_starts):
@@ -146,171 +310,291 @@ class PoolReconciler:
         measured = measured_cold_start(cold)
         if measured is not None:
             spec = spec.replace(cold_start_s=measured)
-        patch["coldStarts"] = cold
+        t.report.fields["coldStarts"] = cold
         if newest is not None:
-            patch["coldStartsUntil"] = newest.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch["coldStartSeconds"] = spec.cold_start_s
+            t.report.fields["coldStartsUntil"] = newest.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        t.report.fields["coldStartSeconds"] = spec.cold_start_s
+        return spec
 
-        forecasting = dict(spec_raw.get("forecasting") or {})
-        uid = body["metadata"]["uid"]
-        state = load_state(await self._saved_document(status, uid), spec, forecasting)
-        obs = self._observation(now, values, scale.spec_replicas, pods, spec.interval_s)
+    async def _fetch_metrics(self, t: Tick, spec: PoolSpec) -> dict[str, float | None] | MetricsError:
+        """The pool's signals, or why not. Started as a task beside the target's reads: the two are independent,
+        and at hundreds of pools the tick's latency is its chain of round trips."""
+        metrics_spec = t.raw.get("metrics") or {}
+        try:
+            if metrics_spec.get("auth"):  # Secrets to read
+                endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
+            else:
+                endpoint = self._endpoint(metrics_spec)
+            return await self.rt.prom.fetch(endpoint, pool_queries(metrics_spec, spec.interval_s))
+        except MetricsError as exc:
+            return exc
+
+    async def _observe_metrics(
+        self, t: Tick, spec: PoolSpec, scale: Scale, pods: PodSummary, fetched: asyncio.Task
+    ) -> Observation:
+        values = await fetched
+        if isinstance(values, MetricsError):
+            reason = "AuthUnavailable" if isinstance(values, AuthError) else "PrometheusUnavailable"
+            t.report.condition("MetricsAvailable", False, reason, str(values))
+            values = None
+        if values is not None:
+            self.last_values = values
+            problem = invalid_sample(values, ceilings(spec, spec.interval_s))
+            if problem:
+                values = None
+                t.report.condition(
+                    "MetricsAvailable",
+                    False,
+                    "InvalidSample",
+                    f"{problem}; treated as missing metrics ({spec.missing_metrics} policy), never a scale-down",
+                )
+            elif values.get("lastSample") is None or values.get("requests") is None:
+                t.report.condition(
+                    "MetricsAvailable", False, "NoSeries", "Prometheus has no samples for this pool"
+                )
+            else:
+                t.report.condition("MetricsAvailable", True, "Fresh", "")
+        if values is None:
+            self._error("metrics")
+        return observation(t.now, values, scale.spec_replicas, pods, spec.interval_s)
+
+    async def _decide(self, t: Tick, spec: PoolSpec, obs: Observation) -> Decision:
+        forecasting = dict(t.raw.get("forecasting") or {})
+        state = load_state(await self._saved_document(t), spec, forecasting)
         decision, state = await asyncio.to_thread(decide, spec, obs, state)
-        replicas = decision.replicas
+        self.document = dump_state(state, forecasting)
+        return decision
 
-        budget_cond = Condition("BudgetLimited", False, "WithinBudget", "")
+    def _apply_budget(self, t: Tick, spec: PoolSpec, decision: Decision) -> int:
+        replicas = decision.replicas
+        limited = False
         if spec.budget_group and spec.budget_gpus > 0:
-            demand = PoolDemand(
-                name=f"{self.namespace}/{self.name}",
-                desired=replicas,
-                min_replicas=spec.min_replicas,
-                gpus_per_replica=spec.gpus_per_replica,
-                priority=spec.priority,
-            )
-            granted = self.budgets.grant(spec.budget_group, spec.budget_gpus, demand)
+            granted = self.rt.budgets.grant(spec, self.key, replicas)
             if granted < replicas:
-                budget_cond = Condition(
+                limited = True
+                t.report.condition(
                     "BudgetLimited",
                     True,
                     "BudgetExhausted",
                     f"budget group {spec.budget_group} ({spec.budget_gpus} GPUs) grants {granted} of {replicas}",
                 )
                 replicas = granted
-        conds.append(budget_cond)
-        conds.append(self._limited(spec, decision, pods))
+        if not limited:
+            t.report.condition("BudgetLimited", False, "WithinBudget", "")
+        return replicas
 
-        last_set = status.get("desiredReplicas")
-        if last_set is not None and not spec.advisory and scale.spec_replicas != last_set:
+    def _note_manual_scale(self, spec: PoolSpec, scale: Scale, acting: bool) -> None:
+        if acting and self.known is not None and scale.spec_replicas not in self.known:
             self.emit(
                 "Warning",
                 "ManualScale",
-                f"target replicas changed outside burstpilot ({last_set} -> {scale.spec_replicas}); "
+                f"target replicas changed outside burstpilot ({self.known[-1]} -> {scale.spec_replicas}); "
                 "the next decisions start from the edited count",
             )
+        self.known = (scale.spec_replicas,)
 
-        scaled = False
-        if not spec.advisory and replicas != scale.spec_replicas:
-            try:
-                await asyncio.to_thread(self.kube.set_scale, self.namespace, target, replicas)
-                scaled = True
-            except TargetError as exc:
-                opmetrics.ERRORS.labels(*labels, "kubernetes").inc()
-                conds.append(Condition("Ready", False, exc.reason, str(exc)))
-                await self._finish(status, patch, conds, generation, stamp)
-                return interval
-        if scaled:
-            direction = "up" if replicas > scale.spec_replicas else "down"
-            opmetrics.SCALES.labels(*labels, direction).inc()
-            log.info(
-                "%s/%s: %s -> %s: %s",
-                self.namespace,
-                self.name,
-                scale.spec_replicas,
-                replicas,
-                decision.reason,
-            )
-            self.emit(
-                "Normal",
-                f"Scaled{direction.capitalize()}",
-                f"{scale.spec_replicas} -> {replicas}: {decision.reason}",
-            )
-            patch["lastScaleTime"] = stamp
+    async def _persist(self, t: Tick, current: int, intended: int) -> None:
+        """Save the state, with the counts the target may have once this tick is done, before acting."""
+        if self.document is None:
+            return
+        self.document["replicas"] = sorted({current, intended})
+        self._leading()
+        if await self._save_document(t.uid) and t.status.get("policyState"):
+            t.report.fields["policyState"] = None  # migrated: the ConfigMap holds it now (null deletes)
 
+    async def _act(self, t: Tick, scale: Scale, replicas: int, decision: Decision) -> bool:
+        if replicas == scale.spec_replicas:
+            return False
+        self._leading()
+        self.known = (scale.spec_replicas, replicas)
+        try:
+            await asyncio.to_thread(self.rt.kube.set_scale, self.namespace, t.raw["targetRef"], replicas)
+        except TargetError as exc:
+            self._error("kubernetes")
+            self.known = (scale.spec_replicas,)
+            t.report.condition("Ready", False, exc.reason, str(exc))
+            return False
+        self.known = (replicas,)
+        direction = "up" if replicas > scale.spec_replicas else "down"
+        opmetrics.SCALES.labels(self.namespace, self.name, direction).inc()
+        self.emit(
+            "Normal",
+            f"Scaled{direction.capitalize()}",
+            f"{scale.spec_replicas} -> {replicas}: {decision.reason}",
+        )
+        t.report.fields["lastScaleTime"] = t.report.stamp
+        return True
+
+    def _report(
+        self,
+        t: Tick,
+        spec: PoolSpec,
+        scale: Scale,
+        pods: PodSummary,
+        obs: Observation,
+        decision: Decision,
+        replicas: int,
+        scaled: bool,
+    ) -> None:
+        budgeted = replicas != decision.replicas
+        reason = f"{decision.reason}; budget grants {replicas}" if budgeted else decision.reason
+        bound = "budget" if budgeted else decision.bound
+        current = replicas if scaled else scale.spec_replicas
+        r = t.report
         fc = decision.forecast or {}
         if fc:
-            patch["forecast"] = {
-                "model": str(fc.get("model", spec.forecast_model)),
-                "rate": round(float(fc.get("rate", 0.0)), 4),
-                "quantile": float(fc.get("quantile", spec.forecast_quantile)),
-                "horizonSeconds": float(fc.get("horizon_s", 0.0)),
-            }
-            opmetrics.FORECAST.labels(*labels).set(float(fc.get("rate", 0.0)))
-        patch.update(
-            desiredReplicas=replicas,
-            currentReplicas=replicas if scaled else scale.spec_replicas,
-            readyReplicas=pods.ready,
-            startingReplicas=pods.starting,
-            pendingReplicas=pods.pending,
-            lastDecision={
-                "time": stamp,
+            r.fields["forecast"] = forecast_fields(fc, spec.forecast_model, spec.forecast_quantile)
+        r.fields.update(replica_fields(replicas, current, pods))
+        r.fields["lastDecision"] = decision_fields(r.stamp, replicas, reason, bound, spec.advisory)
+        r.condition("ScalingLimited", *self._limited(spec, decision, pods))
+        if not any(c.type == "Ready" for c in r.conditions):
+            r.condition("Ready", True, "Reconciled", reason)
+        self._export(spec, obs, decision, replicas, current, pods, bound)
+        log.info(
+            "%s: %s replicas (%s): %s",
+            self.key,
+            replicas,
+            bound,
+            reason,
+            extra={
+                "pool": self.key,
                 "replicas": replicas,
-                "reason": decision.reason
-                if replicas == decision.replicas
-                else f"{decision.reason}; budget grants {replicas}",
-                "bound": decision.bound if replicas == decision.replicas else "budget",
-                "advisory": spec.advisory,
+                "current": current,
+                "bound": bound,
+                "reason": reason,
             },
         )
-        self.document = dump_state(state, forecasting)
-        if await self._save_document(uid) and status.get("policyState"):
-            patch["policyState"] = None  # migrated: the ConfigMap holds it now (merge patch: null deletes)
-        opmetrics.DECISIONS.labels(*labels, decision.bound).inc()
-        opmetrics.DESIRED.labels(*labels).set(replicas)
-        conds.append(Condition("Ready", True, "Reconciled", decision.reason))
-        await self._finish(status, patch, conds, generation, stamp)
-        return spec.interval_s
 
-    async def _saved_document(self, status: dict[str, Any], uid: str) -> str | None:
+    def _export(self, spec, obs, decision, replicas, current, pods, bound) -> None:
+        ns, name = self.namespace, self.name
+        m = opmetrics
+        m.DECISIONS.labels(ns, name, decision.bound).inc()
+        m.DESIRED.labels(ns, name).set(replicas)
+        m.CURRENT.labels(ns, name).set(current)
+        m.GPUS.labels(ns, name).set(current * spec.gpus_per_replica)
+        for state, n in (("ready", pods.ready), ("starting", pods.starting), ("pending", pods.pending)):
+            m.labelled(m.PODS, ns, name, state).set(n)
+        m.set_only(m.BOUND, ns, name, bound)
+        m.labelled(m.SLO, ns, name, "ttft").set(spec.slo.ttft_s)
+        m.labelled(m.SLO, ns, name, "tpot").set(spec.slo.tpot_s)
+        for kind, key in (("ttft", "ttftP99"), ("tpot", "tpotP99")):
+            value = self.last_values.get(key)
+            if value is not None and math.isfinite(value):
+                m.labelled(m.LATENCY, ns, name, kind).set(value)
+        if obs.requests is not None and obs.window_s:
+            m.OBSERVED.labels(ns, name).set(obs.requests / obs.window_s)
+        fc = decision.forecast or {}
+        if fc:
+            m.FORECAST.labels(ns, name).set(float(fc.get("rate", 0.0)))
+            m.FORECAST_MEAN.labels(ns, name).set(float(fc.get("mean_rate", 0.0)))
+
+    @staticmethod
+    def _limited(spec: PoolSpec, decision: Decision, pods: PodSummary) -> tuple[bool, str, str]:
+        if pods.pending:
+            msg = f"{pods.pending} pod(s) cannot be scheduled"
+            if pods.pending_message:
+                msg += f": {pods.pending_message}"
+            return True, "PodsPending", msg
+        if decision.recommendation > spec.max_replicas:
+            return True, "MaxReplicas", f"needs {decision.recommendation}, capped at {spec.max_replicas}"
+        if step_limited(decision):
+            return True, "MaxStep", decision.reason
+        return False, "WithinLimits", ""
+
+    async def _finish(self, t: Tick) -> None:
+        """Write the report: the status fields that changed, then the Events of the conditions that did."""
+        patch, events = t.report.patch(t.status)
+        if patch:
+            self._leading()
+            try:
+                await asyncio.to_thread(self.rt.kube.patch_status, self.namespace, self.name, patch)
+            except StatusError as exc:
+                if exc.gone:  # the ServingPool was deleted during the tick
+                    log.info("%s: deleted during the tick; nothing more to write", self.key)
+                    return
+                self._error("status")
+                self._failed("status", "StatusNotSaved", f"{exc}; retried at the next tick")
+                return
+            self._recovered("status", "StatusSaved", "status written again")
+            self.written = {**self.written, **patch}
+            opmetrics.WRITTEN_BYTES.labels("status").inc(len(json.dumps(patch, separators=(",", ":"))))
+        for kind, reason, message in events:
+            self.emit(kind, reason, message)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _leading(self) -> None:
+        if not self.rt.may_act():
+            raise NotLeader
+
+    def _error(self, kind: str) -> None:
+        opmetrics.ERRORS.labels(self.namespace, self.name, kind).inc()
+
+    def _failed(self, what: str, reason: str, message: str) -> None:
+        """Counted and logged every time; one Warning Event per run of failures."""
+        log.warning("%s: %s", self.key, message)
+        if what not in self.failing:
+            self.failing.add(what)
+            self.emit("Warning", reason, message)
+
+    def _recovered(self, what: str, reason: str, message: str) -> None:
+        if what in self.failing:
+            self.failing.discard(what)
+            self.emit("Normal", reason, message)
+
+    async def _saved_document(self, t: Tick) -> dict[str, Any] | None:
         """The state to resume from: this reconciler's own after its first tick; before that, the state
         ConfigMap's, else (migration from earlier versions) ``status.policyState``."""
         if self.loaded:
             return self.document
         try:
-            stored = await asyncio.to_thread(self.store.load, uid)
+            stored = await asyncio.to_thread(self.store.load, t.uid)
         except StateError as exc:
             self._state_failed(exc)
-            return self.document or status.get("policyState")
+            return self.document or self._legacy(t.status)
         self.loaded = True
-        if stored is not None:
-            return stored
-        # No ConfigMap yet: this reconciler's own state if an earlier read failed, else the old status field.
-        return self.document or status.get("policyState")
+        document = stored if stored is not None else (self.document or self._legacy(t.status))
+        if self.known is None:
+            if document and isinstance(document.get("replicas"), list):
+                self.known = tuple(int(n) for n in document["replicas"])
+            elif "desiredReplicas" in t.status and not (t.status.get("lastDecision") or {}).get("advisory"):
+                self.known = (int(t.status["desiredReplicas"]),)
+        return document
+
+    def _legacy(self, status: dict[str, Any]) -> dict[str, Any] | None:
+        raw = status.get("policyState")
+        if not raw:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            log.warning("%s: unreadable status.policyState; starting a fresh forecaster", self.key)
+            return None
+        return doc
 
     async def _save_document(self, uid: str) -> bool:
         """Write the state ConfigMap if the state changed. Not before it has been read once, so a state this
         operator could not read is never overwritten. Returns whether the ConfigMap now holds the state."""
         if not self.loaded or self.document is None:
             return False
+        before = self.store.bytes_written
         try:
             await asyncio.to_thread(self.store.save, self.document, uid)
         except StateError as exc:
             self._state_failed(exc)
             return False
-        if self.state_failing:
-            self.state_failing = False
-            self.emit("Normal", "StateSaved", f"policy state saved in ConfigMap {self.store.name}")
-        return self.store.saved == self.document
+        opmetrics.WRITTEN_BYTES.labels("state").inc(self.store.bytes_written - before)
+        self._recovered("state", "StateSaved", f"policy state saved in ConfigMap {self.store.name}")
+        return True
 
     def _state_failed(self, exc: StateError) -> None:
-        """Counted and logged every time; one Warning Event per run of failures (the state stays in memory)."""
-        opmetrics.ERRORS.labels(self.namespace, self.name, "state").inc()
-        log.warning("%s/%s: %s", self.namespace, self.name, exc)
-        if not self.state_failing:
-            self.state_failing = True
-            self.emit(
-                "Warning",
-                "StateNotSaved",
-                f"{exc}; the state is kept in memory only: a restart now would start a fresh forecaster",
-            )
-
-    async def _metrics(
-        self, metrics_spec: dict[str, Any], window_s: float, now: float
-    ) -> tuple[dict[str, float | None] | None, Condition]:
-        try:
-            endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
-        except (MetricsError, KeyError) as exc:
-            return None, Condition("MetricsAvailable", False, "AuthUnavailable", str(exc))
-        try:
-            values = await self.prom.fetch(endpoint, pool_queries(metrics_spec, window_s))
-        except MetricsError as exc:
-            return None, Condition("MetricsAvailable", False, "PrometheusUnavailable", str(exc))
-        last = values.get("lastSample")
-        if last is None or values.get("requests") is None:
-            return values, Condition(
-                "MetricsAvailable", False, "NoSeries", "Prometheus has no samples for this pool"
-            )
-        return values, Condition(
-            "MetricsAvailable", True, "Fresh", f"newest sample {max(now - last, 0):.0f}s old"
+        self._error("state")
+        self._failed(
+            "state",
+            "StateNotSaved",
+            f"{exc}; the state is kept in memory only: a restart now would start a fresh forecaster",
         )
 
     def _endpoint(self, metrics_spec: dict[str, Any]) -> Endpoint:
@@ -320,88 +604,13 @@ class PoolReconciler:
         try:
             if auth.get("bearerTokenSecretRef"):
                 ref = auth["bearerTokenSecretRef"]
-                data = self.kube.read_secret(self.namespace, ref["name"])
+                data = self.rt.kube.read_secret(self.namespace, ref["name"])
                 token = data[ref.get("key", "token")].strip()
             if auth.get("tlsSecretRef"):
-                data = self.kube.read_secret(self.namespace, auth["tlsSecretRef"]["name"])
+                data = self.rt.kube.read_secret(self.namespace, auth["tlsSecretRef"]["name"])
                 ca, cert, key = data.get("ca.crt"), data.get("tls.crt"), data.get("tls.key")
         except Exception as exc:  # a missing Secret or key, or no permission to read it
-            raise MetricsError(f"reading the metrics credentials: {type(exc).__name__}: {exc}") from None
+            raise AuthError(
+                f"reading the metrics credentials: {type(exc).__name__}: {scrub(str(exc))}"
+            ) from None
         return Endpoint(url, token, ca, cert, key, bool(auth.get("insecureSkipVerify", False)))
-
-    @staticmethod
-    def _observation(
-        now: float, values: dict[str, float | None] | None, current: int, pods: PodSummary, window_s: float
-    ) -> Observation:
-        v = values or {}
-        last = v.get("lastSample")
-        age = None if (values is None or last is None or v.get("requests") is None) else max(now - last, 0.0)
-
-        def nonneg(key: str) -> float | None:
-            x = v.get(key)
-            return None if x is None or not math.isfinite(x) else max(x, 0.0)
-
-        return Observation(
-            time_s=now,
-            requests=nonneg("requests"),
-            prompt_tokens=nonneg("promptTokens"),
-            generation_tokens=nonneg("generationTokens"),
-            waiting=nonneg("waiting"),
-            running=nonneg("running"),
-            kv_usage=nonneg("kvUsage"),
-            ttft_p99_s=nonneg("ttftP99"),
-            current=current,
-            ready=pods.ready,
-            starting=pods.starting,
-            pending=pods.pending,
-            metrics_age_s=age,
-            window_s=window_s,
-        )
-
-    @staticmethod
-    def _limited(spec: PoolSpec, decision, pods: PodSummary) -> Condition:
-        if pods.pending:
-            msg = f"{pods.pending} pod(s) cannot be scheduled"
-            if pods.pending_message:
-                msg += f": {pods.pending_message}"
-            return Condition("ScalingLimited", True, "PodsPending", msg)
-        if decision.recommendation > spec.max_replicas:
-            return Condition(
-                "ScalingLimited",
-                True,
-                "MaxReplicas",
-                f"needs {decision.recommendation}, capped at {spec.max_replicas}",
-            )
-        if "limited to" in decision.reason:
-            return Condition("ScalingLimited", True, "MaxStep", decision.reason)
-        return Condition("ScalingLimited", False, "WithinLimits", "")
-
-    async def _finish(
-        self,
-        status: dict[str, Any],
-        patch: dict[str, Any],
-        conds: list[Condition],
-        generation: int,
-        stamp: str,
-    ) -> None:
-        merged, changed = merge_conditions(status.get("conditions"), conds, generation, stamp)
-        patch["conditions"] = merged
-        for c in changed:
-            ok = c.status is not False if c.type in ("Ready", "MetricsAvailable") else c.status is not True
-            self.emit(
-                "Normal" if ok else "Warning", c.reason, f"{c.type}={c.status_str}: {c.message}".rstrip(": ")
-            )
-        patch = _json_safe(patch)
-        await asyncio.to_thread(self.kube.patch_status, self.namespace, self.name, patch)
-        self.written = {**self.written, **patch}
-
-
-def _json_safe(value: Any) -> Any:
-    """The status patch with non-finite numbers (a forecast with no data yet) as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value

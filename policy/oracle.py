@@ -1,4 +1,4 @@
-"""The oracle's plans: every future arrival known, the fewest replica-slots that serve a per-slot need, given the
+"""The oracle's schedules: every future arrival known, the fewest replica-slots that serve a per-slot need, given the
 cold start.
 
 Time is cut into slots. Slot ``t`` needs ``r[t]`` ready replicas: the arrivals of that slot (or of a window
@@ -8,13 +8,13 @@ replicas present at time 0 are ready at once, and nothing can start before time 
 most ``initial`` replicas are ready).
 
 With ``x[t] >= r[t]`` ready replicas the cost is ``sum(x) + cold * (number of starts)``. It splits over replica
-layers (layer ``k`` is up at ``t`` when ``x[t] >= k``), and each layer's best plan is greedy: stay up through a
+layers (layer ``k`` is up at ``t`` when ``x[t] >= k``), and each layer's best schedule is greedy: stay up through a
 gap of ``g`` idle slots between two needed spells when ``g <= cold`` (cheaper than a restart), otherwise stop
-and restart ``cold`` slots before the next spell. The layers' plans nest, so together they are the least-cost
+and restart ``cold`` slots before the next spell. The layers' schedules nest, so together they are the least-cost
 schedule *for that need in this slot cost model*; ``tests/policy/test_oracle.py`` checks it against exhaustive
 search on small cases. Whether a need ``r`` is the right one (enough for the SLO, and no more) is a question
 about the served latencies, which the closed-form capacity model only estimates: ``burstpilot.evaluation``
-answers it in the simulator, by searching over the plans' sizing and choosing the cheapest that meets the SLO.
+answers it in the simulator, by searching over the schedules' sizing and choosing the cheapest that meets the SLO.
 """
 
 from __future__ import annotations
@@ -26,17 +26,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.policy.baselines import Policy
 from burstpilot.policy.capacity import replica_rate
 from burstpilot.policy.core import Decision
 from burstpilot.policy.spec import PoolSpec
 
 
 @dataclass(frozen=True)
-class OraclePlan:
+class OracleSchedule:
     slot_s: float
     cold_slots: int
     required: list[int]  # ready replicas each slot needs
-    ready: list[int]  # ready replicas each slot in the optimal plan
+    ready: list[int]  # ready replicas each slot in the least-cost schedule
     requested: list[int]  # replicas to ask for during each slot (ready plus those starting)
     cost_slots: int  # replica-slots paid, starting included
     starts: int = 0
@@ -55,7 +56,7 @@ class OraclePlan:
         return self.requested[i]
 
 
-def plan(required: Sequence[int], cold_slots: int, initial: int, slot_s: float = 1.0) -> OraclePlan:
+def schedule(required: Sequence[int], cold_slots: int, initial: int, slot_s: float = 1.0) -> OracleSchedule:
     """The least-cost schedule that has ``required[t]`` replicas ready in every slot it can."""
     if cold_slots < 0 or initial < 0 or slot_s <= 0:
         raise BurstpilotError("oracle: cold_slots and initial must be >= 0, slot_s > 0")
@@ -93,7 +94,7 @@ def plan(required: Sequence[int], cold_slots: int, initial: int, slot_s: float =
             cost += b - a + 1 + (0 if initial_spell else cold_slots)
             starts += 0 if initial_spell else 1
             spells.append((k, a, b))
-    return OraclePlan(
+    return OracleSchedule(
         slot_s=float(slot_s),
         cold_slots=int(cold_slots),
         required=r,
@@ -142,12 +143,12 @@ def required_replicas(
     return out
 
 
-def oracle_policy(the_plan: OraclePlan, name: str = "oracle"):
-    """The plan as a policy with the decision core's shape (it reads only the clock from the observation)."""
-    from burstpilot.policy.baselines import Policy
+def oracle_policy(the_schedule: OracleSchedule, name: str = "oracle"):
+    """The schedule as a policy with the decision core's shape (it reads only the clock from the observation)."""
 
     def decide(spec, obs, state):
-        n = the_plan.replicas_at(obs.time_s)
-        return Decision(replicas=n, reason="oracle plan", bound="oracle", recommendation=n), state
+        n = the_schedule.replicas_at(obs.time_s)
+        return Decision(replicas=n, reason="oracle schedule", bound="oracle", recommendation=n), state
 
-    return Policy(name, lambda spec: {}, decide, lambda spec: the_plan.slot_s)
+    slot = the_schedule.slot_s
+    return Policy(name, lambda spec: {}, decide, lambda spec: slot, scrape_s=slot, capacity_source="oracle")

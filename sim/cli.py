@@ -95,6 +95,80 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="write the summary JSON here")
     p.set_defaults(handler=_simulate)
 
+    profile = sub.add_parser("profile", help="replica profiles measured against a real endpoint")
+    profile.set_defaults(handler=lambda args: profile.print_help())
+    ps = profile.add_subparsers(dest="profile_command", metavar="SUBCOMMAND")
+    p = ps.add_parser(
+        "measure",
+        help="sweep one replica with rising open-loop rates, find the highest that meets the SLO, fit the "
+        "step-time model, write a profile JSON",
+    )
+    p.add_argument("--target", required=True, help="the replica's base URL, e.g. http://10.0.0.5:8000")
+    p.add_argument("--workload", required=True, help="a trace file whose (prompt, output) lengths are drawn")
+    p.add_argument(
+        "--slo",
+        required=True,
+        help="objectives and goal, e.g. ttft=2s,tpot=100ms[,e2e=30s][,attainment=0.99]",
+    )
+    p.add_argument(
+        "--attainment",
+        type=float,
+        default=None,
+        help="share of requests that must meet the SLO (default: the --slo's attainment, 0.99 unless given)",
+    )
+    p.add_argument("--base-profile", default="h100-llama3-8b",
+                   help="the closest shipped profile (or JSON): memory, limits and the fit's starting terms")  # fmt: skip
+    p.add_argument("--rates", help="ascending request rates to try, e.g. 1,2,4,6 (default: from the base)")
+    p.add_argument("--level-duration", default="60s", help="how long each rate is held (default 60s)")
+    p.add_argument("--bisect", type=int, default=4, help="bisection steps past the first failing rate")
+    p.add_argument("--name", default="measured", help="the profile's name")
+    p.add_argument("--api", choices=["completions", "chat"], default="completions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", help="where each level's records go (default: OUT's name + .levels/)")
+    p.add_argument("--out", required=True, help="the profile JSON to write")
+    p.set_defaults(handler=_profile_measure)
+
+
+def _profile_measure(args) -> int:
+    from burstpilot import units
+    from burstpilot.sim.measure import measure_profile
+    from burstpilot.sim.profile import load_profile
+    from burstpilot.slo import SLO
+    from burstpilot.traces import read_trace
+
+    slo = SLO.parse(args.slo)
+    goal = slo.attainment if args.attainment is None else args.attainment
+    base = load_profile(args.base_profile)
+    raw = json.loads(Path(base.path).read_text()) if Path(base.path).is_file() else _shipped_json(base.name)
+    rates = None
+    if args.rates:
+        try:
+            rates = [float(x) for x in args.rates.split(",") if x.strip()]
+        except ValueError as exc:
+            raise BurstpilotError(
+                f"--rates: {args.rates!r} is not a comma-separated list of numbers"
+            ) from exc
+    duration = units.parse_duration(args.level_duration, "--level-duration")
+    out = Path(args.out)
+    work = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".levels")
+    prof = measure_profile(
+        args.target, read_trace(args.workload), slo, raw, work, goal=goal, rates=rates,
+        duration_s=duration, seed=args.seed, name=args.name, api=args.api, bisect=args.bisect,
+    )  # fmt: skip
+    prof["calibration"]["workload"] = str(args.workload)
+    out.write_text(json.dumps(prof, indent=2) + "\n")
+    cal = prof["calibration"]
+    print(
+        json.dumps({k: cal[k] for k in ("capacity_rps", "model_capacity_rps", "factors")} | {"out": str(out)})
+    )
+    return 0
+
+
+def _shipped_json(name: str) -> dict:
+    from importlib import resources
+
+    return json.loads((resources.files("burstpilot.sim") / "profiles" / f"{name}.json").read_text())
+
 
 def _server_args(p) -> None:
     p.add_argument("--profile", required=True, help="profile name (see `sim profiles`) or JSON path")
@@ -130,12 +204,12 @@ def _profiles(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("name", "gpu", "model", "GPUs", "KV tokens", "max seqs", "cold start s")
+    t = Table("name", "gpu", "model", "GPUs", "KV tokens", "max seqs", "cold start s", "measured / derived")
     for r in rows:
         t.add_row(r["name"], r["gpu"], r["model"], str(r["gpus_per_replica"]), str(r["kv_capacity_tokens"]),
-                  str(r["max_num_seqs"]), f"{r['cold_start_s']:.0f}")  # fmt: skip
+                  str(r["max_num_seqs"]), f"{r['cold_start_s']:.0f}", r["source"])  # fmt: skip
     # Profile names are what users type: never let an 80-column default truncate them in a pipe.
-    Console(width=None if sys.stdout.isatty() else 160).print(t)
+    Console(width=None if sys.stdout.isatty() else 220).print(t)
     return 0
 
 

@@ -24,6 +24,11 @@ from burstpilot.slo import SLO, RunMetrics
 
 _STEP, _READY, _SCRAPE = range(3)  # event kinds; at equal times in this order
 
+
+def _outstanding(r) -> int:
+    return r.outstanding
+
+
 SERIES_FIELDS = (
     "num_requests_running",
     "num_requests_waiting",
@@ -52,6 +57,9 @@ class ClusterObservation:
     kv_usage_mean: float
     kv_usage_max: float
     ttft_recent_s: np.ndarray
+    # over the serving replicas only (ready, not draining): what a scrape of the pool's live pods reports
+    serving_running: int = 0
+    serving_waiting: int = 0
 
 
 @dataclass
@@ -155,6 +163,10 @@ class SimCluster:
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.arrival, self.prompt, self.output = _workload_arrays(workload)
         self.n = len(self.arrival)
+        # Python lists for the event loop: indexing them is several times faster than numpy scalars
+        self._arrival_list = self.arrival.tolist()
+        self._prompt_list = self.prompt.tolist()
+        self._output_list = self.output.tolist()
         self.rng = np.random.default_rng(seed)
         self.cold_start_s = cold_start_s
         self.scrape_interval_s = scrape_interval_s
@@ -168,18 +180,22 @@ class SimCluster:
         self.scale_events: list = []
         self.replica_timeline: list = []
         n = self.n
-        self.ttft = np.full(n, np.nan)
-        self.e2e = np.full(n, np.nan)
-        self.tpot = np.full(n, np.nan)
-        self.itl_p99 = np.full(n, np.nan)
-        self.queue = np.full(n, np.nan)
-        self.preempted = np.zeros(n, dtype=np.int64)
-        self.rejected = np.zeros(n, dtype=bool)
-        self.replica_of = np.full(n, -1, dtype=np.int64)
+        # per request, as Python lists while running (element access is the event loop's), arrays at the end
+        nan = math.nan
+        self.ttft = [nan] * n
+        self.e2e = [nan] * n
+        self.tpot = [nan] * n
+        self.itl_p99 = [nan] * n
+        self.queue = [nan] * n
+        self.preempted = [0] * n
+        self.rejected = [False] * n
+        self.replica_of = [-1] * n
         self.finished = 0
         self.rejected_count = 0
         self._ttft_recent: list[float] = []
         self._retired = {"prompt": 0, "gen": 0, "preempt": 0}
+        self._routable: list[_Replica] | None = None
+        self._routable_until = math.inf
         for _ in range(max(0, int(initial_replicas))):
             self._add_replica(ready_at=0.0)
         self.desired = len(self.live)
@@ -199,6 +215,7 @@ class SimCluster:
             self.replica_timeline.append((self.now, ready, starting))
 
     def _add_replica(self, ready_at: float) -> None:
+        self._routable = None
         r = _Replica(len(self.replicas), self.profile, self.now, ready_at)
         self.replicas.append(r)
         self.live.append(r)
@@ -206,6 +223,7 @@ class SimCluster:
             self._push(ready_at, _READY, r.idx, 0)
 
     def _leave(self, r: _Replica) -> None:
+        self._routable = None
         r.left_at = self.now
         self._retired["prompt"] += r.engine.prompt_tokens
         self._retired["gen"] += r.engine.generation_tokens
@@ -240,6 +258,7 @@ class SimCluster:
                 (r for r in active if r.ready_at <= self.now), key=lambda r: (r.outstanding, -r.idx)
             )
             for r in ready[:drop]:
+                self._routable = None
                 r.draining = True
                 if r.plan is None and not r.engine.has_work():
                     self._leave(r)
@@ -272,6 +291,8 @@ class SimCluster:
             kv_usage_mean=float(np.mean(kv)),
             kv_usage_max=float(np.max(kv)),
             ttft_recent_s=recent,
+            serving_running=sum(r.engine.num_running for r in ready),
+            serving_waiting=sum(r.engine.num_waiting for r in ready),
         )
 
     def finish(self) -> SimResult:
@@ -288,14 +309,14 @@ class SimCluster:
             if r.series["time_s"]
         }
         return SimResult(
-            ttft_s=self.ttft,
-            tpot_s=self.tpot,
-            e2e_s=self.e2e,
-            itl_p99_s=self.itl_p99,
-            queue_s=self.queue,
-            preempted=self.preempted,
-            rejected=self.rejected,
-            replica=self.replica_of,
+            ttft_s=np.array(self.ttft, dtype=np.float64),
+            tpot_s=np.array(self.tpot, dtype=np.float64),
+            e2e_s=np.array(self.e2e, dtype=np.float64),
+            itl_p99_s=np.array(self.itl_p99, dtype=np.float64),
+            queue_s=np.array(self.queue, dtype=np.float64),
+            preempted=np.array(self.preempted, dtype=np.int64),
+            rejected=np.array(self.rejected, dtype=bool),
+            replica=np.array(self.replica_of, dtype=np.int64),
             gpu_seconds=gpu,
             scale_events=list(self.scale_events),
             replica_timeline=list(self.replica_timeline),
@@ -320,7 +341,7 @@ class SimCluster:
 
     def _run(self, t_end: float, stop_when_done: bool = False) -> None:
         heap = self.heap
-        arrival = self.arrival
+        arrival = self._arrival_list
         n = self.n
         while True:
             ta = arrival[self.next_req] if self.next_req < n else math.inf
@@ -351,15 +372,20 @@ class SimCluster:
                 if not (stop_when_done and ta == math.inf and self._idle()):
                     self._push(t + self.scrape_interval_s, _SCRAPE, -1, 0)
 
+    def _routable_now(self) -> list[_Replica]:
+        """The ready, non-draining replicas in index order (cached until a replica's state can change)."""
+        t = self.now
+        if self._routable is None or t >= self._routable_until:
+            self._routable = [r for r in self.live if not r.draining and r.ready_at <= t]
+            self._routable_until = min((r.ready_at for r in self.live if r.ready_at > t), default=math.inf)
+        return self._routable
+
     def _arrive(self, i: int) -> None:
         t = self.now
-        best = None
-        for r in self.live:
-            if r.draining or r.ready_at > t:
-                continue
-            if best is None or r.outstanding < best.outstanding:
-                best = r
-        prompt, out = int(self.prompt[i]), int(self.output[i])
+        routable = self._routable_now()
+        # the fewest outstanding requests, ties to the lowest index (min keeps the first of equals)
+        best = min(routable, key=_outstanding) if routable else None
+        prompt, out = self._prompt_list[i], self._output_list[i]
         if best is None or not best.engine.fits(prompt, out):
             self.rejected[i] = True
             self.rejected_count += 1
@@ -400,7 +426,7 @@ class SimCluster:
         p = r.plan
         out = r.engine.commit(p, p.max_steps)
         for s in out.first:
-            if np.isnan(self.ttft[s.tag]):
+            if math.isnan(self.ttft[s.tag]):
                 self.ttft[s.tag] = s.first_token_time - s.arrival
                 self.queue[s.tag] = s.scheduled_time - s.arrival
                 self._ttft_recent.append(self.ttft[s.tag])
@@ -410,9 +436,13 @@ class SimCluster:
             if s.max_tokens > 1:
                 self.tpot[i] = (s.finish_time - s.first_token_time) / (s.max_tokens - 1)
                 gaps = r.engine.gaps(s)
-                if len(gaps):
-                    rank = max(1, math.ceil(0.99 * len(gaps)))
-                    self.itl_p99[i] = float(np.partition(gaps, rank - 1)[rank - 1])
+                n = len(gaps)
+                if n:
+                    rank = max(1, math.ceil(0.99 * n))
+                    # nearest rank; below 100 gaps that is the largest
+                    self.itl_p99[i] = float(
+                        gaps.max() if rank == n else np.partition(gaps, rank - 1)[rank - 1]
+                    )
             r.outstanding -= 1
             self.finished += 1
         r.plan = None

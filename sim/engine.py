@@ -80,7 +80,7 @@ class Seq:
         self.tag = tag
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     start: float
     batch: int  # decoding sequences
@@ -112,7 +112,7 @@ class Plan:
         return min(k, self.max_steps)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     end: float
     steps: int
@@ -121,6 +121,14 @@ class Outcome:
     first: list  # sequences whose prefill completed (they emitted a token)
     finished: list
     preempted: list
+
+
+_STEPS = np.arange(4096, dtype=np.float64)  # 0, 1, 2, ...: the step index within a run of decode steps
+
+
+def _grow_steps(k: int) -> None:
+    global _STEPS
+    _STEPS = np.arange(max(k, 2 * len(_STEPS)), dtype=np.float64)
 
 
 class StepLog:
@@ -137,15 +145,21 @@ class StepLog:
         self.base = 0
 
     def add(self, first_ms: float, inc_ms: float, k: int):
-        if self.n + k > len(self.buf):
-            new = np.empty(max(2 * len(self.buf), self.n + k))
-            new[: self.n] = self.buf[: self.n]
+        n = self.n
+        if n + k > len(self.buf):
+            new = np.empty(max(2 * len(self.buf), n + k))
+            new[:n] = self.buf[:n]
             self.buf = new
         if k == 1:
-            self.buf[self.n] = first_ms / 1000.0
-        else:
-            self.buf[self.n : self.n + k] = (first_ms + inc_ms * np.arange(k)) / 1000.0
-        self.n += k
+            self.buf[n] = first_ms / 1000.0
+        else:  # (first_ms + inc_ms * j) / 1000 for j < k, in place
+            if k > len(_STEPS):
+                _grow_steps(k)
+            out = self.buf[n : n + k]
+            np.multiply(_STEPS[:k], inc_ms, out=out)
+            out += first_ms
+            out /= 1000.0
+        self.n = n + k
 
     def durations(self, first_step: int, end_step: int) -> np.ndarray:
         """Durations of steps first_step + 1 .. end_step (a copy)."""
@@ -259,7 +273,10 @@ class Engine:
 
     def gaps(self, seq: Seq) -> np.ndarray:
         """A finished request's inter-token gaps (recorded when the engine keeps a step log)."""
-        return np.concatenate(seq.gap_parts) if seq.gap_parts else np.empty(0)
+        parts = seq.gap_parts
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty(0)
 
     def _preempt(self, seq: Seq, now: float) -> None:
         if seq.state == DECODE:
@@ -275,11 +292,16 @@ class Engine:
 
     def _decode_blocks(self, k: int) -> int:
         """New blocks the decoding batch needs over the next k steps."""
-        bs, s, c = self.bs, self.step, self.counts
+        bs, c = self.bs, self.counts
         full, rest = divmod(k, bs)
         n = full * self.batch
-        for j in range(rest):
-            n += c[(-(s + j)) % bs]
+        if rest:
+            # step s + j needs the sequences of residue (r0 - j) mod bs: a descending, circular run of residues
+            r0 = (-self.step) % bs
+            if rest <= r0 + 1:
+                n += sum(c[r0 - rest + 1 : r0 + 1])
+            else:
+                n += sum(c[: r0 + 1]) + sum(c[bs - (rest - r0 - 1) :])
         return n
 
     def _max_decode_steps(self, free: int, cap: int) -> int:
@@ -291,6 +313,9 @@ class Engine:
             cycles = min(free // per_cycle, (cap - bs) // bs)
             k = cycles * bs
             free -= cycles * per_cycle
+            # fewer than 2 * bs steps remain, which need at most 2 * batch blocks: they all fit
+            if cap - k < 2 * bs and free >= 2 * per_cycle:
+                return cap
         while k < cap:
             need = c[(-(s + k)) % bs]
             if need > free:
@@ -309,6 +334,17 @@ class Engine:
         if not self.running and not self.waiting:
             return None
         bs = self.bs
+        if not self.waiting and not self.prefilling:
+            # only decoding sequences (the common case between arrivals): the general path below, shortened
+            batch = self.batch
+            if self.used_blocks + self.counts[(-self.step) % bs] <= self.total_blocks:
+                sm = self.sm
+                cap = max(1, self.finish_heap[0][0] - self.step) if self.finish_heap else 1 << 30
+                max_steps = max(1, self._max_decode_steps(self.total_blocks - self.used_blocks, cap))
+                return Plan(
+                    now, batch, self.context, [], sm.step_ms(batch, self.context, 0, 0.0),
+                    sm.ctx_ms(batch) * batch, max_steps, [],
+                )  # fmt: skip
         budget = self.p.max_num_batched_tokens
         preempted: list[Seq] = []
         # decoding sequences first: one token each; preempt the newest until their blocks fit
@@ -322,7 +358,7 @@ class Engine:
         prefill_tokens = 0
         reserved = self.counts[(-self.step) % bs] if self.batch else 0
         # continuing prefills (admission order)
-        for seq in list(self.prefilling.values()):
+        for seq in list(self.prefilling.values()) if self.prefilling else ():
             if budget <= 0:
                 break
             chunk = min(seq.target - seq.computed, budget)

@@ -46,11 +46,18 @@ class StepModel:
 
     FIELDS = ("t0", "w_ms", "f_ms", "n", "k_ms", "kl_ms", "p1", "p2")
 
+    def __post_init__(self):
+        # dense_ms by token count: the simulator asks for the same few hundred counts millions of times
+        object.__setattr__(self, "_dense", {})
+
     def dense_ms(self, tokens: float) -> float:
-        a, b = self.w_ms, tokens * self.f_ms
-        if self.n <= 0:
-            return max(a, b)
-        return (a**self.n + b**self.n) ** (1.0 / self.n)
+        ms = self._dense.get(tokens)
+        if ms is None:
+            a, b = self.w_ms, tokens * self.f_ms
+            ms = max(a, b) if self.n <= 0 else (a**self.n + b**self.n) ** (1.0 / self.n)
+            if len(self._dense) < 1 << 16:
+                self._dense[tokens] = ms
+        return ms
 
     def ctx_ms(self, batch: float) -> float:
         """Cost of one KV token held by a decoding batch of ``batch`` sequences."""
@@ -146,8 +153,21 @@ class Profile:
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "max_num_seqs": self.max_num_seqs,
             "cold_start_s": self.cold_start_s,
+            "source": self.source,
             "description": self.description,
         }
+
+    @property
+    def source(self) -> str:
+        """What of this profile was measured and what derived (its calibration record says)."""
+        cal = self.calibration
+        if cal.get("source"):
+            return str(cal["source"])
+        if cal.get("table"):
+            return "measured"
+        if cal.get("derived_from"):
+            return f"derived from {cal['derived_from']}"
+        return "not recorded"
 
 
 def _profiles_dir():

@@ -28,6 +28,8 @@ def test_render_embeds_figures_and_escapes_the_verdict(tmp_path):
     assert 'src="data:image/png;base64,' in page and "rate.png" not in page.split("<body>")[1]
     assert "&lt;won&gt;" in page and page.index('id="verdict"') < page.index("<table>")
     assert page.count("<h1>") == 1  # the markdown's own heading gives way to the title
+    twice = render("# T\n\n**it worked.**\n\nbody\n", tmp_path, "T", verdict="it worked")
+    assert twice.count("it worked") == 1  # ... and its bold verdict line to the box
     missing = render("![gone](nothere.png)", tmp_path, "x")
     assert "missing figure: nothere.png" in missing
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.traces import formats
 
 
 def _add_read_args(p: argparse.ArgumentParser, window: bool = True) -> None:
     g = p.add_argument_group("reading")
-    g.add_argument("--format", default="auto", choices=["auto", "burstgpt", "azure", "mooncake", "csv"])
+    g.add_argument(
+        "--format",
+        default="auto",
+        choices=formats.choices(),
+        help="trace format (default: auto, recognised by content)",
+    )
     g.add_argument("--model", action="append", help="keep only this model (repeatable)")
     g.add_argument("--log-type", action="append", help="keep only this log type (repeatable)")
     if window:
@@ -32,8 +37,8 @@ def _add_read_args(p: argparse.ArgumentParser, window: bool = True) -> None:
     c.add_argument("--failed-col")
 
 
-def _read(args, path=None, window=True):
-    from burstpilot.traces import ColumnMap, read_trace
+def _columns(args):
+    from burstpilot.traces import ColumnMap
 
     columns = None
     if args.time_col or args.request_col or args.response_col:
@@ -53,46 +58,69 @@ def _read(args, path=None, window=True):
             failed=args.failed_col,
             time_unit=args.time_unit,
         )
-    kw = dict(model=args.model, log_type=args.log_type, include_failed=not args.no_failed)
+    return columns
+
+
+def _read_kwargs(args, window=True) -> dict:
+    kw = dict(
+        fmt=args.format,
+        model=args.model,
+        log_type=args.log_type,
+        include_failed=not args.no_failed,
+        skip_bad_rows=args.skip_bad_rows,
+        columns=_columns(args),
+    )
     if window:
         kw |= dict(start_s=args.start, end_s=args.end)
-    return read_trace(
-        path or args.trace, fmt=args.format, skip_bad_rows=args.skip_bad_rows, columns=columns, **kw
-    )
+    return kw
 
 
-def _progress():
-    from rich.progress import Progress
+def _read(args, path=None, window=True):
+    from burstpilot.traces import read_trace
 
-    return Progress(transient=True, disable=not sys.stderr.isatty())
+    return read_trace(path or args.trace, **_read_kwargs(args, window))
+
+
+def _iter(args):
+    from burstpilot.traces import iter_trace
+
+    return iter_trace(args.trace, **_read_kwargs(args))
 
 
 def cmd_analyze(args) -> int:
-    from burstpilot.traces.analyze import analyze
+    from burstpilot.progress import Reporter
+    from burstpilot.traces.analyze import analyze, analyze_stream
+    from burstpilot.traces.report import verdict
 
-    with _progress() as prog:
-        task = prog.add_task("reading", total=None)
-        trace = _read(args)
+    with Reporter("trace analyze") as prog:
+        task = prog.add_task("analyzing", unit=" steps")
 
         def step(i, n, what):
-            prog.update(task, description=f"analyzing {what}", completed=i, total=n)
+            prog.update(task, completed=i, total=n, note=what)
 
-        summary = analyze(trace, args.out, window_s=args.window, figures=not args.no_figures, progress=step)
+        if args.stream:
+            summary = analyze_stream(
+                lambda: _iter(args),
+                args.out,
+                window_s=args.window,
+                figures=not args.no_figures,
+                progress=step,
+            )
+        else:
+            trace = _read(args)
+            summary = analyze(
+                trace, args.out, window_s=args.window, figures=not args.no_figures, progress=step
+            )
     out = Path(args.out)
-    o = summary["overall"]
-    print(
-        f"{summary['rows']:,} rows over {summary['duration_s'] / 3600:.2f} h, {summary['mean_rps']:.3f} req/s, "
-        f"Gamma shape {o['interarrival']['gamma_shape'] or float('nan'):.3f} ({summary['interarrival_method']}), "
-        f"failures {100 * summary['failure_rate']:.2f}%, {summary['bad_rows']} bad rows"
-    )
-    print(f"report: {out / 'report.md'}")
+    print(verdict(summary))
+    print(f"report: {out / 'report.md'} (and {out / 'report.html'}, self-contained: open it in a browser)")
     print(f"summary: {out / 'summary.json'}")
     return 0
 
 
 def cmd_generate(args) -> int:
     from burstpilot.traces import write_burstgpt_csv
-    from burstpilot.traces.generate import generate_modeled, generate_preset, scale_replay
+    from burstpilot.traces.generate import generate_modeled, generate_preset, scale_rate, scale_replay
 
     sources = [x for x in (args.preset, args.from_trace, args.fit) if x]
     if len(sources) != 1:
@@ -111,9 +139,21 @@ def cmd_generate(args) -> int:
         )
     elif args.from_trace:
         src = _read(args, path=args.from_trace, window=False)
-        trace = scale_replay(
-            src, rps=args.rps, speedup=args.speedup, start_s=args.start, duration_s=args.duration
-        )
+        if (args.rps is None) == (args.speedup is None):
+            raise BurstpilotError(
+                "--from needs exactly one of --rps (keeps the clock) or --speedup (compresses time)"
+            )
+        if args.speedup is not None:
+            trace = scale_replay(src, speedup=args.speedup, start_s=args.start, duration_s=args.duration)
+        else:
+            trace = scale_rate(
+                src,
+                args.rps,
+                method=args.method,
+                start_s=args.start,
+                duration_s=args.duration,
+                seed=args.seed,
+            )
     else:
         if args.rps is None or args.duration is None:
             raise BurstpilotError("--fit needs --rps and --duration")
@@ -157,10 +197,17 @@ def cmd_info(args) -> int:
 
 def cmd_convert(args) -> int:
     from burstpilot.traces import write_burstgpt_csv
+    from burstpilot.traces.formats.parquet import write_parquet
 
+    out = Path(args.out)
+    if out.suffix == ".parquet":
+        # streamed: record batches in, one Parquet folder per day out (any length, bounded memory)
+        rows, days = write_parquet(_iter(args), out)
+        print(f"{rows:,} rows -> {out} ({days} day partitions)")
+        return 0
     trace = _read(args)
-    write_burstgpt_csv(trace, args.out)
-    print(f"{len(trace):,} rows -> {args.out}")
+    write_burstgpt_csv(trace, out)
+    print(f"{len(trace):,} rows -> {out}")
     return 0
 
 
@@ -174,6 +221,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--window", type=float, default=1200.0, help="refit window, seconds (default 1200)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read in record batches, two passes, memory bounded whatever the length (needs a time-ordered trace)",
+    )
     _add_read_args(p)
     p.set_defaults(handler=cmd_analyze)
 
@@ -185,8 +237,23 @@ def register(sub) -> None:
     src.add_argument("--from", dest="from_trace", metavar="TRACE", help="replay scaling of a trace")
     src.add_argument("--fit", metavar="SUMMARY", help="modeled scaling from an analyze summary.json")
     p.add_argument("--out", required=True, help="output CSV (BurstGPT schema; .gz compresses)")
-    p.add_argument("--rps", type=float, help="target mean request rate over the span")
-    p.add_argument("--speedup", type=float, help="replay: compress time by this factor instead of --rps")
+    p.add_argument(
+        "--rps",
+        type=float,
+        help="target mean request rate over the span; with --from the trace keeps its clock (see --method)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["replay", "modeled"],
+        default="replay",
+        help="--from --rps: replay = thin the trace's own requests (rate down) or lay its other days over it "
+        "(rate up); modeled = sample its per-window Gamma fit at the scaled rate (default: replay)",
+    )
+    p.add_argument(
+        "--speedup",
+        type=float,
+        help="--from: compress time by this factor instead (shortens every burst and the day; explicit only)",
+    )
     p.add_argument("--start", type=float, help="start on the trace's time axis, seconds")
     p.add_argument("--duration", type=float, help="span to generate (or to take from --from), seconds")
     p.add_argument("--seed", type=int, default=0)
@@ -204,8 +271,15 @@ def register(sub) -> None:
     _add_read_args(p)
     p.set_defaults(handler=cmd_info)
 
-    p = ts.add_parser("convert", help="rewrite a trace (after filters) as BurstGPT CSV")
+    p = ts.add_parser(
+        "convert", help="rewrite a trace (after filters) as BurstGPT CSV, or as Parquet partitioned by day"
+    )
     p.add_argument("trace")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="W.csv (BurstGPT 8-column CSV; .gz compresses) or DIR.parquet (a folder: day=N/part-K.parquet, "
+        "streamed in record batches)",
+    )
     _add_read_args(p)
     p.set_defaults(handler=cmd_convert)

@@ -3,8 +3,10 @@
 Conventions (the study's generator confused them; here they are explicit):
 - Gamma inter-arrivals use numpy's (shape, scale) with scale = 1 / (shape * rate), so the mean
   gap is 1 / rate and the coefficient of variation is 1 / sqrt(shape).
-- Scaling a workload to more load compresses time (replay) or scales the fitted rate (modeled);
-  it never superimposes copies, which would smooth the bursts away.
+- Scaling a workload to a target rate keeps its clock (``scale_rate``): replay scaling thins it
+  (rate down) or lays the trace's own other days over it (rate up), modeled scaling samples the
+  fitted per-window Gamma process at a multiplied rate. Time compression (``scale_replay``,
+  ``--speedup``) is only ever explicit: it shortens every burst and the day with it.
 - Arrival times are on the trace's own time axis (for the preset: seconds from Monday 0:00 of day 0).
 """
 
@@ -15,7 +17,8 @@ from dataclasses import replace
 import numpy as np
 
 from burstpilot.errors import BurstpilotError
-from burstpilot.traces.table import NO_SESSION, Trace, make_trace
+from burstpilot.traces.analyze import summarize
+from burstpilot.traces.table import NO_SESSION, Trace, concat_traces, make_trace
 
 PRESETS = ("burstgpt",)
 DAY_S = 86400.0
@@ -297,6 +300,110 @@ def scale_replay(
     )
 
 
+SCALE_METHODS = ("replay", "modeled")
+
+
+def scale_rate(
+    trace: Trace,
+    rps: float,
+    method: str = "replay",
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    seed: int = 0,
+    summary: dict | None = None,
+    window_s: float = WINDOW_S,
+) -> Trace:
+    """``trace`` at mean rate ``rps`` on its own time axis: the span [start_s, start_s +
+    duration_s) (the whole trace by default) keeps its times, its diurnal profile and its bursts.
+
+    ``method="replay"`` uses the trace's own requests: for a lower rate each request is kept with
+    probability rps / rate (independent thinning, seeded); for a higher rate the trace's other
+    days are laid over the span at the same clock time (copy j is the trace shifted by j days,
+    wrapping around the trace's whole days; a trace shorter than a day is shifted by a fraction of
+    its span instead), the last copy thinned to hit the rate. Thinning and superposition both move
+    the inter-arrival shape towards Poisson (1); modeled scaling does not.
+    ``method="modeled"`` samples the per-window Gamma fit of ``summary`` (analyzed from ``trace``
+    when not given) at every window's rate times one factor, keeping the windows' shapes
+    (``generate_modeled``). The result keeps the source's time axis and clock offset."""
+    if method not in SCALE_METHODS:
+        raise BurstpilotError(f"unknown scaling method {method!r} (choose from {', '.join(SCALE_METHODS)})")
+    if rps is None or rps <= 0:
+        raise BurstpilotError("--rps must be positive")
+    if len(trace) < 2:
+        raise BurstpilotError(f"{trace.source}: fewer than 2 requests to scale")
+    t_first, t_last = float(trace.arrival_s[0]), float(trace.arrival_s[-1])
+    start = t_first if start_s is None else float(start_s)
+    end = float(np.nextafter(t_last, np.inf)) if duration_s is None else start + float(duration_s)
+    if duration_s is None and start_s is not None and start >= t_last:
+        raise BurstpilotError(f"{trace.source}: --start {start:g} is past the last request ({t_last:g})")
+    if end <= start:
+        raise BurstpilotError(f"{trace.source}: the selected span has zero length")
+    if method == "modeled":
+        if summary is None:
+            summary = summarize(trace, window_s)
+        out = generate_modeled(summary, rps, end - start, start_s=start, seed=seed, source=trace.source)
+        return replace(out, source=f"modeled:{trace.source}(rps={rps:g}, seed={seed})")
+    rng = np.random.default_rng(seed)
+    period, src_start, src_span = _replay_period(trace)
+    base = (
+        trace.subset((trace.arrival_s >= start) & (trace.arrival_s < end)) if end <= t_last + 1e-9 else None
+    )
+    rate_here = (len(base) / (end - start)) if base is not None else len(trace) / max(src_span, 1e-9)
+    if rate_here <= 0:
+        raise BurstpilotError(f"{trace.source}: no requests in [{start:g}, {end:g}) to scale")
+    factor = rps / rate_here
+    layers = []
+    copies = int(np.ceil(factor - 1e-9))
+    for j in range(copies):
+        layer = _layer(trace, j, period, src_start, src_span, start, end)
+        keep_p = min(factor - j, 1.0)
+        if keep_p < 1.0:
+            layer = layer.subset(rng.random(len(layer)) < keep_p)
+        layers.append(layer)
+    out = concat_traces(layers) if len(layers) > 1 else layers[0]
+    if len(layers) > 1 and out.has_sessions:  # sessions of different copies are different sessions
+        offs = np.concatenate([np.full(len(x), j, np.int64) for j, x in enumerate(layers)])
+        sess = np.where(out.session_id >= 0, out.session_id * copies + offs, NO_SESSION)
+        out = replace(out, session_id=sess, session_labels=None)
+    out = out._take(np.argsort(out.arrival_s, kind="stable"))
+    return replace(out, source=f"replay:{trace.source} rate x{factor:.6g} (clock kept)", format="replay")
+
+
+def _replay_period(trace: Trace) -> tuple[float, float, float]:
+    """The shift between copies: a day when the trace has whole days, else a fraction of its span."""
+    t0, t1 = float(trace.arrival_s[0]), float(trace.arrival_s[-1])
+    clock = trace.clock_offset_s or 0.0
+    span = t1 - t0
+    days = int(np.floor(span / DAY_S))
+    if days >= 1:
+        day0 = np.floor((t0 + clock) / DAY_S) * DAY_S - clock  # midnight of the first day
+        whole = np.ceil((t1 - day0) / DAY_S) * DAY_S
+        return DAY_S, day0, whole
+    return span / 2.0**0.5, t0, span  # an irrational fraction of the span: copies do not align
+
+
+def _layer(trace: Trace, j: int, period: float, src_start: float, src_span: float, start: float, end: float):
+    """Copy j of the trace on the span: times shifted by j periods, wrapped within the trace's
+    own extent (whole days when it has them), then cut to [start, end)."""
+    if j == 0 and start >= float(trace.arrival_s[0]) and end <= float(trace.arrival_s[-1]) + 1e-9:
+        return trace.subset((trace.arrival_s >= start) & (trace.arrival_s < end))
+    rel = np.mod(trace.arrival_s - src_start + j * period, src_span)
+    t = src_start + rel
+    # spans beyond the trace's extent are tiled with the trace itself
+    reps = int(np.ceil((end - src_start) / src_span)) if end > src_start + src_span else 1
+    parts = []
+    for r in range(reps):
+        tt = t + r * src_span
+        m = (tt >= start) & (tt < end)
+        if m.any():
+            idx = np.flatnonzero(m)
+            idx = idx[np.argsort(tt[idx], kind="stable")]
+            parts.append(replace(trace._take(idx), arrival_s=tt[idx]))
+    if not parts:
+        return trace.subset(np.zeros(len(trace), bool))
+    return concat_traces(parts)
+
+
 def _sample_tokens(rng, tm: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Request tokens by inverse CDF; response tokens from the quantiles of the request's bin."""
     req = np.interp(rng.random(n), tm["request_probs"], tm["request_quantiles"])
@@ -352,9 +459,13 @@ def generate_modeled(
         js = np.arange(j0, j1)
         edges = np.clip(w0 + ws * np.append(js, j1), start, end)
         wi = js % nwin
-        overall_k = g["interarrival"].get("gamma_shape") or 1.0
+        ia = g["interarrival"]
+        overall_k = ia.get("gamma_shape") or 1.0
         rates = np.array([w["rate"][i] for i in wi], dtype=float)
         shapes = np.array([w["gamma_shape"][i] or overall_k for i in wi], dtype=float)
+        if ia.get("identifiable", True) is False:
+            # the timestamp grid hides the shape: what counts per grid step imply, else Poisson
+            shapes = np.full(len(wi), min((ia.get("grid") or {}).get("shape_from_dispersion") or 1.0, 1000.0))
         frs = np.array(
             [g["failure_rate"] if w["failure_rate"][i] is None else w["failure_rate"][i] for i in wi],
             dtype=float,

@@ -108,6 +108,20 @@ class Trace:
             bad_lines=list(self.bad_lines),
         )
 
+    def _slice(self, lo: int, hi: int) -> Trace:
+        """Rows lo:hi as views (no copy)."""
+        return replace(
+            self,
+            arrival_s=self.arrival_s[lo:hi],
+            request_tokens=self.request_tokens[lo:hi],
+            response_tokens=self.response_tokens[lo:hi],
+            failed=self.failed[lo:hi],
+            model_codes=self.model_codes[lo:hi],
+            log_type_codes=self.log_type_codes[lo:hi],
+            session_id=self.session_id[lo:hi],
+            elapsed_s=self.elapsed_s[lo:hi],
+        )
+
     def shifted(self, offset_s: float) -> Trace:
         """The same trace with ``offset_s`` added to every arrival time."""
         return replace(self, arrival_s=self.arrival_s + offset_s, bad_lines=list(self.bad_lines))
@@ -118,7 +132,9 @@ class Trace:
             return []
         nl = max(len(self.log_types), 1)
         key = (self.model_codes.astype(np.int64) + 1) * (nl + 1) + (self.log_type_codes + 1)
-        keys, counts = np.unique(key, return_counts=True)
+        counts = np.bincount(key)  # few categories: a count per key, no sort
+        keys = np.flatnonzero(counts)
+        counts = counts[keys]
         out = []
         for k in keys[np.argsort(-counts, kind="stable")]:
             mc, lc = divmod(int(k), nl + 1)
@@ -190,3 +206,61 @@ def _encode(values, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(values[0], np.int32), np.asarray(values[1], dtype=object)
     cats, codes = np.unique(np.asarray(values, dtype=str), return_inverse=True)
     return codes.astype(np.int32), cats.astype(object)
+
+
+def _unify(chunks_codes: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate dictionary-encoded columns whose categories differ per chunk (by name)."""
+    names = sorted({str(c) for _, cats in chunks_codes for c in cats})
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for codes, cats in chunks_codes:
+        remap = np.array([index[str(c)] for c in cats] + [-1], np.int32)
+        out.append(remap[np.where(codes >= 0, codes, len(cats))])
+    return (np.concatenate(out) if out else np.zeros(0, np.int32)), np.array(names, dtype=object)
+
+
+def concat_traces(chunks: list[Trace]) -> Trace:
+    """One Trace from chunks of the same source (categories and session labels unified by name;
+    metadata from the first chunk, bad-row counts from the last)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    first, last = chunks[0], chunks[-1]
+    mcodes, mcats = _unify([(c.model_codes, c.models) for c in chunks])
+    lcodes, lcats = _unify([(c.log_type_codes, c.log_types) for c in chunks])
+    labels = None
+    if any(c.session_labels is not None for c in chunks):
+        parts = []
+        for c in chunks:
+            if c.session_labels is None:  # integer ids beside text labels: their text is the label
+                ids = c.session_id
+                u, inv = np.unique(ids[ids != NO_SESSION], return_inverse=True)
+                codes = np.full(len(ids), -1, np.int64)
+                codes[ids != NO_SESSION] = inv
+                parts.append((codes, np.array([str(x) for x in u], dtype=object)))
+            else:
+                parts.append((c.session_id, c.session_labels))
+        sess, labels = _unify(parts)
+        sess = sess.astype(np.int64)
+    else:
+        sess = np.concatenate([c.session_id for c in chunks])
+
+    def cat(name):
+        return np.concatenate([getattr(c, name) for c in chunks])
+
+    return replace(
+        first,
+        arrival_s=cat("arrival_s"),
+        request_tokens=cat("request_tokens"),
+        response_tokens=cat("response_tokens"),
+        failed=cat("failed"),
+        model_codes=mcodes,
+        models=mcats,
+        log_type_codes=lcodes,
+        log_types=lcats,
+        session_id=sess,
+        elapsed_s=cat("elapsed_s"),
+        bad_rows=last.bad_rows,
+        bad_lines=list(last.bad_lines),
+        session_labels=labels,
+        has_sessions=any(c.has_sessions for c in chunks),
+    )

@@ -320,12 +320,14 @@ class LocalCluster:
         plane.apply(sample_pool(name, ns, name, self.state["prometheus_url"], max_replicas))
 
         def decided():
+            # decided on metrics, not on their absence: the first ticks may come before Prometheus scraped
             st = plane.get_json("servingpool", name, "-n", ns).get("status") or {}
-            return st.get("lastDecision")
+            metrics = [c for c in st.get("conditions") or [] if c.get("type") == "MetricsAvailable"]
+            return st.get("lastDecision") if metrics and metrics[0].get("status") == "True" else None
 
         step(
-            f"sample ServingPool {ns}/{name} (first decision)",
-            lambda: wait_for("its first decision", decided),
+            f"sample ServingPool {ns}/{name} (first decision on scraped metrics)",
+            lambda: wait_for("its first decision on scraped metrics", decided, timeout=120),
         )
         self.state["sample"] = {"namespace": ns, "pool": name, "url": url}
         self._save()

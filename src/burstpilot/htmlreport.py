@@ -22,7 +22,8 @@ h1 { font-size: 1.6em; margin-bottom: .3em; } h2 { font-size: 1.25em; margin-top
      border-bottom: 1px solid #d0d7de; padding-bottom: .2em; } h3 { font-size: 1.05em; }
 .verdict { font-size: 1.12em; background: #eef6ff; border-left: 5px solid #0969da; padding: .7em 1em;
            margin: 1em 0 1.5em; }
-table { border-collapse: collapse; margin: .8em 0; font-variant-numeric: tabular-nums; }
+table { border-collapse: collapse; margin: .8em 0; font-variant-numeric: tabular-nums; display: block;
+        max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #d0d7de; padding: .3em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f6f8fa; }
@@ -53,6 +54,9 @@ def render(markdown_text: str, base_dir: Path, title: str, verdict: str | None =
     ``title`` is the page's heading (a leading ``# heading`` of the markdown gives way to it), the verdict
     comes right under it."""
     text = re.sub(r"\A\s*# [^\n]*\n", "", markdown_text)
+    if verdict:  # the markdown's own bold verdict line gives way to the box
+        for form in (f"**{verdict}.**", f"**{verdict}**"):
+            text = text.replace(form + "\n", "", 1)
     body = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"])
     body = _IMG.sub(lambda m: _embed(m, Path(base_dir)), body)
     head = f"<h1>{html.escape(title)}</h1>\n"

@@ -20,6 +20,14 @@ VARIANTS = {
         "--set",
         "replayJob.enabled=true,replayJob.workloadConfigMap=workload,replayJob.target=http://llm:8000",
     ],
+    "HA, network policy, dashboard": [
+        "--set",
+        "replicaCount=2,networkPolicy.enabled=true,grafanaDashboard.enabled=true,logging.format=text",
+        "--set",
+        "extraArgs={--batch-linger=0.1},env[0].name=EXTRA,podAnnotations.a=b",
+        "--set-string",
+        "env[0].value=1",
+    ],
 }
 
 
@@ -38,9 +46,36 @@ def test_template_output_is_valid_for_the_api_server(cluster, chart_installed, v
     checked = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=res.stdout)
     assert checked.stdout.count("(server dry run)") == len(docs)
     kinds = {d["kind"] for d in docs}
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
     if variant == "defaults":
         assert {"ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount", "Service"} <= kinds
-        assert "Job" not in kinds and "ServiceMonitor" not in kinds
+        assert {
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "Role",
+        } <= kinds  # + the Lease
+        assert "Job" not in kinds and "ServiceMonitor" not in kinds and "PodDisruptionBudget" not in kinds
+        # probes and metrics on the pod's own address only, never 0.0.0.0
+        assert "--health-address=[$(POD_IP)]:8080" in args and "--metrics-address=[$(POD_IP)]:8000" in args
+        assert not any("0.0.0.0" in a for a in args)
+        assert "--leader-elect" in args and "--log-format=json" in args
+        role = next(d for d in docs if d["kind"] == "ClusterRole")
+        # KEDA's CRD is not installed here (kubectl auth can-i cannot resolve it): check the rule itself
+        assert {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]} in role["rules"]
+        probes = pod["containers"][0]
+        assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    elif variant.startswith("HA"):
+        assert {"PodDisruptionBudget", "NetworkPolicy", "ConfigMap"} <= kinds and dep["spec"]["replicas"] == 2
+        assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert "--batch-linger=0.1" in args and "--log-format=text" in args
+        assert {"name": "EXTRA", "value": "1"} in pod["containers"][0]["env"]
+        assert dep["spec"]["template"]["metadata"]["annotations"] == {"a": "b"}
+        board = next(d for d in docs if d["kind"] == "ConfigMap")
+        assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(board["data"]["burstpilot.json"])["uid"] == "burstpilot-servingpools"
     else:
         assert "ClusterRole" not in kinds and {"Role", "RoleBinding", "Job"} <= kinds
         job = next(d for d in docs if d["kind"] == "Job")
@@ -75,11 +110,14 @@ def test_installed_operator_pod_is_hardened(cluster, chart_installed):
         ("patch", "statefulsets.apps", "scale", True),
         ("list", "pods", "", True),
         ("create", "events", "", True),
+        ("list", "horizontalpodautoscalers.autoscaling", "", True),
         ("get", "secrets", "", False),
         ("patch", "deployments.apps", "", False),
         ("delete", "pods", "", False),
         ("create", "servingpools.burstpilot.io", "", False),
         ("update", "servingpools.burstpilot.io", "status", False),
+        ("patch", "horizontalpodautoscalers.autoscaling", "", False),
+        ("update", "leases.coordination.k8s.io", "", False),  # in watched namespaces: only its own Lease
     ],
 )
 def test_service_account_has_least_privilege(cluster, chart_installed, verb, resource, subresource, allowed):
@@ -164,3 +202,57 @@ def test_replay_job_runs_one_indexed_pod_per_shard(cluster, chart_installed):
     args = pods[0]["spec"]["containers"][0]["args"]
     assert args[:2] == ["replay", "/workload/workload.csv"] and "--shard=$(SHARD)/3" in args
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def sa_user(cluster) -> str:
+    sa = cluster.get_json("serviceaccount", "-n", RELEASE_NS, "-l", f"app.kubernetes.io/instance={RELEASE}")[
+        "items"
+    ]
+    return f"system:serviceaccount:{RELEASE_NS}:{sa[0]['metadata']['name']}"
+
+
+def test_the_leader_lease_is_the_only_lease_the_operator_may_renew(cluster, chart_installed):
+    who = f"--as={sa_user(cluster)}"
+    can = lambda *a: cluster.kubectl("auth", "can-i", *a, "-n", RELEASE_NS, who, check=False).stdout.strip()  # noqa: E731
+    assert can("update", f"lease/{RELEASE}") == "yes" and can("get", f"lease/{RELEASE}") == "yes"
+    assert can("update", "lease/kube-scheduler") == "no" and can("create", "leases") == "yes"
+    assert can("list", "leases") == "no" and can("delete", f"lease/{RELEASE}") == "no"
+
+
+def configmap(name: str, labels: dict | None = None) -> str:
+    meta = {"name": name, "namespace": "default", **({"labels": labels} if labels else {})}
+    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": "v"}})
+
+
+def test_the_operator_may_write_only_its_state_configmaps(cluster, chart_installed):
+    """RBAC grants ConfigMap create/patch by verb only; the chart's ValidatingAdmissionPolicy narrows the writes
+    to <pool>-burstpilot-state ConfigMaps labelled as policy state (checked by the API server, as the SA)."""
+    who = f"--as={sa_user(cluster)}"
+    state = {"app.kubernetes.io/component": "policy-state", "app.kubernetes.io/managed-by": "burstpilot"}
+
+    def create(body: str):
+        return cluster.kubectl("create", "--dry-run=server", "-f", "-", who, input=body, check=False)
+
+    def policy_ready():
+        res = create(configmap("app-config"))
+        return res.returncode != 0 and "may write only its state ConfigMaps" in res.stderr
+
+    wait_for("the ValidatingAdmissionPolicy to be in force", policy_ready, timeout=60)
+    assert create(configmap("x-burstpilot-state", state)).returncode == 0
+    denied = create(configmap("x-burstpilot-state"))  # the right name without the label
+    assert denied.returncode != 0 and "may write only its state ConfigMaps" in denied.stderr
+    cluster.kubectl("create", "-f", "-", input=configmap("someone-elses"))
+    patch = cluster.kubectl(
+        "patch",
+        "configmap",
+        "someone-elses",
+        "-n",
+        "default",
+        "--type=merge",
+        "-p",
+        json.dumps({"metadata": {"labels": state}}),
+        who,
+        check=False,
+    )
+    assert patch.returncode != 0 and "may write only its state ConfigMaps" in patch.stderr
+    cluster.kubectl("delete", "configmap", "someone-elses", "-n", "default")

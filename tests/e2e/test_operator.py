@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from e2e_harness import BIN, GPU_NODES, GPUS_PER_NODE, RELEASE_NS, free_port, wait_for
 
+from burstpilot.operator.state import decode
+
 pytestmark = pytest.mark.e2e
 
 # A pool whose declared per-replica capacity is small, so a modest burst asks for more replicas than
@@ -253,8 +255,8 @@ def test_restarted_operator_resumes_the_forecaster(cluster, operator, prometheus
     cluster.apply(obj)
 
     def steps() -> int:
-        raw = (state_configmap(cluster, ns, "resume").get("data") or {}).get("policyState")
-        return json.loads(raw)["state"]["forecaster"]["n_steps"] if raw else 0
+        data = state_configmap(cluster, ns, "resume").get("data") or {}
+        return decode(data)["state"]["forecaster"]["n_steps"] if data else 0
 
     before = wait_for(
         "a few forecaster steps saved in the state ConfigMap", lambda: (n := steps()) >= 3 and n, timeout=60
@@ -274,8 +276,11 @@ def test_restarted_operator_resumes_the_forecaster(cluster, operator, prometheus
 
     # Migration: an operator of an earlier version kept the state in status.policyState, and no ConfigMap.
     operator.procs.stop(operator.proc)
-    saved = state_configmap(cluster, ns, "resume")["data"]["policyState"]  # the last tick's state
-    migrated_from = json.loads(saved)["state"]["forecaster"]["n_steps"]
+    document = decode(state_configmap(cluster, ns, "resume")["data"])  # the last tick's state
+    saved = json.dumps(
+        {"forecasting": document["forecasting"], "state": document["state"]}
+    )  # as 0.1 wrote it
+    migrated_from = document["state"]["forecaster"]["n_steps"]
     cluster.kubectl("delete", "configmap", "resume-burstpilot-state", "-n", ns)
     patch = json.dumps({"status": {"policyState": saved}})
     cluster.kubectl(

@@ -41,7 +41,7 @@ def test_defaults_are_filled_in(cluster, chart_installed):
         ({"minReplicas": 5, "maxReplicas": 2}, "minReplicas must be less than or equal to maxReplicas"),
         (
             {"profile": {"name": "x", "decodeTokensPerSecond": 100}},
-            "profile needs either name or an explicit capacity",
+            "profile needs exactly one of name, configMapRef, inline or an explicit capacity",
         ),
         (
             {"profile": {"decodeTokensPerSecond": 100}},
@@ -52,6 +52,14 @@ def test_defaults_are_filled_in(cluster, chart_installed):
         ({"maxReplicas": 0}, "spec.maxReplicas: Invalid value: 0"),
         ({"surpriseField": 1}, 'unknown field "spec.surpriseField"'),
         ({"profile": {"name": "h100-llama3-8b", "capacityScale": 20}}, "spec.profile.capacityScale"),
+        (
+            {"profile": {"name": "h100-llama3-8b", "configMapRef": {"name": "p"}}},
+            "profile needs exactly one of name, configMapRef, inline",
+        ),
+        (
+            {"profile": {"configMapRef": {"key": "profile.json"}}},
+            "spec.profile.configMapRef.name: Required value",
+        ),
         ({"metrics": {"prometheusUrl": "ftp://x"}}, "spec.metrics.prometheusUrl"),
         (
             {"missingMetrics": {"policy": "Floor", "floorReplicas": 9}},
@@ -89,3 +97,18 @@ def test_printer_columns(cluster, chart_installed):
     wide = cluster.kubectl("get", "sp", "-n", "default", "-o", "wide").stdout.splitlines()[0].split()
     assert "PENDING" in wide and "MODE" in wide
     cluster.kubectl("delete", "servingpool", "columns-check", "-n", "default")
+
+
+def test_a_profile_by_configmap_reference_or_inline_is_kept(cluster, chart_installed):
+    cluster.apply(with_spec("ref-check", profile={"configMapRef": {"name": "llama-profile"}}))
+    spec = cluster.get_json("servingpool", "ref-check", "-n", "default")["spec"]
+    assert spec["profile"] == {"configMapRef": {"name": "llama-profile", "key": "profile.json"}}
+    inline = {
+        "name": "measured",
+        "step_model": {"w_ms": 6.3},
+        "provenance": {"tool": "burstpilot profile measure"},
+    }
+    cluster.apply(with_spec("inline-check", profile={"inline": inline, "capacityScale": 0.9}))
+    spec = cluster.get_json("servingpool", "inline-check", "-n", "default")["spec"]
+    assert spec["profile"] == {"inline": inline, "capacityScale": 0.9}  # unknown fields kept for the loader
+    cluster.kubectl("delete", "servingpool", "ref-check", "inline-check", "-n", "default")

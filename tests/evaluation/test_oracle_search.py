@@ -1,12 +1,12 @@
-"""The oracle search: cheapest plan found that meets the goal, never above the cheapest feasible constant pool."""
+"""The oracle search: cheapest schedule found that meets the goal, never above the cheapest feasible constant pool."""
 
 from dataclasses import dataclass
 
 import pytest
 
-from burstpilot.evaluation.oracle_search import search_oracle
+from burstpilot.evaluation.oracle_search import FAMILIES, choose, search_family, search_oracle
 from burstpilot.policy import SLO, PoolSpec
-from burstpilot.policy.oracle import plan
+from burstpilot.policy.oracle import schedule
 
 GOAL = 0.99
 
@@ -18,9 +18,9 @@ class Run:
 
 
 class FakeRunner:
-    """Plans scored without a simulator: a plan's attainment is set by its thinnest slot, 1 - 0.5 / n ** 2 for
-    n ready replicas (the goal needs n >= 8). A follow plan at planning scale sigma holds ``need / sigma``
-    replicas per slot, whatever its window, so on a peaky need the cheapest feasible plan is a constant pool."""
+    """Schedules scored without a simulator: a schedule's attainment is set by its thinnest slot, 1 - 0.5 / n ** 2 for
+    n ready replicas (the goal needs n >= 8). A follow schedule at planning scale sigma holds ``need / sigma``
+    replicas per slot, whatever its window, so on a peaky need the cheapest feasible schedule is a constant pool."""
 
     def __init__(self, need):
         self.need = need
@@ -34,10 +34,12 @@ class FakeRunner:
         return 1.0 - 0.5 / max(replicas, 1e-9) ** 2
 
     def follow(self, sigma, window_s):
-        req = [min(int(-(-x // sigma)), self.spec.max_replicas) for x in self.need]  # clamped, as real plans
-        return plan(req, 2, req[0], 1.0), req[0]
+        req = [
+            min(int(-(-x // sigma)), self.spec.max_replicas) for x in self.need
+        ]  # clamped, as real schedules
+        return schedule(req, 2, req[0], 1.0), req[0]
 
-    def planned_gpu_hours(self, p):
+    def scheduled_gpu_hours(self, p):
         return float(p.cost_slots)
 
     def constant_gpu_hours(self, n):
@@ -47,7 +49,7 @@ class FakeRunner:
         self.simulations += 1
         return Run("x", {"slo_attainment": self.attainment(replicas), "gpu_hours": gpu})
 
-    def run_plan(self, p, initial, label):
+    def run_schedule(self, p, initial, label):
         return self._result(min(p.ready), float(p.cost_slots))
 
     def run_constant(self, n, name="constant"):
@@ -67,7 +69,7 @@ def test_search_returns_the_cheapest_feasible_trial_and_beats_every_feasible_con
     assert res.run.metrics["gpu_hours"] == min(t.gpu_hours for t in simulated if t.attainment >= GOAL)
     cheapest_pool = min(n for n in range(1, 33) if runner.attainment(n) >= GOAL)
     assert cheapest_pool == 8
-    # no plan is feasible below 8 ready replicas in every slot, so the pool of 8 is optimal here: found
+    # no schedule is feasible below 8 ready replicas in every slot, so the pool of 8 is optimal here: found
     assert res.run.metrics["gpu_hours"] == cheapest_pool * len(need)
     # deterministic
     again = search_oracle(FakeRunner(need), spec, max(need), round(sum(need) / len(need)))
@@ -81,3 +83,15 @@ def test_nothing_feasible_returns_the_best_attainment():
     assert not res.meets_goal
     best = max(t.attainment for t in res.trials if t.attainment is not None)
     assert res.run.metrics["slo_attainment"] == best
+
+
+def test_families_searched_apart_and_combined_choose_the_same_oracle():
+    """What the parallel evaluation does (one family per process, then ``choose``) finds the same cheapest
+    schedule as the sequential search."""
+    need = [4, 4, 9, 4, 4, 4, 4, 4]
+    spec = FakeRunner(need).spec
+    together = search_oracle(FakeRunner(need), spec, n_peak=9, n_mean=5)
+    apart = [search_family(FakeRunner(need), spec, f, 9, 5) for f in FAMILIES]
+    chosen = choose(apart, GOAL)
+    assert chosen.meets_goal and chosen.run.metrics["gpu_hours"] == together.run.metrics["gpu_hours"]
+    assert chosen.run.metrics["capacity_source"] == "oracle"

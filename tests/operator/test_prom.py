@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 
 import pytest
@@ -54,7 +55,9 @@ def test_combine_tags_every_query_and_split_reads_them_back():
         {"metric": {"burstpilot_query": "b", "model": "m2"}, "value": [1.0, "2"]},
         {"metric": {"burstpilot_query": "c"}, "value": [1.0, "NaN"]},
     ]
-    assert split(result, ["a", "b", "c", "d"]) == {"a": 3.0, "b": 3.5, "c": None, "d": None}
+    out = split(result, ["a", "b", "c", "d"])
+    assert out["a"] == 3.0 and out["b"] == 3.5 and out["d"] is None
+    assert math.isnan(out["c"])  # kept: the reconciler decides what a non-finite sample means
 
 
 def test_pools_ticking_together_share_one_query():

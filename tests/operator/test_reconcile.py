@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
+from burstpilot.operator.decisions import BudgetBook, dump_state, load_state
 from burstpilot.operator.kube import PodSummary
 from burstpilot.operator.prom import PrometheusSource
-from burstpilot.operator.reconcile import (
-    BudgetBook,
-    PoolReconciler,
-    dump_state,
-    load_state,
-    measured_cold_start,
-)
+from burstpilot.operator.reconcile import PoolReconciler, Runtime, measured_cold_start
+from burstpilot.operator.state import decode
+from burstpilot.operator.status import json_safe
 from burstpilot.policy import PoolSpec
 from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
@@ -28,14 +24,8 @@ def run_tick(kube, prom_url, status=None, spec=None, budgets=None, name="llm", n
         "status": status or {},
     }
     body["spec"]["metrics"] = {**body["spec"]["metrics"], "prometheusUrl": prom_url}
-    rec = PoolReconciler(
-        kube,
-        PrometheusSource(linger_s=0.0),
-        budgets or BudgetBook(),
-        "serving",
-        name,
-        lambda kind, reason, msg: events.append((kind, reason, msg)),
-    )
+    rt = Runtime(kube=kube, prom=PrometheusSource(linger_s=0.0), budgets=budgets or BudgetBook())
+    rec = PoolReconciler(rt, "serving", name, lambda kind, reason, msg: events.append((kind, reason, msg)))
     interval = asyncio.run(rec.tick(body, now))
     return interval, events, kube.statuses[-1]
 
@@ -59,7 +49,7 @@ def test_a_burst_scales_the_target_up_and_reports_why():
     assert cond(st, "Ready")["status"] == "True" and cond(st, "MetricsAvailable")["status"] == "True"
     assert cond(st, "ScalingLimited")["reason"] == "MaxReplicas"
     assert ("Normal", "ScaledUp") in [(k, r) for k, r, _ in events]
-    state = json.loads(kube.configmaps["llm-burstpilot-state"]["data"]["policyState"])
+    state = decode(kube.configmaps["llm-burstpilot-state"]["data"])
     assert state["forecasting"] == SPEC["forecasting"] and state["state"]["forecaster"]["n_steps"] == 1
     assert "policyState" not in st
 
@@ -69,7 +59,7 @@ def test_the_saved_state_is_resumed_on_the_next_tick():
     with FakePrometheus(prom_values(requests=2)) as prom:
         _, _, st1 = run_tick(kube, prom.url)
         _, _, st2 = run_tick(kube, prom.url, status=st1, now=NOW + 2)  # a new reconciler: a restart
-    saved = json.loads(kube.configmaps["llm-burstpilot-state"]["data"]["policyState"])
+    saved = decode(kube.configmaps["llm-burstpilot-state"]["data"])
     assert saved["state"]["forecaster"]["n_steps"] == 2
     # lastTransitionTime stays while a condition's status does not change
     assert cond(st2, "Ready")["lastTransitionTime"] == cond(st1, "Ready")["lastTransitionTime"]
@@ -80,7 +70,7 @@ def test_changed_forecasting_settings_start_a_fresh_forecaster():
     saved = dump_state({"version": 1, "marker": True}, {"model": "ewma"})
     assert "marker" not in load_state(saved, spec, SPEC["forecasting"])
     assert load_state(saved, spec, {"model": "ewma"})["marker"] is True
-    assert "forecaster" in load_state("{not json", spec, SPEC["forecasting"])
+    assert "forecaster" in load_state({"state": "not a state"}, spec, SPEC["forecasting"])
     assert "forecaster" in load_state(None, spec, SPEC["forecasting"])
 
 
@@ -198,9 +188,7 @@ def test_cold_start_uses_a_high_quantile_once_measured(samples, expected):
 
 def test_status_patch_has_no_nan():
     """A forecast without data can be NaN; the API server refuses NaN in JSON, so it goes out as null."""
-    from burstpilot.operator.reconcile import _json_safe
-
-    assert _json_safe({"forecast": {"rate": float("nan"), "quantile": 0.9}, "c": [float("inf"), 1]}) == {
+    assert json_safe({"forecast": {"rate": float("nan"), "quantile": 0.9}, "c": [float("inf"), 1]}) == {
         "forecast": {"rate": None, "quantile": 0.9},
         "c": [None, 1],
     }

@@ -5,9 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+
+from burstpilot.operator.decisions import dump_state
 from burstpilot.operator.prom import PrometheusSource
-from burstpilot.operator.reconcile import BudgetBook, PoolReconciler, dump_state
-from burstpilot.operator.state import POOL_LABEL, StateStore, configmap_name, labels
+from burstpilot.operator.reconcile import PoolReconciler, Runtime
+from burstpilot.operator.state import (
+    POOL_LABEL,
+    StateFormatError,
+    StateStore,
+    configmap_name,
+    decode,
+    encode,
+    labels,
+)
 from burstpilot.policy import PoolSpec, new_state
 from tests.support.operator_fakes import NOW, SPEC, UID, FakeKube, FakePrometheus, prom_values
 
@@ -16,14 +29,8 @@ CM = "llm-burstpilot-state"
 
 def reconciler(kube, events=None):
     sink = events if events is not None else []
-    return PoolReconciler(
-        kube,
-        PrometheusSource(linger_s=0.0),
-        BudgetBook(),
-        "serving",
-        "llm",
-        lambda kind, reason, msg: sink.append((kind, reason, msg)),
-    )
+    rt = Runtime(kube=kube, prom=PrometheusSource(linger_s=0.0))
+    return PoolReconciler(rt, "serving", "llm", lambda kind, reason, msg: sink.append((kind, reason, msg)))
 
 
 def body(prom_url, status=None, uid=UID):
@@ -32,7 +39,7 @@ def body(prom_url, status=None, uid=UID):
 
 
 def saved(kube, name=CM):
-    return json.loads(kube.configmaps[name]["data"]["policyState"])
+    return decode(kube.configmaps[name]["data"])
 
 
 def test_state_goes_to_an_owned_labelled_configmap_and_never_into_the_status():
@@ -75,9 +82,9 @@ def test_a_restart_resumes_exactly_where_the_last_tick_left_off():
                 rec = reconciler(kube)
             with FakePrometheus(prom_values(requests=n)) as prom:
                 asyncio.run(rec.tick(body(prom.url, {"desiredReplicas": kube.replicas}), NOW + 2 * i))
-        docs[restarts] = kube.configmaps[CM]["data"]["policyState"]
+        docs[restarts] = kube.configmaps[CM]["data"]
     assert docs[True] == docs[False]
-    assert json.loads(docs[True])["state"]["forecaster"]["n_steps"] == len(counts)
+    assert decode(docs[True])["state"]["forecaster"]["n_steps"] == len(counts)
 
 
 def test_status_policy_state_of_an_earlier_version_is_migrated_once_and_dropped():
@@ -85,7 +92,7 @@ def test_status_policy_state_of_an_earlier_version_is_migrated_once_and_dropped(
     old = new_state(spec)
     old["forecaster"]["n_steps"] = 40  # a marker: the migrated forecaster continues from step 40
     old["forecaster"]["n_observed"] = 40
-    status = {"policyState": dump_state(old, SPEC["forecasting"])}
+    status = {"policyState": json.dumps(dump_state(old, SPEC["forecasting"]))}
     kube = FakeKube(replicas=1)
     rec = reconciler(kube)
     with FakePrometheus(prom_values(requests=2)) as prom:
@@ -114,7 +121,7 @@ def test_a_configmap_of_an_earlier_pool_with_that_name_is_not_resumed():
 
 def test_configmap_failures_keep_ticking_in_memory_and_keep_the_migration_source():
     spec = PoolSpec.from_crd(SPEC, "llm")
-    status = {"policyState": dump_state(new_state(spec), SPEC["forecasting"])}
+    status = {"policyState": json.dumps(dump_state(new_state(spec), SPEC["forecasting"]))}
     kube = FakeKube(replicas=1)
     kube.configmap_error = 'configmaps "llm-burstpilot-state" is forbidden'
     events = []
@@ -137,12 +144,12 @@ def test_unchanged_state_is_not_written_again():
     kube = FakeKube()
     store = StateStore(kube, "serving", "llm")
     assert store.load(UID) is None
-    assert store.save('{"a":1}', UID) is True
-    assert store.save('{"a":1}', UID) is False
-    assert store.save('{"a":2}', UID) is True
+    assert store.save({"a": 1}, UID) is True
+    assert store.save({"a": 1}, UID) is False
+    assert store.save({"a": 2}, UID) is True
     assert kube.configmap_writes == [("create", CM), ("patch", CM)]
     again = StateStore(kube, "serving", "llm")
-    assert again.load(UID) == '{"a":2}' and again.save('{"a":2}', UID) is False
+    assert again.load(UID) == {"a": 2} and again.save({"a": 2}, UID) is False
 
 
 def test_configmap_names_and_labels_fit_kubernetes_limits():
@@ -151,3 +158,79 @@ def test_configmap_names_and_labels_fit_kubernetes_limits():
     assert len(configmap_name(long_a)) <= 253 and configmap_name(long_a) != configmap_name(long_b)
     assert configmap_name(long_a).endswith("-burstpilot-state")
     assert POOL_LABEL not in labels("x" * 64) and labels("x" * 63)[POOL_LABEL] == "x" * 63
+
+
+def ring_doc(count: int, size: int = 10, width: int = 3) -> dict:
+    start = max(0, count - size)
+    rows = [[float(i), i / 7, None][:width] for i in range(start, count)]
+    return {
+        "forecasting": {"model": "burst"},
+        "state": {"forecaster": {"ring": {"size": size, "count": count, "rows": rows}}},
+    }
+
+
+def test_a_tick_writes_only_the_head_and_the_chunk_it_adds_to():
+    previous = encode(ring_doc(21))  # rows 11..20: chunks 2 (rows 8-11) .. 5 (rows 20-23)
+    data = encode(ring_doc(22), previous)  # rows 12..21
+    changed = {k for k in data if previous.get(k) != data[k]} | {k for k in previous if k not in data}
+    # the head, the chunk row 21 joins, and the chunk whose last row (row 11) left the ring
+    assert changed == {
+        "policyState",
+        "ring.state.forecaster.ring.0000000005",
+        "ring.state.forecaster.ring.0000000002",
+    }
+    assert "ring.state.forecaster.ring.0000000002" not in data
+    assert decode(data) == ring_doc(22)
+
+
+def test_a_state_with_a_missing_chunk_is_refused_not_misread():
+    data = encode(ring_doc(21))
+    del data["ring.state.forecaster.ring.0000000003"]
+    with pytest.raises(StateFormatError, match="missing"):
+        decode(data)
+
+
+def test_a_document_without_rings_is_written_whole_and_format_1_is_read_as_it_is():
+    assert decode(encode({"a": [1, 2]})) == {"a": [1, 2]}
+    old = {"forecasting": {}, "state": {"x": 1}}
+    assert decode({"policyState": json.dumps(old)}) == old
+
+
+def test_the_state_written_per_tick_is_small_at_a_15s_interval():
+    """The forecaster's ring (its calibration window) is the bulk of the state: a tick adds one row to it."""
+    spec = {**SPEC, "forecasting": {"model": "burst", "stepSeconds": 15, "quantile": 0.9}}
+    spec["scaling"] = {"intervalSeconds": 15, "scaleDownStabilizationSeconds": 300}
+    kube = FakeKube(replicas=2)
+    rec = reconciler(kube)
+    ticks = 150  # past the ring's 120 rows: chunks are deleted as well as added
+    with FakePrometheus({}) as prom:
+        for i in range(ticks):
+            prom.values.clear()
+            prom.values.update(prom_values(requests=30 + (7 * i) % 13, window=15.0, age=1.0 - 15 * i))
+            b = body(prom.url)
+            b["spec"] = {**spec, "metrics": b["spec"]["metrics"]}
+            asyncio.run(rec.tick(b, NOW + 15 * i))
+    doc = saved(kube)
+    assert doc["state"]["forecaster"]["n_steps"] == ticks
+    full = len(json.dumps(kube.configmaps[CM]["data"]))
+    later = rec.store.bytes_written - first_write_bytes(kube, rec)
+    assert full > 20_000 and later / (ticks - 1) < 4096, (full, later / (ticks - 1))
+
+
+def first_write_bytes(kube, rec) -> int:
+    return len(json.dumps(kube.configmap_bodies[0], separators=(",", ":")))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    size=st.integers(1, 40),
+    counts=st.lists(st.integers(0, 200), min_size=1, max_size=6),
+    width=st.integers(1, 4),
+)
+def test_any_sequence_of_ring_states_round_trips_through_the_deltas(size, counts, width):
+    previous = None
+    for count in sorted(counts):
+        doc = ring_doc(count, size, width)
+        data = encode(doc, previous)
+        assert decode(data) == doc
+        previous = data

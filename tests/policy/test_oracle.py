@@ -1,7 +1,7 @@
-"""``plan`` is the least-cost schedule for a given per-slot need, in the slot cost model (a replica costs a slot per
+"""``schedule`` is the least-cost schedule for a given per-slot need, in the slot cost model (a replica costs a slot per
 slot it is up, a start costs the cold start, nothing started is ready before it): checked against exhaustive
 search over every ready-replica sequence on small cases. This proves the layer construction, not that the need
-is right: whether a plan meets the SLO, and which need is the cheapest that does, the simulator decides
+is right: whether a schedule meets the SLO, and which need is the cheapest that does, the simulator decides
 (``burstpilot.evaluation.oracle_search``, tested in tests/evaluation)."""
 
 import itertools
@@ -11,7 +11,7 @@ import pytest
 
 from burstpilot.errors import BurstpilotError
 from burstpilot.policy import Capacity, PoolSpec
-from burstpilot.policy.oracle import plan, required_replicas
+from burstpilot.policy.oracle import required_replicas, schedule
 
 
 def brute_force(required, cold, initial):
@@ -44,7 +44,7 @@ def cases():
 
 @pytest.mark.parametrize("required,cold,initial", list(cases()))
 def test_oracle_matches_exhaustive_search(required, cold, initial):
-    p = plan(required, cold, initial)
+    p = schedule(required, cold, initial)
     assert p.cost_slots == brute_force(required, cold, initial)
     for t, need in enumerate(p.required):
         assert p.ready[t] >= need
@@ -52,16 +52,16 @@ def test_oracle_matches_exhaustive_search(required, cold, initial):
 
 
 def test_short_gap_kept_long_gap_restarted():
-    keep = plan([1, 0, 0, 1], cold_slots=2, initial=1)
+    keep = schedule([1, 0, 0, 1], cold_slots=2, initial=1)
     assert keep.ready == [1, 1, 1, 1] and keep.starts == 0 and keep.cost_slots == 4
-    restart = plan([1, 0, 0, 0, 0, 1], cold_slots=2, initial=1)
+    restart = schedule([1, 0, 0, 0, 0, 1], cold_slots=2, initial=1)
     assert restart.ready == [1, 0, 0, 0, 0, 1]
     assert restart.requested == [1, 0, 0, 1, 1, 1]  # started two slots ahead
     assert restart.cost_slots == 2 + 2
 
 
 def test_replicas_at_reads_the_slot():
-    p = plan([0, 0, 0, 2, 2], cold_slots=2, initial=0, slot_s=10.0)
+    p = schedule([0, 0, 0, 2, 2], cold_slots=2, initial=0, slot_s=10.0)
     assert p.replicas_at(5.0) == 0 and p.replicas_at(12.0) == 2 and p.replicas_at(45.0) == 2
 
 

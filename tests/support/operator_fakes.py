@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from burstpilot.operator.kube import PodSummary, Scale, StateError, TargetError
+from burstpilot.operator.kube import PodSummary, Scale, StateError, StatusError, TargetError
 from burstpilot.operator.prom import pool_queries
 
 # One pool shared by the operator's unit tests: its spec, the clock, its uid, and Prometheus's answers.
@@ -48,8 +48,9 @@ class FakePrometheus:
     """Answers /api/v1/query like Prometheus: each tagged sub-query's value is looked up by its PromQL text.
     A sub-query containing "bad(" makes the whole expression a 400, as a PromQL parse error would."""
 
-    def __init__(self, values: dict[str, float]) -> None:
+    def __init__(self, values: dict[str, float], answer: object = None) -> None:
         self.values = values
+        self.answer = answer  # a JSON body to answer every query with instead (malformed-answer tests)
         self.queries: list[str] = []
         self.auth: list[str | None] = []
         with socket.socket() as s:
@@ -62,9 +63,17 @@ class FakePrometheus:
         promql = params["query"][0] if isinstance(params["query"], list) else params["query"]
         self.queries.append(promql)
         self.auth.append(request.headers.get("Authorization"))
+        if self.answer is not None:
+            return web.json_response(self.answer)
         if "bad(" in promql:
             return web.json_response(
-                {"status": "error", "errorType": "bad_data", "error": "parse error"}, status=400
+                # echoes the request as some proxies in front of Prometheus do (credentials included)
+                {
+                    "status": "error",
+                    "errorType": "bad_data",
+                    "error": f"Authorization: {request.headers.get('Authorization')}; parse error in {promql[:200]!r}",
+                },
+                status=400,
             )
         result = []
         for part in re.split(r" or (?=label_replace\(\()", promql):
@@ -103,7 +112,11 @@ class FakeKube:
         self.secrets: dict[str, dict[str, str]] = {}
         self.configmaps: dict[str, dict] = {}
         self.configmap_writes: list[tuple[str, str]] = []  # (verb, name)
+        self.configmap_bodies: list[dict] = []  # every create body and patch, as sent
         self.configmap_error: str | None = None
+        self.status_error: StatusError | None = None  # every status patch fails with it
+        self.scale_error: TargetError | None = None  # every scale patch fails with it
+        self.others: list = []  # Autoscaler records: the namespace's HPAs and ScaledObjects
 
     def get_scale(self, namespace, target):
         if self.replicas is None:
@@ -111,6 +124,8 @@ class FakeKube:
         return Scale(self.replicas, self.replicas, "app=llm")
 
     def set_scale(self, namespace, target, replicas):
+        if self.scale_error is not None:
+            raise self.scale_error
         self.scaled.append(replicas)
         self.replicas = replicas
 
@@ -118,7 +133,12 @@ class FakeKube:
         return self.pod_summary
 
     def patch_status(self, namespace, name, status):
-        self.statuses.append(status)
+        if self.status_error is not None:
+            raise self.status_error
+        self.statuses.append(json.loads(json.dumps(status)))
+
+    def autoscalers(self, namespace):
+        return list(self.others)
 
     def read_secret(self, namespace, name):
         if name not in self.secrets:
@@ -139,6 +159,7 @@ class FakeKube:
         if name in self.configmaps:
             return False
         self.configmap_writes.append(("create", name))
+        self.configmap_bodies.append(json.loads(json.dumps(body)))
         self.configmaps[name] = json.loads(json.dumps(body))
         return True
 
@@ -147,7 +168,13 @@ class FakeKube:
         if name not in self.configmaps:
             return False
         self.configmap_writes.append(("patch", name))
+        self.configmap_bodies.append(json.loads(json.dumps(patch)))
         cm = self.configmaps[name]
         cm["metadata"].update(patch.get("metadata", {}))
-        cm.setdefault("data", {}).update(patch.get("data", {}))
+        data = cm.setdefault("data", {})
+        for key, value in patch.get("data", {}).items():  # a JSON merge patch: null deletes
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
         return True

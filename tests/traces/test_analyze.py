@@ -183,3 +183,76 @@ def test_summary_json_is_strict():
     text = to_json({"overall": {"windows": None, "x": float("nan"), "n": np.int64(3), "ok": np.bool_(True)}})
     assert json.loads(text) == {"overall": {"windows": None, "x": None, "n": 3, "ok": True}}
     assert "NaN" not in text
+
+
+def _same(a, b, path="summary"):
+    """Equal up to floating-point summation order."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_streaming_summary_equals_in_memory(tmp_path, fmt):
+    from burstpilot.traces import iter_trace, read_trace, write_burstgpt_csv
+    from burstpilot.traces.analyze import summarize_stream
+    from burstpilot.traces.formats.parquet import write_parquet
+
+    trace = generate_preset("burstgpt", duration_s=2 * 86400, rps=1.5, seed=21, round_timestamps=True)
+    p = write_burstgpt_csv(trace, tmp_path / "w.csv")
+    if fmt == "parquet":
+        write_parquet(iter_trace(p), tmp_path / "w.parquet")
+        p = tmp_path / "w.parquet"
+    assert len(list(iter_trace(p))) > 1  # really more than one chunk
+    in_memory = summarize(read_trace(p))
+    streamed, _ = summarize_stream(lambda: iter_trace(p))
+    _same(in_memory, streamed)
+    assert streamed["sessions"]["count"] > 0 and len(streamed["groups"]) == 4
+
+
+def test_streaming_refuses_unordered_rows(tmp_path):
+    from burstpilot.errors import BurstpilotError
+    from burstpilot.traces import iter_trace
+    from burstpilot.traces.analyze import summarize_stream
+
+    p = tmp_path / "u.csv"
+    p.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        + "".join(f"{t},ChatGPT,1,1,2,API log\n" for t in [1, 2, 3, 2, 5, 6])
+    )
+    with pytest.raises(BurstpilotError, match="not in time order"):
+        summarize_stream(lambda: iter_trace(p))
+
+
+def test_cli_analyze_stream_and_mooncake_grid(tmp_path, capsys):
+    from pathlib import Path
+
+    mooncake = (
+        Path(__file__).resolve().parents[2].parent
+        / "shared"
+        / "data"
+        / "mooncake"
+        / "conversation_trace.jsonl"
+    )
+    if not mooncake.exists():
+        pytest.skip("shared Mooncake trace not found")
+    out = tmp_path / "mc"
+    assert main(["trace", "analyze", str(mooncake), "--out", str(out), "--stream"]) == 0
+    line = capsys.readouterr().out
+    assert "not identifiable at the 3-s timestamp grid" in line
+    s = json.loads((out / "summary.json").read_text())
+    assert s["timestamp_resolution_s"] == 3.0 and "3-s grid" in s["resolution_found_by"]
+    ia = s["overall"]["interarrival"]
+    assert ia["method"] == "gamma-mle-interval-censored-3s" and not ia["identifiable"]
+    grid = ia["grid"]
+    assert grid["arrivals_per_occupied_step"]["mean"] > 5 and grid["dispersion_index"] > 1
+    assert "not identifiable" in (out / "report.md").read_text()

@@ -146,3 +146,67 @@ def test_cli_generate(tmp_path, capsys):
     assert main(["trace", "generate", "--preset", "burstgpt", "--out", str(tmp_path / "x.csv")]) == 2
     assert "needs --rps and --duration" in capsys.readouterr().err
     assert main(["trace", "generate", "--rps", "1", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def _hourly_shape(t):
+    h = np.floor((t.arrival_s + (t.clock_offset_s or 0.0)) / 3600).astype(int) % 24
+    return np.bincount(h, minlength=24) / len(t)
+
+
+def _burst_durations(t):
+    """Burst episodes in rate-free terms, so that traces at different rates compare: runs of
+    seconds whose 5-s smoothed count is at least 3x its 20-minute centred baseline."""
+    from scipy import ndimage
+
+    c = np.bincount((t.arrival_s - t.arrival_s[0]).astype(int)).astype(float)
+    base = ndimage.uniform_filter1d(c, 1200, mode="nearest")
+    smooth = ndimage.uniform_filter1d(c, 5, mode="nearest")
+    labels, _ = ndimage.label(smooth >= 3 * base + 1e-9)
+    return np.bincount(labels)[1:]
+
+
+@pytest.fixture(scope="module")
+def three_days():
+    return generate_preset("burstgpt", duration_s=3 * 86400, rps=2.0, seed=3)
+
+
+@pytest.mark.parametrize("rps", [1.5, 5.0])
+def test_replay_rate_scaling_keeps_the_clock(three_days, rps):
+    from burstpilot.traces.generate import scale_rate
+
+    src = three_days
+    out = scale_rate(src, rps, seed=1)
+    assert out.mean_rps == pytest.approx(rps, rel=0.02)
+    assert out.arrival_s[0] >= src.arrival_s[0] and out.arrival_s[-1] <= src.arrival_s[-1]  # same span
+    assert out.clock_offset_s == src.clock_offset_s
+    assert np.corrcoef(_hourly_shape(src), _hourly_shape(out))[0, 1] >= 0.95
+    if rps < src.mean_rps:  # thinning: the bursts keep their durations
+        d0, d1 = _burst_durations(src), _burst_durations(out)
+        assert d1.mean() == pytest.approx(d0.mean(), rel=0.10)
+        assert np.median(d1) == pytest.approx(np.median(d0), rel=0.10)
+    else:  # superposed days: the source's own requests are all there, at their times
+        assert np.isin(src.arrival_s, out.arrival_s).all()
+        assert out.has_sessions and len(np.unique(out.session_id[out.session_id >= 0])) > len(
+            np.unique(src.session_id[src.session_id >= 0])
+        )
+
+
+def test_modeled_rate_scaling_keeps_the_clock(three_days):
+    from burstpilot.traces.generate import scale_rate
+
+    out = scale_rate(three_days, 4.0, method="modeled", seed=2)
+    assert out.mean_rps == pytest.approx(4.0, rel=0.05)
+    assert abs(out.arrival_s[0] - three_days.arrival_s[0]) < 600
+    assert np.corrcoef(_hourly_shape(three_days), _hourly_shape(out))[0, 1] >= 0.95
+
+
+def test_cli_from_rps_keeps_the_clock(tmp_path, three_days):
+    src = write_burstgpt_csv(three_days.subset(three_days.arrival_s < 86400), tmp_path / "d.csv")
+    out = tmp_path / "o.csv"
+    assert main(["trace", "generate", "--from", str(src), "--rps", "3", "--out", str(out)]) == 0
+    t = read_trace(out)
+    assert t.mean_rps == pytest.approx(3, rel=0.02) and t.arrival_s[0] < 600 and t.duration_s > 86000
+    assert (
+        main(["trace", "generate", "--from", str(src), "--rps", "1", "--speedup", "2", "--out", str(out)])
+        == 2
+    )

@@ -175,14 +175,14 @@ def test_subset_keeps_times(tmp_path):
 
 
 def test_string_session_ids_stay_on_the_fast_path(tmp_path, monkeypatch):
-    import burstpilot.traces.readers as readers
+    import burstpilot.traces.formats.csvcore as csvcore
 
     def no_slow_pass(*args):
         raise AssertionError("the slow, line-numbering pass is only for bad rows")
 
     p = tmp_path / "s.csv"
     p.write_text(V2.replace(",17,", ",a1b2,"))
-    monkeypatch.setattr(readers, "_read_csv_slow", no_slow_pass)
+    monkeypatch.setattr(csvcore, "_slow", no_slow_pass)
     t = read_trace(p)
     assert t.session_labels is not None and t.session_id[0] == t.session_id[2] >= 0
     bad = tmp_path / "bad.csv"

@@ -32,25 +32,34 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{/* The rules the operator needs in a namespace (or cluster-wide). */}}
+{{/* The rules the operator needs in a namespace (or cluster-wide): exactly the calls it makes. */}}
 {{- define "burstpilot.rules" -}}
+# kopf watches the pools and keeps its bookkeeping (finalizer, annotations) with patches.
 - apiGroups: [burstpilot.io]
   resources: [servingpools]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [burstpilot.io]
   resources: [servingpools/status]
-  verbs: [get, patch]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# The pools' decision-core state (<pool>-burstpilot-state): read at start, written each tick. No list,
-# watch or delete (the garbage collector deletes them with their ServingPool).
+# The pools' decision-core state (<pool>-burstpilot-state) and replica profiles (spec.profile.configMapRef).
+# No list, watch or delete; writes are restricted further to the state ConfigMaps by the
+# ValidatingAdmissionPolicy (rbac.restrictStateConfigMaps): RBAC cannot match a name pattern or a label.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]
+# Other autoscalers of the same target (conflict detection): listed, never changed.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list]
 {{- range .Values.rbac.scaleTargets }}
 - apiGroups: [{{ .apiGroup | quote }}]
   resources:
@@ -59,6 +68,10 @@ app.kubernetes.io/component: operator
   {{- end }}
   verbs: [get, patch]
 {{- end }}
+{{- end -}}
+
+{{- define "burstpilot.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "burstpilot.serviceAccountName" .) -}}
 {{- end -}}
 
 {{- define "burstpilot.securityContext" -}}
