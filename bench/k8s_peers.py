@@ -157,7 +157,8 @@ class Workload:
     ) -> None:
         self.key, self.trace, self.csv, self.sizing, self.phases = key, trace, csv, sizing, phases
         self.duration_s = duration_s
-        self.initial = peers.initial_replicas(trace, sizing)
+        # sized for the opening baseline: a short run (--minutes under 8) starts its first burst within a minute
+        self.initial = peers.initial_replicas(trace, sizing, min(60.0, phases[0].seconds) if phases else 60.0)
 
 
 def _answers(url: str) -> bool:

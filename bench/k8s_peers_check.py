@@ -31,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from burstpilot.evaluation.scrape import MetricsSeries, PodCounts
 from burstpilot.operator.cluster import peers
 from burstpilot.policy import baselines
@@ -148,9 +150,17 @@ def score(rows: list[dict]) -> dict:
         equal = sum(1 for d in diff if d == 0)
         frac = equal / len(rows) if rows else float("nan")
         worst = max((abs(d) for d in diff), default=0)
+        rel = [
+            abs(r[f"{key}_metric"] - r["real_metric"]) / r["real_metric"]
+            for r in rows
+            if r[f"{key}_metric"] is not None and r["real_metric"]
+        ]
         return {
             "match": round(frac, 3),
             "max_off": worst,
+            # how far the metric it read was from the real HPA's (relative): median and worst
+            "metric_rel_diff_p50": round(float(np.median(rel)), 3) if rel else None,
+            "metric_rel_diff_max": round(float(np.max(rel)), 3) if rel else None,
             "within_tolerance": bool(rows) and frac >= MATCH_GOAL and worst <= MAX_OFF,
             "mismatches": [
                 {k: r[k] for k in ("t", "current", "real", key, "real_metric", f"{key}_metric")}
@@ -159,7 +169,14 @@ def score(rows: list[dict]) -> dict:
             ],
         }
 
-    return {"syncs": len(rows), "baseline": stats("baseline"), "reference": stats("reference"), "rows": rows}
+    changes = sum(1 for r in rows if r["real"] != r["current"])
+    return {
+        "syncs": len(rows),
+        "real_changes": changes,  # syncs at which the real HPA asked for another count: the check's power
+        "baseline": stats("baseline"),
+        "reference": stats("reference"),
+        "rows": rows,
+    }
 
 
 def main() -> int:
@@ -176,7 +193,9 @@ def main() -> int:
         print(
             f"{ns}: {c['syncs']} syncs; baseline `{POLICY[c['arm']]}` equals the real desired count at "
             f"{b['match']:.0%} (max off {b['max_off']}, {'within' if b['within_tolerance'] else 'NOT within'} "
-            f"tolerance); reference {r['match']:.0%} (max off {r['max_off']})"
+            f"tolerance); reference {r['match']:.0%} (max off {r['max_off']}); metric off the real one by "
+            f"{b['metric_rel_diff_p50']} (median, relative; reference {r['metric_rel_diff_p50']}); "
+            f"the real HPA changed the count at {c['real_changes']} of them"
         )
         for m in b["mismatches"][:12]:
             print(f"    t={m['t']:>6}s current {m['current']}: real {m['real']}, baseline {m['baseline']} "

@@ -539,7 +539,7 @@ def legacy_hpa_normalize(state: dict, t: float, current: int, proposal: int, lo:
 
 ARM_STYLE = {
     "burstpilot": dict(color="C0", lw=2.0),
-    "keda": dict(color="C3", lw=1.5),
+    "keda": dict(color="C3", lw=3.5, alpha=0.5),  # wide: it may lie under the hpa line
     "hpa": dict(color="C2", lw=1.5),
     "advisory": dict(color="C4", lw=1.5, ls="--"),
 }
