@@ -15,7 +15,7 @@ the HPA (through KEDA) on concurrency (running + waiting per replica) with the H
 burstpilot in Advisory mode feeding KEDA. Each arm's pools are made fresh (new namespaces, one Ready replica)
 and removed after it. Writes bench/results/k8s_peers.json (the table, the configuration, load averages),
 bench/results/k8s_peers.png (replicas over time against the arrival rate) and
-bench/results/k8s_peers_series.json (the scraped metrics, pod counts and HPA status of the KEDA and HPA arms,
+bench/results/k8s_peers_series.json (beside --out; the scraped metrics, pod counts and HPA status of the KEDA and HPA arms,
 which bench/k8s_peers_check.py replays through the simulator's baselines). Raw records go to
 reports/k8s-peers/.
 
@@ -532,7 +532,7 @@ def write_results(
         if "series" in kk
     }
     if series:
-        (out.parent / "k8s_peers_series.json").write_text(json.dumps(series, separators=(",", ":")))
+        out.with_name(f"{out.stem}_series.json").write_text(json.dumps(series, separators=(",", ":")))
 
 
 if __name__ == "__main__":
