@@ -425,7 +425,7 @@ def main() -> int:
         if a not in peers.ARMS:
             ap.error(f"unknown arm {a!r} (known: {', '.join(peers.ARMS)})")
     t_start = time.monotonic()
-    raw = args.raw
+    raw = args.raw.resolve()  # the replicas read the profile from their own working directory
     raw.mkdir(parents=True, exist_ok=True)
     profile = peers.write_profile(raw / f"{peers.PROFILE_NAME}.json")
     workloads = build_workloads(raw, profile, args.minutes)
