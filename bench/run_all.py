@@ -26,6 +26,10 @@ BENCHMARKS = [
     ("policy", "policy_burstpilot.py"),
     ("evaluation", "evaluation_policies.py"),
     ("operator", "operator_scale.py"),
+    # about an hour: a local cluster with real KEDA, four controllers one after another; then the check of the
+    # simulator's hpa and keda baselines against what the real ones did in it
+    ("k8s_peers", "k8s_peers.py"),
+    ("k8s_peers", "k8s_peers_check.py"),
 ]
 
 

@@ -23,6 +23,78 @@ from burstpilot.operator.cluster.procs import ClusterError, Procs, free_port, wa
 ADMIN_TOKEN = "burstpilot-e2e-admin"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 FRONT_PROXY_CLIENT = "front-proxy-client"
+# A pod with this annotation (value "replica") goes Running but not Ready under kwok; the replica keeper marks it
+# Ready once its simulated replica answers /health and, with COLD_START_ANNOTATION, no sooner than that many
+# seconds after its creation: what a kubelet does when the readiness probe of a server loading its model passes.
+READINESS_ANNOTATION = "burstpilot.io/readiness"
+READINESS_BY_REPLICA = "replica"
+COLD_START_ANNOTATION = "burstpilot.io/cold-start-seconds"
+# kwok's stage for such pods: Running, its container started but not ready (kwok's own fast pod-ready stage
+# makes every other pod Ready at once).
+_RUNNING_UNREADY = """\
+{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Initialized
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ModelLoading
+  type: Ready
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ModelLoading
+  type: ContainersReady
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  started: true
+  restartCount: 0
+  state:
+    running:
+      startedAt: {{ $now | Quote }}
+{{ end }}
+{{ $hostIPs := NodeIPsWith .spec.nodeName }}
+{{ with $hostIPs }}
+hostIP: {{ index . 0 | Quote }}
+hostIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+{{ with $podIPs }}
+podIP: {{ index . 0 | Quote }}
+podIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+
+
+def kwok_stages(toolchain_stages: Path, out: Path) -> Path:
+    """kwok's stages (the toolchain's copy of its fast node and pod stages) with one change: pods annotated
+    ``burstpilot.io/readiness: replica`` go Running but not Ready (stage ``pod-running-unready``), and kwok's
+    ``pod-ready`` leaves them alone. Written to ``out``."""
+    docs = [d for d in yaml.safe_load_all(Path(toolchain_stages).read_text()) if d]
+    key = f'.metadata.annotations["{READINESS_ANNOTATION}"]'
+    ready = next((d for d in docs if d["metadata"]["name"] == "pod-ready"), None)
+    if ready is None:
+        raise ClusterError(f"{toolchain_stages}: no pod-ready stage (not kwok's stages?)")
+    unready = json.loads(json.dumps(ready))
+    ready["spec"]["selector"]["matchExpressions"].append({"key": key, "operator": "DoesNotExist"})
+    unready["metadata"]["name"] = "pod-running-unready"
+    unready["spec"]["selector"]["matchExpressions"].append(
+        {"key": key, "operator": "In", "values": [READINESS_BY_REPLICA]}
+    )
+    unready["spec"]["next"] = {"statusTemplate": _RUNNING_UNREADY}
+    out.write_text(yaml.safe_dump_all([*docs, unready], sort_keys=False))
+    return out
 
 
 class ControlPlane:
@@ -242,7 +314,7 @@ class ControlPlane:
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--cidr=10.0.0.0/16",
                 "--node-ip=127.0.0.1",
-                f"--config={t['kwok-stages']}",
+                f"--config={kwok_stages(t['kwok-stages'], d / 'kwok-stages.yaml')}",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{free_port()}",
             ],
@@ -254,26 +326,35 @@ class ControlPlane:
             timeout=60,
         )
 
-    def add_gpu_nodes(self) -> None:
+    def add_gpu_nodes(
+        self,
+        count: int | None = None,
+        gpus_per_node: int | None = None,
+        prefix: str = "gpu-node",
+        labels: dict[str, str] | None = None,
+    ) -> list[str]:
+        """Adds ``count`` kwok nodes with ``gpus_per_node`` nvidia.com/gpu each (default: the plane's), named
+        ``prefix-i`` and carrying ``labels`` besides kwok's and the GPU product's; waits until they are Ready."""
+        count = self.gpu_nodes if count is None else count
+        gpus = self.gpus_per_node if gpus_per_node is None else gpus_per_node
+        names = [f"{prefix}-{i}" for i in range(count)]
+        if not names:
+            return []
         nodes = []
-        for i in range(self.gpu_nodes):
-            resources = {
-                "cpu": "32",
-                "memory": "256Gi",
-                "pods": "110",
-                "nvidia.com/gpu": str(self.gpus_per_node),
-            }
+        for name in names:
+            resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
             nodes.append(
                 {
                     "apiVersion": "v1",
                     "kind": "Node",
                     "metadata": {
-                        "name": f"gpu-node-{i}",
+                        "name": name,
                         "annotations": {"kwok.x-k8s.io/node": "fake"},
                         "labels": {
                             "type": "kwok",
                             "nvidia.com/gpu.product": GPU_PRODUCT,
-                            "kubernetes.io/hostname": f"gpu-node-{i}",
+                            "kubernetes.io/hostname": name,
+                            **(labels or {}),
                         },
                     },
                     "status": {"capacity": resources, "allocatable": resources},
@@ -285,23 +366,53 @@ class ControlPlane:
 
         def all_ready():
             items = self.get_json("nodes")["items"]
-            ready = [
-                n
+            ready = {
+                n["metadata"]["name"]
                 for n in items
                 if any(
                     c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", [])
                 )
-            ]
-            return len(ready) == self.gpu_nodes
+            }
+            return set(names) <= ready
 
-        wait_for("kwok to mark the GPU nodes Ready", all_ready, timeout=60)
+        wait_for(f"kwok to mark the GPU nodes {prefix}-* Ready", all_ready, timeout=60)
+        return names
 
     # -- objects -------------------------------------------------------------------------------------------
 
     @staticmethod
-    def deployment(namespace: str, name: str, replicas: int, gpus: int = 1) -> dict:
-        """A GPU serving Deployment (kwok runs no containers: its pods only go Running and Ready)."""
+    def deployment(
+        namespace: str,
+        name: str,
+        replicas: int,
+        gpus: int = 1,
+        node_selector: dict[str, str] | None = None,
+        cold_start_s: float | None = None,
+    ) -> dict:
+        """A GPU serving Deployment (kwok runs no containers: its pods only go Running and Ready).
+
+        ``cold_start_s``: its pods become Ready only when their simulated replica answers /health and at least
+        this long after their creation (the replica keeper marks them, as a kubelet after a readiness probe);
+        None: kwok makes them Ready as soon as they run."""
         labels = {"app": name}
+        meta: dict = {"labels": labels}
+        if cold_start_s is not None:
+            meta["annotations"] = {
+                READINESS_ANNOTATION: READINESS_BY_REPLICA,
+                COLD_START_ANNOTATION: f"{float(cold_start_s):g}",
+            }
+        pod_spec: dict = {
+            "containers": [
+                {
+                    "name": "vllm",
+                    "image": "vllm/vllm-openai:v0.11.0",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"cpu": "1"}},
+                }
+            ],
+            "terminationGracePeriodSeconds": 0,
+        }
+        if node_selector:
+            pod_spec["nodeSelector"] = dict(node_selector)
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -309,21 +420,6 @@ class ControlPlane:
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "vllm",
-                                "image": "vllm/vllm-openai:v0.11.0",
-                                "resources": {
-                                    "limits": {"nvidia.com/gpu": str(gpus)},
-                                    "requests": {"cpu": "1"},
-                                },
-                            }
-                        ],
-                        "terminationGracePeriodSeconds": 0,
-                    },
-                },
+                "template": {"metadata": meta, "spec": pod_spec},
             },
         }

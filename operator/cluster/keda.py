@@ -30,7 +30,7 @@ import yaml
 
 from burstpilot.operator.cluster import pki
 from burstpilot.operator.cluster.controlplane import ControlPlane
-from burstpilot.operator.cluster.procs import ClusterError, Procs, free_port, wait_for
+from burstpilot.operator.cluster.procs import ClusterError, ProcessExited, Procs, free_port, wait_for
 
 NAMESPACE = "keda"
 SERVICE_ACCOUNT = "keda-operator"
@@ -52,8 +52,11 @@ class Keda:
         self.kubeconfig = self.dir / "sa.kubeconfig"
         names = ("grpc", "operator-metrics", "operator-health", "secure", "adapter-metrics")
         self.ports = dict(ports) if ports else {name: free_port() for name in names}
-        self.operator_metrics = f"127.0.0.1:{self.ports['operator-metrics']}"
         self.procs_started: dict[str, object] = {}
+
+    @property
+    def operator_metrics(self) -> str:
+        return f"127.0.0.1:{self.ports['operator-metrics']}"
 
     # -- objects -------------------------------------------------------------------------------------------
 
@@ -114,16 +117,19 @@ class Keda:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._certificates()
         docs = self.manifests()
-        listing = {"apiVersion": "v1", "kind": "List", "items": docs}
-        self.plane.kubectl(
-            "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(listing)
-        )
+        self._apply(docs)
         crds = [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"]
         self.plane.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{c}" for c in crds)
         )
         self.kubeconfig = self.plane.service_account_kubeconfig(
             NAMESPACE, SERVICE_ACCOUNT, self.dir / "sa.kubeconfig", duration="24h"
+        )
+
+    def _apply(self, docs: list[dict]) -> None:
+        listing = {"apiVersion": "v1", "kind": "List", "items": docs}
+        self.plane.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(listing)
         )
 
     def operator_argv(self) -> list[str]:
@@ -162,27 +168,10 @@ class Keda:
 
     def start(self) -> None:
         """Starts the operator and the metrics server and waits until the HPA controller could read external
-        metrics through the aggregator (the APIService is Available)."""
-        op = self.procs.start(self.OPERATOR, self.operator_argv(), env=self._env())
-        health = f"http://127.0.0.1:{self.ports['operator-health']}/healthz"
-        wait_for(
-            "KEDA's operator /healthz",
-            lambda: (
-                self.procs.check(self.OPERATOR, op) or urllib.request.urlopen(health, timeout=2).status == 200
-            ),
-            timeout=90,
-        )
-        adapter = self.procs.start(self.ADAPTER, self.adapter_argv(), env=self._env())
-        ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
-        url = f"https://127.0.0.1:{self.ports['secure']}/healthz"
-        wait_for(
-            "KEDA's metrics server /healthz",
-            lambda: (
-                self.procs.check(self.ADAPTER, adapter)
-                or urllib.request.urlopen(url, context=ctx, timeout=2).status == 200
-            ),
-            timeout=90,
-        )
+        metrics through the aggregator (the APIService is Available). A process that finds one of its ports
+        taken (another program bound it between ``free_port`` and the start) is started again on new ports."""
+        op = self._start(self.OPERATOR, self.operator_argv, ("grpc", "operator-metrics", "operator-health"))
+        adapter = self._start(self.ADAPTER, self.adapter_argv, ("secure", "adapter-metrics"))
         self.procs_started = {self.OPERATOR: op, self.ADAPTER: adapter}
         wait_for(
             f"APIService {APISERVICE} Available",
@@ -193,6 +182,34 @@ class Keda:
             ),
             timeout=90,
         )
+
+    def _healthy(self, name: str) -> bool:
+        if name == self.OPERATOR:
+            url = f"http://127.0.0.1:{self.ports['operator-health']}/healthz"
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+        url = f"https://127.0.0.1:{self.ports['secure']}/healthz"
+        return urllib.request.urlopen(url, context=ctx, timeout=2).status == 200
+
+    def _start(self, name: str, argv, ports: tuple[str, ...], attempts: int = 3):
+        attempt = 1
+        while True:
+            proc = self.procs.start(name, argv(), env=self._env())
+            try:
+                wait_for(
+                    f"{name} /healthz",
+                    lambda proc=proc: self.procs.check(name, proc) or self._healthy(name),
+                    timeout=90,
+                )
+                return proc
+            except ProcessExited as exc:
+                if "address already in use" not in str(exc) or attempt == attempts:
+                    raise
+            attempt += 1
+            for port in ports:
+                self.ports[port] = free_port()
+            if "secure" in ports:  # the APIService and its Service name the metrics server's port
+                self._apply([d for d in self.manifests() if d["kind"] in ("Service", "APIService")])
 
     def available(self) -> bool:
         st = self.plane.get_json("apiservice", APISERVICE).get("status") or {}

@@ -291,6 +291,14 @@ class LocalCluster:
             wait_for(f"a simulated replica behind {url}", answers, timeout=90)
         return url
 
+    def stop_pool(self, namespace: str, pool: str) -> int:
+        """Stops the replicas ``serve_pool`` started for ``namespace/pool`` (its process and their replicas) and
+        forgets the pool; returns how many processes were stopped."""
+        n = stop_recorded(self.record, names={f"serve-{namespace}-{pool}"})
+        self.state.get("pools", {}).pop(f"{namespace}/{pool}", None)
+        self._save()
+        return n
+
     def pod_lifetimes(self, namespace: str, pool: str) -> list[dict]:
         """Each pod the pool's replica keeper saw: name, uid, node, created, ready, deleted (Unix s or None)."""
         entry = self.state.get("pools", {}).get(f"{namespace}/{pool}")

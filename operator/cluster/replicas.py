@@ -1,10 +1,13 @@
 """What a kubelet would run for a serving Deployment under kwok: one simulated vLLM replica per Ready pod.
 
 - ``ReplicaKeeper`` follows a Deployment's pods (the Kubernetes client, every ``interval`` s): it starts one
-  ``burstpilot sim serve`` per Running and Ready pod and stops it when the pod goes (the front routes to a
-  replica once its /health answers, as a Service to a pod past its readiness probe), keeps the Prometheus target
-  file of those replicas (labelled namespace, pod, servingpool), and records every pod's lifetime (created,
-  Ready, deleted: what GPU-hours are counted from).
+  ``burstpilot sim serve`` per Running pod and stops it when the pod goes (the front routes to a replica once
+  its /health answers, as a Service to a pod past its readiness probe). A pod annotated
+  ``burstpilot.io/readiness: replica`` is Running but not Ready until then: the keeper marks it Ready when its
+  replica's /health answers and, if the pod says ``burstpilot.io/cold-start-seconds``, no sooner than that after
+  its creation (the kubelet's part), and the front routes to it only then.
+  It keeps the Prometheus target file of those replicas (labelled namespace, pod, servingpool), and records
+  every pod's lifetime (created, Ready, deleted: what GPU-hours are counted from).
 - ``ServiceFront`` is the Service in front of them: it forwards each request (streaming) to the replica with the
   fewest requests in flight.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import subprocess
@@ -25,10 +29,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import urllib3
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from burstpilot.operator.cluster.controlplane import (
+    COLD_START_ANNOTATION,
+    READINESS_ANNOTATION,
+    READINESS_BY_REPLICA,
+)
 from burstpilot.operator.cluster.procs import Procs, free_port
 from burstpilot.operator.cluster.prometheus import Prometheus
 
@@ -38,6 +48,19 @@ BIN = Path(sys.executable).parent
 
 def _ready(pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+def _ready_by_replica(pod) -> bool:
+    return (pod.metadata.annotations or {}).get(READINESS_ANNOTATION) == READINESS_BY_REPLICA
+
+
+def _ready_at(pod) -> float:
+    """The earliest Unix time the pod may be Ready: its creation plus its declared cold start (0 if none)."""
+    try:
+        delay = float((pod.metadata.annotations or {}).get(COLD_START_ANNOTATION, 0))
+    except ValueError:
+        delay = 0.0
+    return pod.metadata.creation_timestamp.timestamp() + max(0.0, delay)
 
 
 class ReplicaKeeper:
@@ -145,16 +168,18 @@ class ReplicaKeeper:
     def sync(self) -> None:
         listed = self.api.list_namespaced_pod(self.namespace, label_selector=self.selector).items
         self._observe(listed)
-        pods = {
-            p.metadata.name
+        running = {
+            p.metadata.name: p
             for p in listed
-            if p.metadata.deletion_timestamp is None and p.status.phase == "Running" and _ready(p)
+            if p.metadata.deletion_timestamp is None
+            and p.status.phase == "Running"
+            and (_ready(p) or _ready_by_replica(p))
         }
         for name in list(self.replicas):
-            if name not in pods:
+            if name not in running:
                 self.serving.discard(name)
                 self.procs.stop(self.replicas.pop(name)[0])
-        for name in sorted(pods - set(self.replicas)):
+        for name in sorted(set(running) - set(self.replicas)):
             port = free_port()
             proc = self.procs.start(
                 f"replica-{self.namespace}-{name}",
@@ -176,10 +201,15 @@ class ReplicaKeeper:
         for name, (_, port) in self.replicas.items():
             if name not in self.serving and _healthy(port):
                 self.serving.add(name)
-        # the Service routes only to replicas that passed their readiness probe (started, model loaded)
-        self.backends = [
-            f"http://127.0.0.1:{port}" for n, (_, port) in self.replicas.items() if n in self.serving
-        ]
+        routed = set()
+        for name in sorted(self.serving):
+            pod = running[name]
+            if _ready_by_replica(pod) and not _ready(pod):
+                if time.time() < _ready_at(pod) or not self._mark_ready(pod):
+                    continue
+            routed.add(name)
+        # the Service routes only to Ready pods whose replica passed its readiness probe (model loaded)
+        self.backends = [f"http://127.0.0.1:{port}" for n, (_, port) in self.replicas.items() if n in routed]
         self.prom.set_targets(
             [
                 {
@@ -190,6 +220,50 @@ class ReplicaKeeper:
             ],
             self.target_name,
         )
+
+    def _mark_ready(self, pod) -> bool:
+        """What the kubelet does when a readiness probe first succeeds: the pod's Ready and ContainersReady
+        conditions and its containers' ``ready`` become true. False when the patch failed (the pod is going, or
+        the API server did not answer): the next sync tries again."""
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        serialize = self.api.api_client.sanitize_for_serialization
+        containers = [{**serialize(c), "ready": True} for c in (pod.status.container_statuses or [])]
+        body = {
+            "status": {
+                "conditions": [
+                    {
+                        "type": kind,
+                        "status": "True",
+                        "lastTransitionTime": now,
+                        "reason": None,
+                        "message": None,
+                    }
+                    for kind in ("Ready", "ContainersReady")
+                ],
+                "containerStatuses": containers,
+            }
+        }
+        try:
+            self.api.patch_namespaced_pod_status(
+                pod.metadata.name,
+                self.namespace,
+                body,
+                _content_type="application/strategic-merge-patch+json",
+            )
+        except (k8s.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning(
+                "replica keeper %s/%s: marking %s Ready: %s",
+                self.namespace,
+                self.pool,
+                pod.metadata.name,
+                exc,
+            )
+            return False
+        rec = self.pods.get(pod.metadata.uid)
+        if rec is not None and rec["ready"] is None:
+            rec["ready"] = time.time()
+            self._write_lifetimes()
+        return True
 
 
 def _healthy(port: int) -> bool:

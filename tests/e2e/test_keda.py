@@ -147,6 +147,37 @@ def test_scaledobject_scales_a_kwok_deployment_through_the_real_hpa(
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
+def test_pods_of_a_serving_deployment_are_ready_only_after_their_cold_start(cluster, front_factory):
+    """What the HPA, KEDA and burstpilot count as Ready (bench/k8s_peers.py relies on it): a pod annotated for
+    its replica's readiness runs at once but is Ready, and routed to, only when its simulated replica answers
+    /health and its declared cold start has passed since its creation."""
+    ns, cold = cluster.namespace("e2e-cold-start"), 20.0
+    cluster.apply(cluster.deployment(ns, "llm", replicas=2, cold_start_s=cold))
+    keeper, front = front_factory(ns, "app=llm", "llm-cold", "h100-llama3-8b")
+
+    def pods():
+        return cluster.get_json("pods", "-n", ns, "-l", "app=llm")["items"]
+
+    def ready(p):
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+
+    with keeper, front:
+
+        def both_running():
+            run = [p for p in pods() if p["status"].get("phase") == "Running"]
+            return run if len(run) == 2 else None
+
+        running = wait_for("both pods Running", both_running)
+        assert not any(ready(p) for p in running) and keeper.backends == []
+        wait_for("both pods Ready", lambda: len([p for p in pods() if ready(p)]) == 2, timeout=90)
+        assert len(keeper.backends) == 2
+        for rec in keeper.lifetimes():
+            assert rec["ready"] - rec["created"] >= cold, rec
+        st = cluster.get_json("deployment", "llm", "-n", ns)["status"]
+        assert st["readyReplicas"] == 2 and st["availableReplicas"] == 2
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
 def listening(pid: int) -> set[tuple[str, int]]:
     """The (address, port) of every TCP socket ``pid`` listens on, from /proc/net/tcp{,6}."""
     inodes = set()
