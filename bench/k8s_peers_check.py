@@ -86,10 +86,10 @@ def reference_decide(
 
 
 def baseline_metric(arm: str, series: MetricsSeries, t: float) -> float | None:
-    """What the simulator's baseline reads (its docstring: keda, the arrival rate over the last minute of its
-    ticks; hpa, running + waiting in the last sample)."""
+    """What the simulator's baseline reads (its docstring: keda, the finished requests' rate over the last
+    minute of its ticks; hpa, running + waiting in the last sample)."""
     if arm == "keda":
-        inc = series.increase("arrived", t, 60.0)
+        inc = series.increase("finished", t, 60.0)
         return None if inc is None else inc / 60.0
     last = series.last(t)
     return None if last is None else last.running + last.waiting

@@ -388,8 +388,10 @@ def hpa_kv(lt: LoadTest) -> Policy:
 
 
 def keda(lt: LoadTest) -> Policy:
-    """KEDA's Prometheus trigger ``sum(rate(requests_total[1m]))`` with ``threshold`` = a replica's rate at the
-    target utilization; the HPA it generates (External, AverageValue) with the default behavior."""
+    """KEDA's Prometheus trigger on vLLM's own counter, ``sum(rate(vllm:request_success_total[1m]))`` (a replica
+    exports no arrival counter; finished requests are what a KEDA user's query reads), with ``threshold`` = a
+    replica's rate at the target utilization; the HPA it generates (External, AverageValue) with the default
+    behavior. Checked against the real KEDA on the local cluster (bench/k8s_peers_check.py, docs/cluster.md)."""
     threshold = lt.rate * lt.target_utilization
 
     def decide(spec, obs, state):
@@ -399,7 +401,7 @@ def keda(lt: LoadTest) -> Policy:
         t = float(obs.time_s)
         window = _num(obs.window_s) or HPA_SYNC_S
         samples = [s for s in state.get("keda_samples", []) if s[0] > t - KEDA_RATE_WINDOW_S + 1e-9]
-        n_req = _num(obs.requests)
+        n_req = _num(obs.completed)
         if n_req is not None:
             samples.append([t, n_req, window])
         state["keda_samples"] = samples
@@ -411,7 +413,7 @@ def keda(lt: LoadTest) -> Policy:
         shown = "-" if rate is None else f"{rate:.2f}/s"
         return _decision(spec, n, rec, f"keda: rate {shown} vs {threshold:.2f}: {why}", "request-rate"), state
 
-    knobs = {"query": "sum(rate(requests_total[1m]))", "threshold": round(threshold, 3)}
+    knobs = {"query": "sum(rate(vllm:request_success_total[1m]))", "threshold": round(threshold, 3)}
     return Policy("keda", lambda spec: {}, decide, lambda spec: HPA_SYNC_S, knobs=knobs)
 
 

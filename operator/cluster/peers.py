@@ -31,8 +31,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from burstpilot.errors import BurstpilotError  # noqa: E402
-from burstpilot.policy.capacity import concurrency_at, replica_rate  # noqa: E402
+from burstpilot.policy.capacity import CapacityModel, concurrency_at, replica_rate  # noqa: E402
 from burstpilot.policy.spec import SLO, PoolSpec  # noqa: E402
+from burstpilot.sim import load_profile  # noqa: E402
 from burstpilot.sim.profile import profile_from_dict  # noqa: E402
 from burstpilot.traces import Trace, make_trace, read_trace  # noqa: E402
 from burstpilot.traces.analyze import summarize  # noqa: E402
@@ -265,6 +266,7 @@ def pool_spec(profile_path: Path) -> PoolSpec:
         min_replicas=MIN_REPLICAS,
         max_replicas=MAX_REPLICAS,
         profile=str(profile_path),
+        model=CapacityModel.from_profile(load_profile(str(profile_path))),
         slo=SLO(ttft_s=SLO_TTFT_S, tpot_s=SLO_TPOT_S, attainment=SLO_ATTAINMENT),
         cold_start_s=COLD_START_S,
         target_utilization=TARGET_UTILIZATION,

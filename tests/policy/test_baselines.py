@@ -5,6 +5,7 @@ KEDA's generated HPA (External metric, AverageValue), knative serving pkg/autosc
 SLA planner."""
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -39,6 +40,7 @@ def obs(t, rate=0.0, running=0.0, waiting=0.0, current=1, ready=None, starting=0
     return ScrapedObservation(
         time_s=t,
         requests=n,
+        completed=n,
         prompt_tokens=100.0 * n,
         generation_tokens=10.0 * n,
         running=running,
@@ -128,7 +130,7 @@ def test_hpa_reads_in_flight_per_pod_against_a_fixed_target():
     assert d.recommendation == 2
 
 
-def test_keda_threshold_on_the_one_minute_request_rate_over_every_pod():
+def test_keda_threshold_on_the_one_minute_success_rate_over_every_pod():
     s = spec()
     p = baselines.get("keda", lt(s))
     state = p.new_state(s)
@@ -139,6 +141,11 @@ def test_keda_threshold_on_the_one_minute_request_rate_over_every_pod():
     assert d.recommendation == 7  # the last minute holds 20, 40, 40, 40: a mean of 35/s
     d, state = p.decide(s, obs(75, rate=40.0, current=d.replicas), state)
     assert d.recommendation == 8  # the 20/s sample has left the minute
+    # it reads what the replicas finished, as vLLM exports it, not what arrived: a backlog grows unseen
+    state = p.new_state(s)
+    for t in (15, 30, 45, 60):
+        d, state = p.decide(s, replace(obs(t, rate=40.0, current=4), completed=20.0 * 15), state)
+    assert d.recommendation == 4
 
 
 def test_kpa_panics_at_twice_the_ready_pods_sizes_for_the_larger_window_and_holds():
