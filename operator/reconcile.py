@@ -161,6 +161,7 @@ def observation(
         tpot_p99_s=nonneg("tpotP99"),
         completed=nonneg("completed") if fresh else None,
         preemptions=nonneg("preemptions") if fresh else None,
+        slo_violations=nonneg("sloViolations") if fresh else None,
         current=current,
         ready=pods.ready,
         starting=pods.starting,
@@ -329,7 +330,9 @@ class PoolReconciler:
                 endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
             else:
                 endpoint = self._endpoint(metrics_spec)
-            return await self.rt.prom.fetch(endpoint, pool_queries(metrics_spec, spec.interval_s))
+            return await self.rt.prom.fetch(
+                endpoint, pool_queries(metrics_spec, spec.interval_s, spec.slo.ttft_s, spec.slo.tpot_s)
+            )
         except MetricsError as exc:
             return exc
 

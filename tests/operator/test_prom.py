@@ -43,6 +43,22 @@ def test_pool_queries_fill_templates_and_take_overrides():
     assert all("{selector}" not in v and "{window}" not in v for v in q.values())
 
 
+def test_the_slo_violation_query_interpolates_between_bucket_bounds_and_takes_an_override():
+    q = pool_queries({"selector": {"servingpool": "llm"}}, 10, ttft_s=2.0, tpot_s=0.1)
+    v = q["sloViolations"]
+    # TTFT 2 s lies between vLLM's 1.0 and 2.5 bounds: 2/3 of the way; TPOT 0.1 s is a bound itself
+    assert 'vllm:time_to_first_token_seconds_bucket{servingpool="llm",le=~"1(\\\\.0)?"}[10s]' in v
+    assert 'le=~"2\\\\.5"' in v and "* 0.666667" in v
+    assert 'vllm:request_time_per_output_token_seconds_bucket{servingpool="llm",le=~"0\\\\.1"}[10s]' in v
+    assert v.startswith("max(") and "{window}" not in v and "{selector}" not in v
+    # without SLO targets there is no such query; an override fills the SLO's targets in
+    assert "sloViolations" not in pool_queries({}, 10)
+    o = pool_queries(
+        {"queries": {"sloViolations": "sum(late{selector}[{window}]) > {ttftSeconds}"}}, 10, 2.0, 0.1
+    )
+    assert o["sloViolations"] == "sum(late{}[10s]) > 2"
+
+
 def test_combine_tags_every_query_and_split_reads_them_back():
     promql = combine({"a": "sum(x)", "b": "avg(y)"})
     assert (
