@@ -49,8 +49,8 @@ DEFAULT_QUERIES: dict[str, str] = {
 }
 # sloViolations: the requests of the window that missed the SLO, from the TTFT and per-request TPOT histograms:
 # for each, the count above the target, the bucket counts interpolated linearly between the bucket bounds on
-# either side of it (vLLM's bounds, below); the larger of the two (a request over both counts once, so this is
-# a lower bound on those over either). An override may use {ttftSeconds} and {tpotSeconds} besides {selector}
+# either side of it (vLLM's bounds, below); the larger of the two, or the one with series (a request over both
+# counts once, so this is a lower bound on those over either). An override may use {ttftSeconds} and {tpotSeconds} besides {selector}
 # and {window}. Refused requests (no histogram observation) are not in it.
 SLO_QUERY = "sloViolations"
 VLLM_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -152,8 +152,11 @@ def slo_violations_query(sel: str, ttft_s: float | None, tpot_s: float | None) -
                 count_above("vllm:request_time_per_output_token_seconds", sel, tpot_s, VLLM_TPOT_BUCKETS),
             )
         )
-    tagged = " or ".join(f'label_replace(({q}), "slo_part", "{k}", "", "")' for k, q in parts)
-    return f"max({tagged})"
+    if len(parts) == 1:
+        return f"({parts[0][1]})"
+    a, b = (f"({q})" for _, q in parts)
+    # the larger of the two, and either alone when the other has no series (a replica without that histogram)
+    return f"({a} > {b}) or {b} or {a}"
 
 
 def combine(queries: Mapping[str, str]) -> str:

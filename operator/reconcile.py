@@ -57,6 +57,7 @@ from burstpilot.operator.status import (
     forecast_fields,
     now_iso,
     replica_fields,
+    slo_budget_fields,
 )
 
 log = logging.getLogger(__name__)
@@ -455,6 +456,8 @@ class PoolReconciler:
         r.fields["lastDecision"] = decision_fields(r.stamp, replicas, reason, bound, spec.advisory)
         if decision.capacity:
             r.fields["capacity"] = capacity_fields(decision.capacity)
+        if decision.evidence.get("slo_budget"):
+            r.fields["sloBudget"] = slo_budget_fields(decision.evidence["slo_budget"])
         r.condition("ScalingLimited", *self._limited(spec, decision, pods))
         if not any(c.type == "Ready" for c in r.conditions):
             r.condition("Ready", True, "Reconciled", reason)
