@@ -37,7 +37,9 @@ def run_case(name: str) -> dict:
     return {
         "case": name,
         "wall_s": time.perf_counter() - t0,
-        "metrics": {k: m.get(k) for k in ("slo_attainment", "slo_violations", "gpu_hours", "meets_goal")},
+        "metrics": {
+            k: m.get(k) for k in ("requests", "slo_attainment", "slo_violations", "gpu_hours", "meets_goal")
+        },
         "capacity": m.get("capacity"),
         "reasons": r.get("reasons"),
     }
@@ -60,10 +62,17 @@ def main() -> None:
         m = run["metrics"]
         run["x_oracle"] = m["gpu_hours"] / oracle if oracle else None
         run["compare"] = {
-            k: {f: ref[k].get(f) for f in ("slo_attainment", "slo_violations", "gpu_hours")}
+            k: {f: ref[k].get(f) for f in ("requests", "slo_attainment", "slo_violations", "gpu_hours")}
             for k in COMPARE
             if k in ref
         }
+        ref_n = {v.get("requests") for v in run["compare"].values()} - {None}
+        if ref_n and ref_n != {m["requests"]}:  # the full run was made on another version of the workload
+            run["compare_note"] = (
+                f"not comparable: the full run's workload had {sorted(ref_n)} requests, this run's "
+                f"{m['requests']} (re-run bench/evaluation_policies.py for this case)"
+            )
+            print(f"{run['case']}: {run['compare_note']}", flush=True)
         out["cases"][run["case"]] = run
         cap = run["capacity"] or {}
         print(

@@ -226,6 +226,7 @@ def run_policy(
     reasons: dict[str, int] = {}
     carried: list[np.ndarray] = []  # TTFTs taken by a tick's pod count, for the next scrape
     carried_tpot: list[np.ndarray] = []
+    missed = 0  # requests finished missing the SLO since the start (with the refused: the scrape's counter)
     ks, kt = 0, 1
     while True:
         ts, tt = ks * scrape, kt * period
@@ -234,6 +235,8 @@ def run_policy(
             break
         c.run_until(t)
         o = c.observe()
+        f = o.finished_recent_s
+        missed += int((~spec.slo.met(f[:, 0], f[:, 1], f[:, 2])).sum())
         if ts <= t + 1e-9:
             ttft = np.concatenate([*carried, o.ttft_recent_s]) if carried else o.ttft_recent_s
             tpot = np.concatenate([*carried_tpot, o.tpot_recent_s]) if carried_tpot else o.tpot_recent_s
@@ -251,6 +254,7 @@ def run_policy(
                     kv_usage=float(o.kv_usage_mean) if o.ready else None,
                     ttft_s=np.asarray(ttft, dtype=float),
                     tpot_s=np.asarray(tpot, dtype=float),
+                    violated=float(missed + o.rejected),
                 )
             )
             ks += 1

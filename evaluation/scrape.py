@@ -50,6 +50,9 @@ class Sample:
     kv_usage: float | None  # mean over the serving replicas; None with none serving
     ttft_s: tuple[float, ...] = ()  # first tokens since the previous scrape
     tpot_s: tuple[float, ...] = ()  # TPOTs of the requests finished since the previous scrape
+    # requests since the start that finished missing the SLO or were refused (the count an SLO histogram query
+    # gives on a real cluster); None: not recorded
+    violated: float | None = None
 
 
 @dataclass
@@ -78,14 +81,19 @@ class MetricsSeries:
 
     def increase(self, name: str, t: float, window_s: float) -> float | None:
         """``increase(name[window])``: last sample at or before ``t`` minus the last at or before ``t - window``
-        (the series' start counts as zero). None when no sample lies in ``(t - window, t]``."""
-        if name not in COUNTERS:
+        (the series' start counts as zero). None when no sample lies in ``(t - window, t]`` (or, for the
+        optional ``violated``, when the last sample does not record it)."""
+        if name == "violated":
+            j = self._index(t)
+            if j < 0 or self.samples[j].violated is None:
+                return None
+        elif name not in COUNTERS:
             raise BurstpilotError(f"metrics series: {name!r} is not a counter ({', '.join(COUNTERS)})")
         j = self._index(t)
         if j < 0 or self.samples[j].time_s <= t - window_s + 1e-9:
             return None
         i = self._index(t - window_s)
-        before = getattr(self.samples[i], name) if i >= 0 else 0.0
+        before = (getattr(self.samples[i], name) or 0.0) if i >= 0 else 0.0
         return max(0.0, getattr(self.samples[j], name) - before)
 
     def observation(
@@ -121,6 +129,7 @@ class MetricsSeries:
             tpot_p99_s=float(np.quantile(tpots, 0.99)) if len(tpots) else None,
             completed=inc["finished"],
             preemptions=inc["preemptions"],
+            slo_violations=self.increase("violated", t, window_s),
             current=current,
             ready=ready,
             starting=starting,
@@ -145,11 +154,12 @@ class MetricsSeries:
         for k, row in enumerate(d.get("samples") or []):
             try:
                 kw = {name: float(row[name]) for name in ("time_s", *COUNTERS, "running", "waiting")}
-                kv = row.get("kv_usage")
+                kv, bad = row.get("kv_usage"), row.get("violated")
                 out.add(
                     Sample(
                         **kw,
                         kv_usage=None if kv is None else float(kv),
+                        violated=None if bad is None else float(bad),
                         ttft_s=tuple(row.get("ttft_s") or ()),
                         tpot_s=tuple(row.get("tpot_s") or ()),
                     )

@@ -200,6 +200,7 @@ def ceilings(spec: PoolSpec, window_s: float) -> dict[str, float]:
         "kvUsage": SLACK,
         "ttftP99": 7 * 86400.0,
         "completed": requests,
+        "sloViolations": requests,
         "preemptions": seqs,
     }
 

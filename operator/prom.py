@@ -47,6 +47,16 @@ DEFAULT_QUERIES: dict[str, str] = {
     "preemptions": "sum(increase(vllm:num_preemptions_total{selector}[{window}]))",
     "lastSample": "max(timestamp(vllm:num_requests_running{selector}))",
 }
+# sloViolations: the requests of the window that missed the SLO, from the TTFT and per-request TPOT histograms:
+# for each, the count above the target, the bucket counts interpolated linearly between the bucket bounds on
+# either side of it (vLLM's bounds, below); the larger of the two, or the one with series (a request over both
+# counts once, so this is a lower bound on those over either). An override may use {ttftSeconds} and {tpotSeconds} besides {selector}
+# and {window}. Refused requests (no histogram observation) are not in it.
+SLO_QUERY = "sloViolations"
+VLLM_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                     20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
+VLLM_TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                     20.0, 40.0, 80.0)  # fmt: skip
 TAG = "burstpilot_query"
 TAG_OVERHEAD = len(f'label_replace((), "{TAG}", "000.promptTokens", "", "") or ')
 
@@ -74,8 +84,14 @@ def format_window(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def pool_queries(metrics_spec: Mapping[str, Any] | None, window_s: float) -> dict[str, str]:
-    """The PromQL of every signal for one pool: the defaults with the pool's overrides, templates filled in."""
+def pool_queries(
+    metrics_spec: Mapping[str, Any] | None,
+    window_s: float,
+    ttft_s: float | None = None,
+    tpot_s: float | None = None,
+) -> dict[str, str]:
+    """The PromQL of every signal for one pool: the defaults with the pool's overrides, templates filled in;
+    ``sloViolations`` too when the SLO's targets are given (``ttft_s``, ``tpot_s``: None for one not set)."""
     metrics_spec = metrics_spec or {}
     overrides = metrics_spec.get("queries") or {}
     sel = selector_matchers(metrics_spec.get("selector"))
@@ -84,7 +100,63 @@ def pool_queries(metrics_spec: Mapping[str, Any] | None, window_s: float) -> dic
     for name, template in DEFAULT_QUERIES.items():
         q = overrides.get(name) or template
         out[name] = q.replace("{selector}", sel).replace("{window}", window)
+    if ttft_s is not None or tpot_s is not None:
+        q = overrides.get(SLO_QUERY) or slo_violations_query(sel, ttft_s, tpot_s)
+        out[SLO_QUERY] = (
+            q.replace("{selector}", sel)
+            .replace("{window}", window)
+            .replace("{ttftSeconds}", f"{ttft_s or 0:g}")
+            .replace("{tpotSeconds}", f"{tpot_s or 0:g}")
+        )
     return out
+
+
+def _le(bound: float) -> str:
+    """A regex matching a bucket bound as client libraries write it ("1", "1.0", "0.25")."""
+    text = repr(float(bound))
+    return text[:-2] + "(\\\\.0)?" if text.endswith(".0") else text.replace(".", "\\\\.")
+
+
+def count_above(metric: str, sel: str, target: float, bounds: tuple[float, ...]) -> str:
+    """PromQL: requests of the window whose ``metric`` histogram observation is above ``target``: the count less
+    the bucket counts interpolated between the bounds on either side of the target."""
+
+    def bucket(b: float) -> str:
+        matchers = sel[:-1] + ("," if sel != "{}" else "") + f'le=~"{_le(b)}"}}'
+        return f"sum(increase({metric}_bucket{matchers}[{{window}}]))"
+
+    total = f"sum(increase({metric}_count{sel}[{{window}}]))"
+    below = [b for b in bounds if b <= target]
+    above = [b for b in bounds if b > target]
+    if below and below[-1] == target or not above:
+        return f"{total} - {bucket(below[-1])}" if below else total
+    hi = above[0]
+    if not below:  # below the first bound: interpolate from zero
+        return f"{total} - {bucket(hi)} * {target / hi:.6g}"
+    lo = below[-1]
+    share = (target - lo) / (hi - lo)
+    return f"{total} - ({bucket(lo)} + ({bucket(hi)} - {bucket(lo)}) * {share:.6g})"
+
+
+def slo_violations_query(sel: str, ttft_s: float | None, tpot_s: float | None) -> str:
+    """The default ``sloViolations`` PromQL (see SLO_QUERY); ``{window}`` is left to fill."""
+    parts = []
+    if ttft_s is not None:
+        parts.append(
+            ("ttft", count_above("vllm:time_to_first_token_seconds", sel, ttft_s, VLLM_TTFT_BUCKETS))
+        )
+    if tpot_s is not None:
+        parts.append(
+            (
+                "tpot",
+                count_above("vllm:request_time_per_output_token_seconds", sel, tpot_s, VLLM_TPOT_BUCKETS),
+            )
+        )
+    if len(parts) == 1:
+        return f"({parts[0][1]})"
+    a, b = (f"({q})" for _, q in parts)
+    # the larger of the two, and either alone when the other has no series (a replica without that histogram)
+    return f"({a} > {b}) or {b} or {a}"
 
 
 def combine(queries: Mapping[str, str]) -> str:

@@ -57,6 +57,7 @@ from burstpilot.operator.status import (
     forecast_fields,
     now_iso,
     replica_fields,
+    slo_budget_fields,
 )
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def observation(
         tpot_p99_s=nonneg("tpotP99"),
         completed=nonneg("completed") if fresh else None,
         preemptions=nonneg("preemptions") if fresh else None,
+        slo_violations=nonneg("sloViolations") if fresh else None,
         current=current,
         ready=pods.ready,
         starting=pods.starting,
@@ -329,7 +331,9 @@ class PoolReconciler:
                 endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
             else:
                 endpoint = self._endpoint(metrics_spec)
-            return await self.rt.prom.fetch(endpoint, pool_queries(metrics_spec, spec.interval_s))
+            return await self.rt.prom.fetch(
+                endpoint, pool_queries(metrics_spec, spec.interval_s, spec.slo.ttft_s, spec.slo.tpot_s)
+            )
         except MetricsError as exc:
             return exc
 
@@ -452,6 +456,8 @@ class PoolReconciler:
         r.fields["lastDecision"] = decision_fields(r.stamp, replicas, reason, bound, spec.advisory)
         if decision.capacity:
             r.fields["capacity"] = capacity_fields(decision.capacity)
+        if decision.evidence.get("slo_budget"):
+            r.fields["sloBudget"] = slo_budget_fields(decision.evidence["slo_budget"])
         r.condition("ScalingLimited", *self._limited(spec, decision, pods))
         if not any(c.type == "Ready" for c in r.conditions):
             r.condition("Ready", True, "Reconciled", reason)

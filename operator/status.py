@@ -59,6 +59,21 @@ def capacity_fields(cap: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def slo_budget_fields(ev: dict[str, Any]) -> dict[str, Any]:
+    """``status.sloBudget``: the observed attainment, its burn and the burst level (burstpilot.policy.slobudget)."""
+    out = {
+        "attainment1h": ev.get("attainment_1h"),
+        "attainment5min": ev.get("attainment_5min"),
+        "burn1h": ev.get("burn_1h"),
+        "burn5min": ev.get("burn_5min"),
+        "level": ev.get("level"),
+        "note": str(ev.get("note", ""))[:1024],
+    }
+    return {
+        k: (round(float(v), 5) if isinstance(v, int | float) else v) for k, v in out.items() if v is not None
+    }
+
+
 def decision_fields(stamp: str, replicas: int, reason: str, bound: str, advisory: bool) -> dict[str, Any]:
     return {"time": stamp, "replicas": int(replicas), "reason": reason, "bound": bound, "advisory": advisory}
 

@@ -17,6 +17,7 @@ CoreBound = Literal[
     "missing-metrics",
     "headroom",
     "slo-feedback",
+    "slo-budget",
 ]
 # The bounds the baselines and the oracle emit (burstpilot.policy.baselines, burstpilot.policy.oracle).
 BaselineBound = Literal["static", "concurrency", "request-rate", "oracle"]
@@ -38,7 +39,8 @@ class Observation:
     ``metrics_age_s`` is the age of the newest sample, None when the metrics are missing.
 
     The serving signals, all optional (None: not measured): ``completed`` requests finished in the window,
-    ``preemptions`` in the window, ``ttft_p99_s`` and ``tpot_p99_s`` of the requests of the window.
+    ``preemptions`` in the window, ``ttft_p99_s`` and ``tpot_p99_s`` of the requests of the window,
+    ``slo_violations``: how many of the requests completed (or refused) in the window missed the SLO.
     """
 
     time_s: float
@@ -58,6 +60,7 @@ class Observation:
     completed: float | None = None
     tpot_p99_s: float | None = None
     preemptions: float | None = None
+    slo_violations: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

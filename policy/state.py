@@ -16,6 +16,7 @@ from typing import Any
 from burstpilot.errors import BurstpilotError
 from burstpilot.policy.learned import LearnedCapacity
 from burstpilot.policy.observation import Observation
+from burstpilot.policy.slobudget import SloBudget
 
 STATE_VERSION = 2  # 1: the untyped dict of before; 2: this class (same keys, read back by both)
 DEFAULT_PROMPT_TOKENS = 512.0
@@ -92,7 +93,8 @@ class PolicyState:
     counts not yet fed to it (observation windows need not match its step); ``lengths``: the mean length
     estimate; ``history``: (time, recommendation) pairs within the scale-down stabilization window;
     ``last_good``: the last observation with fresh metrics (for ``missingMetrics: LastKnownGood``);
-    ``capacity``: the learned per-replica capacity (``burstpilot.policy.learned``).
+    ``capacity``: the learned per-replica capacity (``burstpilot.policy.learned``); ``slo_budget``: the observed
+    attainment and the burst level it sets (``burstpilot.policy.slobudget``).
     """
 
     forecaster: Mapping[str, Any]
@@ -102,6 +104,7 @@ class PolicyState:
     history: tuple[tuple[float, int], ...] = ()
     last_good: Observation | None = None
     capacity: LearnedCapacity = LearnedCapacity()
+    slo_budget: SloBudget = SloBudget()
 
     def replace(self, **changes: Any) -> PolicyState:
         return replace(self, **changes)
@@ -116,6 +119,7 @@ class PolicyState:
             "history": [[t, n] for t, n in self.history],
             "last_good": self.last_good.to_dict() if self.last_good is not None else None,
             "capacity": self.capacity.to_dict(),
+            "slo_budget": self.slo_budget.to_dict(),
         }
 
     @classmethod
@@ -153,6 +157,7 @@ class PolicyState:
             history=history,
             last_good=last_good,
             capacity=LearnedCapacity.from_dict(d.get("capacity")),
+            slo_budget=SloBudget.from_dict(d.get("slo_budget")),
         )
 
 

@@ -62,6 +62,9 @@ class ClusterObservation:
     serving_waiting: int = 0
     # TPOTs of the requests that finished since the previous observe() (the TPOT histogram's new observations)
     tpot_recent_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # the TTFT, TPOT (NaN: one output token) and end-to-end latency of each request finished since the previous
+    # observe(), one row per request: what an SLO count (a histogram query on a real cluster) reads
+    finished_recent_s: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
 
 
 @dataclass
@@ -196,6 +199,7 @@ class SimCluster:
         self.rejected_count = 0
         self._ttft_recent: list[float] = []
         self._tpot_recent: list[float] = []
+        self._done_recent: list[tuple[float, float, float]] = []  # (TTFT, TPOT, e2e) finished since observe()
         self._retired = {"prompt": 0, "gen": 0, "preempt": 0}
         self._routable: list[_Replica] | None = None
         self._routable_until = math.inf
@@ -280,6 +284,8 @@ class SimCluster:
         self._ttft_recent = []
         tpots = np.array(self._tpot_recent)
         self._tpot_recent = []
+        done = np.array(self._done_recent, dtype=float).reshape(-1, 3)
+        self._done_recent = []
         return ClusterObservation(
             time_s=t,
             ready=len(ready),
@@ -299,6 +305,7 @@ class SimCluster:
             serving_running=sum(r.engine.num_running for r in ready),
             serving_waiting=sum(r.engine.num_waiting for r in ready),
             tpot_recent_s=tpots,
+            finished_recent_s=done,
         )
 
     def finish(self) -> SimResult:
@@ -450,6 +457,7 @@ class SimCluster:
                     self.itl_p99[i] = float(
                         gaps.max() if rank == n else np.partition(gaps, rank - 1)[rank - 1]
                     )
+            self._done_recent.append((float(self.ttft[i]), float(self.tpot[i]), float(self.e2e[i])))
             r.outstanding -= 1
             self.finished += 1
         r.plan = None

@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from burstpilot.operator.kube import PodSummary
 from burstpilot.operator.prom import (
     DEFAULT_QUERIES,
     Endpoint,
@@ -19,6 +20,7 @@ from burstpilot.operator.prom import (
     selector_matchers,
     split,
 )
+from burstpilot.operator.reconcile import observation
 from tests.support.operator_fakes import FakePrometheus
 
 
@@ -41,6 +43,22 @@ def test_pool_queries_fill_templates_and_take_overrides():
     assert q["waiting"] == 'sum(my_queue{servingpool="llm"})'
     assert q["promptTokens"] == 'sum(increase(vllm:prompt_tokens_total{servingpool="llm"}[4s]))'
     assert all("{selector}" not in v and "{window}" not in v for v in q.values())
+
+
+def test_the_slo_violation_query_interpolates_between_bucket_bounds_and_takes_an_override():
+    q = pool_queries({"selector": {"servingpool": "llm"}}, 10, ttft_s=2.0, tpot_s=0.1)
+    v = q["sloViolations"]
+    # TTFT 2 s lies between vLLM's 1.0 and 2.5 bounds: 2/3 of the way; TPOT 0.1 s is a bound itself
+    assert 'vllm:time_to_first_token_seconds_bucket{servingpool="llm",le=~"1(\\\\.0)?"}[10s]' in v
+    assert 'le=~"2\\\\.5"' in v and "* 0.666667" in v
+    assert 'vllm:request_time_per_output_token_seconds_bucket{servingpool="llm",le=~"0\\\\.1"}[10s]' in v
+    assert " > " in v and "{window}" not in v and "{selector}" not in v
+    # without SLO targets there is no such query; an override fills the SLO's targets in
+    assert "sloViolations" not in pool_queries({}, 10)
+    o = pool_queries(
+        {"queries": {"sloViolations": "sum(late{selector}[{window}]) > {ttftSeconds}"}}, 10, 2.0, 0.1
+    )
+    assert o["sloViolations"] == "sum(late{}[10s]) > 2"
 
 
 def test_combine_tags_every_query_and_split_reads_them_back():
@@ -115,3 +133,11 @@ def test_a_large_batch_is_split_into_requests_under_the_length_limit():
     assert [r["x"] for r in results] == [float(i) for i in range(12)]
     assert 1 < len(prom.queries) < 12
     assert all(len(q) <= 300 for q in prom.queries)
+
+
+def test_the_slo_violation_count_reaches_the_decision_cores_observation_only_with_fresh_metrics():
+    values = {"requests": 40.0, "completed": 38.0, "sloViolations": 3.0, "lastSample": 99.0}
+    obs = observation(100.0, values, 2, PodSummary(ready=2), 10.0)
+    assert obs.slo_violations == 3.0 and obs.completed == 38.0
+    stale = observation(100.0, {**values, "lastSample": None}, 2, PodSummary(ready=2), 10.0)
+    assert stale.slo_violations is None  # no fresh sample: the budget does not move

@@ -4,7 +4,7 @@ Each replica serves up to ``peak = 1.1 x capacity`` requests/s; what it cannot s
 ``(0.2 + 0.8 rho^4) x`` the target at utilization ``rho`` = served / capacity (so 1 at the true capacity), its
 TTFT p99 a fixed prefill share of the target plus the queue's wait. New replicas are ready after the cold start.
 Late requests: those served beyond the capacity, and the queue beyond what the pool drains within the TTFT
-target.
+target (with ``report_violations``, each tick's are the observation's ``slo_violations``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class FluidPool:
     late_total: float = 0.0  # requests that missed the SLO (served over the TPOT target, or queued too long)
     arrived_total: float = 0.0
     ttft_floor: float = TTFT_FLOOR
+    report_violations: bool = False  # pass the tick's late requests as the observation's slo_violations
 
     def __post_init__(self) -> None:
         self.state = new_state(self.spec)
@@ -57,6 +58,7 @@ class FluidPool:
         ttft = self.ttft_floor + min(wait, 1e6) / self.spec.slo.ttft_s
         self.arrived_total += arrived
         self.served_total += served
+        late_before = self.late_total
         # Late: the share served beyond the pool's capacity (over the TPOT target), and the queue beyond what the
         # pool serves within the TTFT target.
         self.late_total += served * max(0.0, 1.0 - 1.0 / rho) if rho > 1.0 else 0.0
@@ -78,6 +80,7 @@ class FluidPool:
             starting=len(self.starting),
             metrics_age_s=None if missing else 0.0,
             window_s=w,
+            slo_violations=min(self.late_total - late_before, served) if self.report_violations else None,
         )
         d, self.state = decide(self.spec, obs, self.state)
         self.decisions.append(d)

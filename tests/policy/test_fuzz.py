@@ -1,8 +1,10 @@
-"""Bounded fuzzing (hypothesis, fixed budgets, derandomized): ``decide`` over hostile observations, and
+"""Bounded fuzzing (hypothesis, fixed budgets, derandomized): ``decide`` over hostile observations from any saved
+SLO budget, and
 ``PoolSpec.from_crd`` against the ServingPool CRD's own schema."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from burstpilot.errors import BurstpilotError
-from burstpilot.policy import Capacity, Observation, PoolSpec, decide, new_state
+from burstpilot.policy import Capacity, Observation, PolicyState, PoolSpec, decide, new_state
 from burstpilot.policy.learned import K_MAX, K_MIN, MAX_DOWN, LearnedCapacity
 from burstpilot.policy.signals import Signals
+from burstpilot.policy.slobudget import LEVEL_MAX, SloBudget
 from burstpilot.sim import load_profile
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "servingpool.yaml"
@@ -30,6 +33,11 @@ HOSTILE = st.one_of(
     st.floats(0.0, 500.0),
 )
 PLAIN = st.one_of(st.just(0.0), st.floats(0.0, 200.0))
+# a saved SLO budget: anything from_dict accepts (sums of any size, a level anywhere in its range)
+COUNT = st.one_of(st.just(0.0), st.floats(0.0, 1e9))
+BUDGETS = st.builds(
+    SloBudget, COUNT, COUNT, COUNT, COUNT, st.floats(1.0, LEVEL_MAX), st.text(max_size=5)
+).map(lambda b: SloBudget.from_dict(b.to_dict()))
 REPLICAS = st.one_of(st.integers(-3, 40), st.sampled_from([10**6, 10**18]))
 
 
@@ -51,6 +59,7 @@ def observations(draw, t: float):
         tpot_p99_s=draw(v),
         completed=draw(v),
         preemptions=draw(v),
+        slo_violations=draw(v),
         current=draw(REPLICAS),
         ready=draw(REPLICAS),
         starting=draw(REPLICAS),
@@ -74,6 +83,7 @@ def invalid(o: Observation) -> bool:
         o.tpot_p99_s,
         o.completed,
         o.preemptions,
+        o.slo_violations,
     ]
     if any(v is not None and (not math.isfinite(v) or v < 0 or v > 1e12) for v in values):
         return True
@@ -106,16 +116,19 @@ SPECS = st.builds(
 @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=SPECS, data=st.data())
 def test_decide_never_raises_stays_in_the_clamp_and_never_scales_down_on_invalid_data(spec, data):
-    state = new_state(spec)
+    state = new_state(spec).replace(slo_budget=data.draw(BUDGETS))
     for i in range(data.draw(st.integers(1, 6))):
         o = data.draw(observations(10.0 * (i + 1)))
+        before = state.slo_budget
         d, state = decide(spec, o, state)
         assert spec.min_replicas <= d.replicas <= spec.max_replicas, (o, d)
         current = max(o.current, 0)
         if invalid(o):
             assert d.replicas >= min(current, spec.max_replicas), (o, d)
             assert d.bound in ("missing-metrics", "throughput", "kv", "backlog", "cold-start", "min"), d
-        state.to_dict()
+            assert state.slo_budget == before, (o, state.slo_budget)  # invalid data never moves the budget
+        assert 1.0 <= state.slo_budget.level <= LEVEL_MAX
+        assert PolicyState.from_dict(json.loads(json.dumps(state.to_dict()))).slo_budget == state.slo_budget
 
 
 # ----------------------------------------------------------------------------------------------- from_crd
