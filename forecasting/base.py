@@ -228,6 +228,7 @@ class Forecaster:
         h = self.horizon_steps(horizon)
         mean_count = max(float(self._point(h)), 0.0)
         rate_q, peak_q = self._bands(h, mean_count, qs)
+        rate_q, peak_q = _monotone(qs, rate_q), _monotone(qs, peak_q)
         per_s = 1.0 / self.step_s
         return Forecast(
             model=self.name,
@@ -310,6 +311,17 @@ class Forecaster:
         rq = mean_count + np.quantile(r_mean, qs) * scale_now
         pq = mean_count + np.quantile(r_peak, qs) * scale_now
         return list(rq), list(np.maximum(pq, rq))
+
+
+def _monotone(qs: tuple[float, ...], values) -> list[float]:
+    """``values`` (one per level in ``qs``) made non-decreasing in the level: a quantile never falls below a
+    lower level's (numerical fallbacks at extreme counts, e.g. a non-finite Poisson ppf replaced by the mean,
+    could otherwise invert them)."""
+    order = np.argsort(np.asarray(qs, dtype=float), kind="stable")
+    v = np.asarray(values, dtype=float)
+    out = np.empty_like(v)
+    out[order] = np.fmax.accumulate(v[order])
+    return list(out)
 
 
 def _poisson_bands(h: int, mean_count: float, qs: tuple[float, ...]) -> tuple[list[float], list[float]]:
