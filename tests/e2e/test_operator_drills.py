@@ -79,6 +79,11 @@ class Drill:
         obj["metadata"]["namespace"] = self.ns
         self.d.cluster.apply(obj)
 
+    def edit(self, **spec) -> None:
+        """Edits the pool's spec as a user would (a merge patch)."""
+        body = json.dumps({"spec": spec})
+        self.d.cluster.kubectl("patch", "servingpool", self.name, "-n", self.ns, "--type=merge", "-p", body)
+
     def rate(self, rate: float) -> None:
         self.d.exporter.set_rate(self.ns, self.name, rate)
 
@@ -260,16 +265,7 @@ def test_servingpool_edited_mid_burst(drill):
     d.target()
     d.pool(9.0)
     wait_desired(d, lambda n: n >= 5, "the burst scaling up")
-    d.d.cluster.kubectl(
-        "patch",
-        "servingpool",
-        d.name,
-        "-n",
-        d.ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"maxReplicas": 2}}),
-    )
+    d.edit(maxReplicas=2)
     st = wait_desired(d, lambda n: n <= 2, "the lowered maxReplicas", timeout=30)
     assert st["observedGeneration"] == 2 and "maxReplicas 2" in st["lastDecision"]["reason"]
     wait_for("the target at the new maximum", lambda: d.replicas() == 2, timeout=30)
@@ -328,16 +324,7 @@ def test_api_errors_on_scale_and_status_are_retried_then_surfaced(drill):
     # persistent: every scale patch refused with 409 while the pool must go to its new maximum
     proxy.clear()
     proxy.fail("PATCH", scale_path, 409)
-    d.d.cluster.kubectl(
-        "patch",
-        "servingpool",
-        d.name,
-        "-n",
-        d.ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"maxReplicas": 2}}),
-    )
+    d.edit(maxReplicas=2)
     st = wait_for(
         "ScaleFailed",
         lambda: (s := d.status()) and condition(s, "Ready").get("reason") == "ScaleFailed" and s,
