@@ -10,11 +10,13 @@ one-replica load test of burstpilot.evaluation.capacity): the mean rate is set s
 30-minute cases compressed 16x are kept, labelled "stress": they shorten every burst against the cold start.
 
     .venv/bin/python bench/evaluation_policies.py [--cases day-weekday-16gpu-cold180,...] [--quick]
-        [--shard i/n --out DIR] [--merge DIR...] [--workers N] [--list]
+        [--shard i/n --out DIR] [--merge DIR...] [--rerun UNIT,...] [--workers N] [--list]
 
 Every case runs its units (one per policy, one per oracle family) in --workers processes; --shard runs one
 share of all the units (for a Kubernetes Indexed Job or several machines) into DIR, --merge joins shard outputs
-into the results file. Figures are recorded with os.getloadavg() (the machine is shared).
+into the results file. --rerun runs only the named units (e.g. burstpilot, after a policy change) on the chosen
+cases of the results file and replaces their rows, the other policies' and the oracle's kept; the case's meta
+says which units were re-run and when. Figures are recorded with os.getloadavg() (the machine is shared).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -30,7 +33,7 @@ import numpy as np
 from shared_data import AZURE
 
 from burstpilot.evaluation.capacity import measure_capacity
-from burstpilot.evaluation.harness import Case, merge, parse_shard, read_units, run_sweep
+from burstpilot.evaluation.harness import Case, merge, parse_shard, prepare, read_units, run_sweep, run_unit
 from burstpilot.evaluation.runner import DEFAULT_POLICIES, TUNED_POLICIES, prepare_workload
 from burstpilot.policy import SLO, CapacityModel, PoolSpec
 from burstpilot.sim import load_profile
@@ -116,6 +119,15 @@ def cases() -> list[Case]:
     return out
 
 
+def rerun_unit(job: tuple[str, str, str]) -> dict:
+    """One unit of one case, alone (the case found by name among ``cases()`` with the capacity suffix)."""
+    name, capacity, unit = job
+    case = next(c for c in cases() if c.name == name.removesuffix(f"+{capacity}"))
+    case.name, case.capacity = name, capacity
+    p = prepare(case, seed=0, search=False)
+    return run_unit(p, unit)
+
+
 def summary_line(name: str, res: dict) -> str:
     m = res["meta"]
     return (
@@ -135,6 +147,8 @@ def main() -> None:
     ap.add_argument("--shard", default=None, metavar="i/n", help="run share i of n of every case's units")
     ap.add_argument("--out", type=Path, default=None, help="with --shard: the shard's output folder")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="join shard folders into the results")
+    ap.add_argument("--rerun", default=None, metavar="UNIT,...",
+                    help="re-run only these units on the chosen cases already in the results file")  # fmt: skip
     args = ap.parse_args()
     all_cases = cases()
     if args.capacity != "profile":
@@ -163,14 +177,44 @@ def main() -> None:
         res["meta"]["loadavg"] = os.getloadavg()
         res["meta"]["cpus"] = os.cpu_count()
         out["cases"][name] = res
+        write(name)
+
+    def write(name: str) -> None:
+        """This case into the file as it is now (another run may have written other cases since)."""
+        now = json.loads(OUT.read_text()) if OUT.exists() else {}
+        doc = {**out, "cases": {**now.get("cases", {}), name: out["cases"][name]}}
         OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps(out, indent=1) + "\n")
+        OUT.write_text(json.dumps(doc, indent=1) + "\n")
 
     if args.merge:
         for (name, _), res in merge(read_units(args.merge)).items():
             res["meta"]["elapsed_s"] = None
             save(name, res)
             print(f"{name}: merged")
+        return
+    if args.rerun:
+        units = args.rerun.split(",")
+        bad = [u for u in units if u not in POLICIES]
+        if bad:
+            raise SystemExit(f"--rerun: not a policy of this benchmark: {', '.join(bad)}")
+        jobs = [(c.name, args.capacity, u) for c in chosen if c.name in out["cases"] for u in units]
+        skipped = [c.name for c in chosen if c.name not in out["cases"]]
+        if skipped:
+            print(f"not in {OUT.name} (run them in full first): {', '.join(skipped)}", flush=True)
+        with ProcessPoolExecutor(max(1, args.workers or 2)) as ex:
+            for r in ex.map(rerun_unit, jobs):
+                res = out["cases"][r["case"]]
+                m = dict(r["metrics"])
+                oracle = res["policies"].get("oracle", {}).get("gpu_hours")
+                m["gpu_hours_vs_oracle"] = m["gpu_hours"] / oracle if oracle else None
+                res["policies"][r["unit"]] = m
+                res["meta"].setdefault("rerun", {})[r["unit"]] = {
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "wall_s": r["wall_s"],
+                    "loadavg": os.getloadavg(),
+                }  # fmt: skip
+                write(r["case"])
+                print(f"{r['case']}: {r['unit']} re-run, att={m['slo_attainment']:.4f} gpu_h={m['gpu_hours']:.2f} "
+                      f"x_oracle={m['gpu_hours_vs_oracle']}", flush=True)  # fmt: skip
         return
     if args.shard:
         if args.out is None:

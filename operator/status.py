@@ -60,13 +60,13 @@ def capacity_fields(cap: dict[str, Any]) -> dict[str, Any]:
 
 
 def slo_budget_fields(ev: dict[str, Any]) -> dict[str, Any]:
-    """``status.sloBudget``: the observed attainment, its burn and the burst level (burstpilot.policy.slobudget)."""
+    """``status.sloBudget``: the observed attainment, its burn and the floor it keeps (burstpilot.policy.slobudget)."""
     out = {
         "attainment1h": ev.get("attainment_1h"),
         "attainment5min": ev.get("attainment_5min"),
         "burn1h": ev.get("burn_1h"),
         "burn5min": ev.get("burn_5min"),
-        "level": ev.get("level"),
+        "floor": ev.get("floor"),
         "note": str(ev.get("note", ""))[:1024],
     }
     return {

@@ -99,14 +99,16 @@ def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple
     obs = _clean(obs)
     state = state.replace(lengths=state.lengths.update(obs, spec.forecast_step_s), last_good=obs)
     state, sig = _learn(spec, obs, state, window)
-    budget = state.slo_budget.observe(obs.completed, obs.slo_violations, window)
-    plan = _size(spec, obs, state, forecaster, sig)  # at the level of the ticks before this one
-    if budget is not state.slo_budget:  # attainment observed: the level follows its burn
-        # the forecast alone (every bound but the budget's own) asks for no more than the pool has
-        fits = all(v <= current for k, v in plan.bounds.items() if k not in ("slo-budget", "cold-start"))
-        done, missed = max(obs.completed or 0.0, obs.slo_violations or 0.0), obs.slo_violations or 0.0
-        now = missed > (1.0 - spec.slo.attainment) * done
-        state = state.replace(slo_budget=budget.step(spec.slo.attainment, window, now, fits))
+    # The ready replicas served this window at a normal load (arrivals per replica within the sizing's rate):
+    # its misses are the count's, not the load's (burstpilot.policy.slobudget).
+    per_replica = capacity_rate(spec, state)[1] * spec.target_utilization
+    normal = obs.ready > 0 and (obs.requests or 0.0) / window <= obs.ready * per_replica
+    budget = state.slo_budget.observe(
+        obs.completed, obs.slo_violations, window, obs.ready if normal else None
+    )
+    if budget is not state.slo_budget:  # attainment observed: the floor follows it
+        state = state.replace(slo_budget=budget.step(spec.slo.attainment, spec.max_replicas))
+    plan = _size(spec, obs, state, forecaster, sig)
     return _apply(spec, obs.time_s, current, plan, state, sig)
 
 
@@ -150,15 +152,15 @@ def sizing(
     peaks: dict[float, float] | None = None,
     mean_rate: float = 0.0,
     horizon_s: float = 0.0,
-    level: float = 1.0,
+    floor: int = 0,
 ) -> tuple[int, Bound, dict[str, int], dict[str, str], Headroom | None]:
     """Replicas needed for ``rate`` requests per second sustained over the horizon (the forecast), the bursts
     within it (``peaks``: the busiest step's rate quantiles; see burstpilot.policy.headroom), the KV cache and
     the current backlog, at the learned per-replica capacity.
 
     The sustained rate is sized at the target utilization; bursts at a replica's full rate at the SLO.
-    ``level`` > 1 (the SLO budget's, burstpilot.policy.slobudget) adds the ``slo-budget`` bound: the headroom
-    for bursts ``level`` times as far above ``mean_rate`` as the forecaster's peaks.
+    ``floor`` > 0 (the SLO budget's, burstpilot.policy.slobudget) adds the ``slo-budget`` bound: at least that
+    many replicas, one above the largest count whose observed attainment missed the goal.
 
     Returns (replicas, the bound that applied, every bound's value, the numbers behind each, the headroom).
     """
@@ -172,33 +174,18 @@ def sizing(
     why["throughput"] = f"{rate:.2f}/s at {c:.3g}/s per replica x {spec.target_utilization:g}"
     hr = None
     if peaks:
-
-        def burst_headroom(scale: float) -> Headroom:  # bursts `scale` times as far above the mean
-            return headroom(
-                {lv: mean_rate + scale * (x - mean_rate) if x > mean_rate else x for lv, x in peaks.items()},
-                mean_rate,
-                horizon_s,
-                c,
-                spec.forecast_step_s,
-                spec.slo.ttft_s,
-                spec.slo.attainment,
-                spec.max_replicas,
-            )
-
-        hr = burst_headroom(1.0)
+        hr = headroom(
+            peaks, mean_rate, horizon_s, c, spec.forecast_step_s, spec.slo.ttft_s, spec.slo.attainment,
+            spec.max_replicas,
+        )  # fmt: skip
         bounds["headroom"] = hr.replicas
         why["headroom"] = (
             f"bursts to {max(peaks.values()):.2f}/s (q{max(peaks):g}) leave {hr.expected_violations:.1f} requests "
             f"un-absorbed in {horizon_s:.0f}s, budget {hr.budget:.1f}"
         )
-        if level > 1.0:
-            hb = burst_headroom(level)
-            bounds["slo-budget"] = hb.replicas
-            why["slo-budget"] = (
-                f"observed attainment under the goal: bursts {level:.2f}x as far above the mean as the forecast's, "
-                f"to {mean_rate + level * (max(peaks.values()) - mean_rate):.2f}/s, leave {hb.expected_violations:.1f} requests un-absorbed "
-                f"in {horizon_s:.0f}s, budget {hb.budget:.1f}"
-            )
+    if floor > 0:
+        bounds["slo-budget"] = floor
+        why["slo-budget"] = f"{floor - 1} ready replicas missed the goal at a normal load: at least {floor}"
     kv_cap = kv_capacity_tokens(spec)
     if kv_cap > 0:
         ctx = p_mean + o_mean / 2.0
@@ -262,14 +249,14 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
         "mean_rate": float(f.mean_rate),
     }
     mean = float(f.mean_rate) if math.isfinite(f.mean_rate) else now_rate
-    level = state.slo_budget.level
-    keep, keep_bound, bounds, why, hr = sizing(spec, obs, state, rate, peaks, mean, horizon, level)
+    floor = state.slo_budget.floor
+    keep, keep_bound, bounds, why, hr = sizing(spec, obs, state, rate, peaks, mean, horizon, floor)
     # The backlog is for the replicas there now to drain (within the TTFT target); replicas started now help
     # with it only if they are ready that soon. Sustained overload shows in the forecast instead.
     new_obs = obs if spec.cold_start_s <= spec.slo.ttft_s else replace(obs, waiting=0.0)
     peaks_after = {lv: x * after for lv, x in peaks.items()}
     new, new_bound, new_bounds, new_why, new_hr = sizing(
-        spec, new_obs, state, rate_after, peaks_after, mean * after, horizon, level
+        spec, new_obs, state, rate_after, peaks_after, mean * after, horizon, floor
     )
     current = max(int(obs.current), 0)
     fb = _feedback(spec, obs, sig, capacity_rate(spec, state)[1])

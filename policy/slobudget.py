@@ -1,28 +1,26 @@
-"""The SLO's error budget: observed attainment fed back into the standing burst headroom.
+"""The SLO's error budget: the attainment the pool really reached, per replica count, fed back as a floor.
 
-A ``99 %`` goal allows 1 % of requests to miss the SLO. The burst headroom (``burstpilot.policy.headroom``) sizes
-the standing margin from the forecaster's peak quantiles, but bursts shorter than the cold start that the
-forecaster does not see coming are met only by what stands; when they keep costing violations, the forecast's
-peaks are too low for this workload. The budget watches what the pool really achieved and moves a *level*
-``L`` (the burst headroom sizes for bursts ``L`` times as far above the mean rate as the forecaster's peak
-quantiles: ``mean + L (peak - mean)``) in bounded steps:
+A ``99 %`` goal allows 1 % of requests to miss the SLO. The throughput, headroom and KV bounds size the pool
+from the forecast and a per-replica rate; but part of what misses does not scale with the load: a long prompt's
+prefill holds up the requests behind it on its replica (TTFT) and stalls its batch (TPOT), whatever the
+utilization, and the fewer the replicas the more requests share each one. How many miss at a given count is
+then something only the pool itself can tell. The budget keeps, per ready-replica count ``n``, exponentially
+weighted sums of the completed and the violating requests of the ticks it served at a load the capacity model
+calls normal (arrivals per ready replica at most the sizing's per-replica rate: the misses of an overloaded
+tick are the load's, and the forecast and learned capacity answer those), with a time constant of
+``COUNT_S`` (hours: a workload's length mix drifts over a day). Over a prior of ``PRIOR_VIOLATIONS / (1 -
+goal)`` met requests (a pseudo-count that never decays: a count with a miss or two is not condemned), a count
+*misses* when its violation rate is over the allowed ``1 - goal``. The *floor* is one above the largest count
+that misses (bound ``slo-budget``), and at most one above the smallest count whose rate is within ``FLAT`` of
+the best rate seen at any count (at their own rates, among those with a tenth of the prior's weight of requests
+or more): where more replicas do not lower the rate (a tail no count removes), it buys at most one more. The sums move slowly (hours), so
+the floor does not flap; it comes down as the misses that set it age, or as the count under it, visited again,
+meets the goal.
 
-- each tick with a count of the window's completed requests and of those that missed the SLO, two
-  exponentially weighted sums (``LONG_S``: the hour a 99 % goal is judged over; ``SHORT_S``: its twelfth, as in
-  multiwindow burn-rate alerting) give the violation rate, over a prior of ``PRIOR_VIOLATIONS / (1 - goal)``
-  requests that met the SLO (a pseudo-count that never decays: the budget starts with room for
-  ``PRIOR_VIOLATIONS`` misses), so a cold start or a quiet pool with a miss or two reads as within budget,
-  not as an alarm;
-- the *burn* is that rate over the allowed ``1 - goal`` (1: the budget is spent exactly as fast as the goal
-  allows). In a tick whose own requests missed more than the goal allows while both windows burn faster than
-  1 (the hour is over budget *and* the violations are still coming), the level rises by
-  ``burn_short ** (window / RISE_S)``, at most ``MAX_RISE`` a tick. Only ticks that miss raise it: what the
-  replicas bought by a rise do shows only after a cold start, and rising on every tick of a burning window
-  would wind the level up long past what that needs;
-- while both windows burn at most ``LOWER_BURN`` (attainment comfortably above the goal) and the forecast alone
-  asks for no more than the pool has, it falls by at most ``MAX_FALL`` a tick; in between it holds;
-- missing data (no completion or violation count) leaves everything unchanged; the level stays within
-  ``[1, LEVEL_MAX]``, so it never sizes below what the forecast asks for and never more than a bounded margin.
+Two more sums, over the hour a 99 % goal is judged over (``LONG_S``) and its twelfth (``SHORT_S``, the short
+window of multiwindow burn-rate alerting), give the observed attainment and its *burn* (violation rate over the
+allowed ``1 - goal``) that status reports. Missing data (no completion or violation count) leaves everything
+unchanged; the floor never exceeds ``maxReplicas``.
 """
 
 from __future__ import annotations
@@ -39,28 +37,24 @@ SHORT_S = 300.0  # LONG_S / 12, the short window of multiwindow burn-rate alerti
 # ~3 violations cannot be told from Poisson noise at the goal's rate (3 expected, sd 1.7), so a handful of
 # misses on a cold or quiet pool does not alarm.
 PRIOR_VIOLATIONS = 3.0
-# A burn of b raises the level by a factor b per RISE_S of missing ticks (at most MAX_RISE a tick): the short
-# window's length, so one short window of misses at a burn b buys bursts b times as tall.
-RISE_S = 300.0
-MAX_RISE = 1.05  # at most +5 % a tick: the level doubles in no less than 14 ticks (2.4 min at 10 s)
-# At most -2 % a tick: it halves in no less than 34 ticks (6 min at 10 s), slower than it rises:
-# under-provisioning costs the SLO, over-provisioning GPU-seconds that the budget's hour easily pays for.
-MAX_FALL = 0.98
-LOWER_BURN = 0.5  # lower only while half the budget or less is being spent (attainment >= 99.5 % at 99 %)
-# The bursts the headroom sizes for rise at most 4x as far above the mean as the forecaster's peak quantiles
-# (its q0.999 is the top of its distribution; beyond that the margin is a static peak pool).
-LEVEL_MAX = 4.0
+COUNT_S = (
+    6 * 3600.0
+)  # sums decay over six hours: telling a 2 % count from a 1 % one takes thousands of requests
+FLAT = 0.1  # rates within 10 % of the best seen are "no better": more replicas there buy nothing
+COMPARE_SHARE = 0.1  # of the prior's weight: the fewest (decayed) requests a count's own rate is compared on
+MIN_WEIGHT = 1e-3  # a count whose decayed sums fall under this many requests is forgotten
 
 
 @dataclass(frozen=True)
 class SloBudget:
-    """Exponentially weighted completed and violating requests over the two windows, and the level."""
+    """Exponentially weighted completed and violating requests over the two windows and per count, the floor."""
 
     long_done: float = 0.0
     long_missed: float = 0.0
     short_done: float = 0.0
     short_missed: float = 0.0
-    level: float = 1.0
+    by_count: tuple[tuple[int, float, float], ...] = ()  # (ready replicas, completed, missed), by count
+    floor: int = 0  # replicas; 0: no floor
     note: str = "no attainment observed yet"
 
     def burn(self, goal: float) -> tuple[float, float]:
@@ -77,43 +71,69 @@ class SloBudget:
         b_long, b_short = self.burn(goal)
         return 1.0 - b_long * (1.0 - goal), 1.0 - b_short * (1.0 - goal)
 
-    def observe(self, completed: float | None, missed: float | None, window_s: float) -> SloBudget:
+    def observe(
+        self, completed: float | None, missed: float | None, window_s: float, count: int | None = None
+    ) -> SloBudget:
         """The sums after one window's counts; unchanged when either is missing (or not a count). The
-        refused count as completed and missed, so ``missed`` above ``completed`` raises both."""
+        refused count as completed and missed, so ``missed`` above ``completed`` raises both. ``count``: the
+        ready replicas that served the window at a normal load (None: an overloaded or empty pool's window,
+        which goes into the two windows only)."""
         if completed is None or missed is None or not window_s > 0:
             return self
         if not (math.isfinite(completed) and math.isfinite(missed)) or completed < 0 or missed < 0:
             return self
         completed = max(completed, missed)
         wl, ws = math.exp(-window_s / LONG_S), math.exp(-window_s / SHORT_S)
+        wc = math.exp(-window_s / COUNT_S)
+        rows = []
+        for n, done, miss in self.by_count:
+            done, miss = wc * done, wc * miss
+            if n == count:
+                done, miss, count = done + completed, miss + missed, None
+            if done >= MIN_WEIGHT:
+                rows.append((n, done, miss))
+        if count is not None and count > 0:
+            rows.append((int(count), completed, missed))
         return replace(
             self,
+            by_count=tuple(sorted(rows)),
             long_done=wl * self.long_done + completed,
             long_missed=wl * self.long_missed + missed,
             short_done=ws * self.short_done + completed,
             short_missed=ws * self.short_missed + missed,
         )
 
-    def step(self, goal: float, window_s: float, missed_now: bool, forecast_fits: bool) -> SloBudget:
-        """The level after this tick's burn. ``missed_now``: this tick's requests missed more than the goal
-        allows; ``forecast_fits``: the forecast alone asks for no more replicas than the pool has (no burst it
-        sees would need the margin about to be let go)."""
+    def rate(self, goal: float, n: int) -> float | None:
+        """The violation rate observed at ``n`` ready replicas, over the prior; None where never observed."""
+        for m, done, miss in self.by_count:
+            if m == n:
+                return miss / (done + PRIOR_VIOLATIONS / max(1.0 - goal, 1e-6))
+        return None
+
+    def step(self, goal: float, max_replicas: int) -> SloBudget:
+        """The floor after this tick's sums (see the module's docstring)."""
+        allowed = max(1.0 - goal, 1e-6)
+        prior = PRIOR_VIOLATIONS / allowed
+        rates = {n: miss / (done + prior) for n, done, miss in self.by_count}
         b_long, b_short = self.burn(goal)
         a_long, a_short = self.attainment(goal)
         seen = f"attainment {a_long:.2%} (1 h) / {a_short:.2%} (5 min), burn {b_long:.2f} / {b_short:.2f}"
-        level = self.level
-        if b_long > 1.0 and b_short > 1.0 and missed_now:
-            level = min(level * min(b_short ** (window_s / RISE_S), MAX_RISE), LEVEL_MAX)
-            what = "over budget and missing now: raise" if level > self.level else "over budget, at the most"
-        elif b_long <= LOWER_BURN and b_short <= LOWER_BURN and level > 1.0:
-            if forecast_fits:
-                level = max(level * MAX_FALL, 1.0)
-                what = "well within budget: lower"
-            else:
-                what = "within budget but the forecast asks for more than the pool has: hold"
-        else:
-            what = "hold"
-        return replace(self, level=level, note=f"{seen}: {what}, burst level {level:.2f}")
+        bad = [n for n, r in rates.items() if r > allowed]
+        floor = max(bad) + 1 if bad else 0
+        what = f"{max(bad)} ready missed {rates[max(bad)]:.2%}" if bad else "no count misses the goal"
+        # "no better" compares counts at their own rates (over the prior, a count just visited would look
+        # better than one long observed), those with a tenth of the prior's weight of requests or more
+        raw = {n: miss / done for n, done, miss in self.by_count if done >= COMPARE_SHARE * prior}
+        if floor and raw:
+            best = min(raw.values())
+            flat = min(n for n, r in raw.items() if r <= best * (1.0 + FLAT) + 1e-12)
+            if floor > flat + 1:
+                floor = flat + 1
+                what += f"; more than {flat} ready do no better ({best:.2%}): at most {floor}"
+        floor = min(floor, max_replicas)
+        shown = ", ".join(f"{n}: {r:.2%}" for n, r in sorted(rates.items())[:8])
+        tail = f"floor {floor}" if floor else "no floor"
+        return replace(self, floor=floor, note=f"{seen}; per count {shown or '-'}: {what}, {tail}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,12 +141,13 @@ class SloBudget:
             "long_missed": self.long_missed,
             "short_done": self.short_done,
             "short_missed": self.short_missed,
-            "level": self.level,
+            "by_count": [list(r) for r in self.by_count],
+            "floor": self.floor,
             "note": self.note,
         }
 
     def evidence(self, goal: float) -> dict[str, Any]:
-        """What status and results.json show: observed attainment, burn, level."""
+        """What status and results.json show: observed attainment, burn, the floor and the rate per count."""
         b_long, b_short = self.burn(goal)
         a_long, a_short = self.attainment(goal)
         return {
@@ -134,7 +155,7 @@ class SloBudget:
             "attainment_5min": round(a_short, 5),
             "burn_1h": round(b_long, 3),
             "burn_5min": round(b_short, 3),
-            "level": round(self.level, 4),
+            "floor": self.floor,
             "note": self.note,
         }
 
@@ -145,16 +166,40 @@ class SloBudget:
             return cls()
         if not isinstance(d, dict):
             raise BurstpilotError("policy state: slo_budget must be an object")
-        vals = {}
-        for key in ("long_done", "long_missed", "short_done", "short_missed", "level"):
-            x = d.get(key, 1.0 if key == "level" else 0.0)
-            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x < 0:
+        vals: dict[str, Any] = {}
+        for key in ("long_done", "long_missed", "short_done", "short_missed"):
+            x = d.get(key, 0.0)
+            if not _count(x):
                 raise BurstpilotError(
                     f"policy state: slo_budget.{key} must be a non-negative number, got {x!r}"
                 )
             vals[key] = float(x)
-        if not 1.0 <= vals["level"] <= LEVEL_MAX:
-            raise BurstpilotError(
-                f"policy state: slo_budget.level {vals['level']!r} is outside [1, {LEVEL_MAX:g}]"
+        # a state saved with the earlier burst level (no per-count sums) starts with none
+        rows = d.get("by_count", [])
+        if not isinstance(rows, list):
+            raise BurstpilotError("policy state: slo_budget.by_count must be a list")
+        table = []
+        for i, row in enumerate(rows):
+            ok = (
+                isinstance(row, list)
+                and len(row) == 3
+                and isinstance(row[0], int)
+                and not isinstance(row[0], bool)
             )
+            if not (ok and row[0] > 0 and _count(row[1]) and _count(row[2])):
+                raise BurstpilotError(
+                    f"policy state: slo_budget.by_count[{i}] must be [replicas > 0, completed, missed], got {row!r}"
+                )
+            table.append((row[0], float(row[1]), float(row[2])))
+        floor = d.get("floor", 0)
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+            raise BurstpilotError(
+                f"policy state: slo_budget.floor must be a non-negative integer, got {floor!r}"
+            )
+        vals["by_count"], vals["floor"] = tuple(sorted(table)), floor
         return cls(**vals, note=str(d.get("note", "")))
+
+
+def _count(x: Any) -> bool:
+    """A non-negative finite number (not a bool)."""
+    return not isinstance(x, bool) and isinstance(x, int | float) and math.isfinite(x) and x >= 0

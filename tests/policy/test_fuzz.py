@@ -16,7 +16,7 @@ from burstpilot.errors import BurstpilotError
 from burstpilot.policy import Capacity, Observation, PolicyState, PoolSpec, decide, new_state
 from burstpilot.policy.learned import K_MAX, K_MIN, MAX_DOWN, LearnedCapacity
 from burstpilot.policy.signals import Signals
-from burstpilot.policy.slobudget import LEVEL_MAX, SloBudget
+from burstpilot.policy.slobudget import SloBudget
 from burstpilot.sim import load_profile
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "servingpool.yaml"
@@ -33,11 +33,13 @@ HOSTILE = st.one_of(
     st.floats(0.0, 500.0),
 )
 PLAIN = st.one_of(st.just(0.0), st.floats(0.0, 200.0))
-# a saved SLO budget: anything from_dict accepts (sums of any size, a level anywhere in its range)
+# a saved SLO budget: anything from_dict accepts (sums of any size, per-count sums for any counts, any floor)
 COUNT = st.one_of(st.just(0.0), st.floats(0.0, 1e9))
+ROWS = st.lists(st.tuples(st.integers(1, 50), COUNT, COUNT), max_size=4, unique_by=lambda r: r[0])
 BUDGETS = st.builds(
-    SloBudget, COUNT, COUNT, COUNT, COUNT, st.floats(1.0, LEVEL_MAX), st.text(max_size=5)
-).map(lambda b: SloBudget.from_dict(b.to_dict()))
+    SloBudget, COUNT, COUNT, COUNT, COUNT, ROWS.map(lambda rs: tuple(sorted(rs))), st.integers(0, 60),
+    st.text(max_size=5),
+).map(lambda b: SloBudget.from_dict(b.to_dict()))  # fmt: skip
 REPLICAS = st.one_of(st.integers(-3, 40), st.sampled_from([10**6, 10**18]))
 
 
@@ -131,7 +133,9 @@ def test_decide_never_raises_stays_in_the_clamp_and_never_scales_down_on_invalid
                 "slo-budget",
             ), d  # fmt: skip
             assert state.slo_budget == before, (o, state.slo_budget)  # invalid data never moves the budget
-        assert 1.0 <= state.slo_budget.level <= LEVEL_MAX
+        assert 0 <= state.slo_budget.floor and (
+            state.slo_budget == before or state.slo_budget.floor <= spec.max_replicas
+        )
         assert PolicyState.from_dict(json.loads(json.dumps(state.to_dict()))).slo_budget == state.slo_budget
 
 

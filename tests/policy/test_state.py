@@ -82,8 +82,12 @@ def test_a_state_saved_by_the_version_1_operator_still_loads_and_decides_as_it_d
     assert st2.forecaster["n_steps"] == 13 and 1 <= d.replicas <= 6
     # a version-1 state has no learned capacity: it starts from the profile's
     assert st.capacity.factor == 1.0 and d.capacity["model_rate_per_replica"] > 0
-    # nor an SLO budget: it starts at the prior (met requests: no burn), the burst level at 1
-    assert st.slo_budget.level == 1.0 and d.evidence["slo_budget"]["burn_1h"] == 0.0
+    # nor an SLO budget: it starts at the prior (met requests: no burn), no per-count sums, no floor
+    assert (
+        st.slo_budget.floor == 0
+        and st.slo_budget.by_count == ()
+        and d.evidence["slo_budget"]["burn_1h"] == 0.0
+    )
 
 
 def test_the_saved_form_keeps_the_version_1_keys_so_a_rolled_back_operator_reads_it():
