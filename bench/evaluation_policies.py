@@ -3,7 +3,7 @@ simulator; writes bench/results/evaluation.json (after each case) with per polic
 GPU-hours, x oracle, capacity source, and each case's run time.
 
 Day-long cases (no compression): 24 h of the BurstGPT preset, a weekday (Tuesday) and a weekend day
-(Saturday), for pools of about 4 GPUs (h100-llama3-8b, 1 GPU a replica), 16 and 32 GPUs (h100-llama3-70b-tp4,
+(Saturday: the same pool, the preset's weekend rate, 0.54 of the Tuesday's), for pools of about 4 GPUs (h100-llama3-8b, 1 GPU a replica), 16 and 32 GPUs (h100-llama3-70b-tp4,
 4 GPUs a replica), cold starts 60, 180 and 600 s; the Azure conversation trace (one hour) on its own clock. A
 pool "of about N GPUs" is the one the day's busiest minute needs at the replica's load-tested capacity (the
 one-replica load test of burstpilot.evaluation.capacity): the mean rate is set so that this holds. The
@@ -38,7 +38,7 @@ from burstpilot.evaluation.runner import DEFAULT_POLICIES, TUNED_POLICIES, prepa
 from burstpilot.policy import SLO, CapacityModel, PoolSpec
 from burstpilot.sim import load_profile
 from burstpilot.traces import read_trace
-from burstpilot.traces.generate import generate_preset, scale_replay
+from burstpilot.traces.generate import WEEKDAY, generate_preset, scale_replay
 
 OUT = Path(__file__).parent / "results" / "evaluation.json"
 POLICIES = DEFAULT_POLICIES + TUNED_POLICIES
@@ -72,9 +72,14 @@ def measured_rate(profile_name: str) -> float:
 
 
 def day_rps(gpus: int, day: int) -> float:
+    """The mean rate of ``day`` for the pool "of about ``gpus`` GPUs": the one a weekday's busiest minute
+    needs. A weekend day is the same pool facing the preset's weekend traffic (``WEEKDAY``: 0.5-0.55 of a
+    Tuesday's); one day of the preset alone has the same hourly shape on every day of the week, so sizing a
+    Saturday's own busiest minute would repeat the Tuesday."""
     profile = load_profile(POOLS[gpus])
     replicas = gpus / profile.gpus_per_replica
-    return replicas * measured_rate(profile.name) * 0.85 / peak_to_mean(day)
+    weekday_rps = replicas * measured_rate(profile.name) * 0.85 / peak_to_mean(TUESDAY)
+    return weekday_rps * float(WEEKDAY[day] / WEEKDAY[TUESDAY])
 
 
 def preset_day(rps: float, day: int, seed: int):
