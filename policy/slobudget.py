@@ -103,18 +103,16 @@ class SloBudget:
             short_missed=ws * self.short_missed + missed,
         )
 
-    def rate(self, goal: float, n: int) -> float | None:
-        """The violation rate observed at ``n`` ready replicas, over the prior; None where never observed."""
-        for m, done, miss in self.by_count:
-            if m == n:
-                return miss / (done + PRIOR_VIOLATIONS / max(1.0 - goal, 1e-6))
-        return None
+    def rates(self, goal: float) -> dict[int, float]:
+        """The violation rate observed at each ready-replica count, over the prior."""
+        prior = PRIOR_VIOLATIONS / max(1.0 - goal, 1e-6)
+        return {n: miss / (done + prior) for n, done, miss in self.by_count}
 
     def step(self, goal: float, max_replicas: int) -> SloBudget:
         """The floor after this tick's sums (see the module's docstring)."""
         allowed = max(1.0 - goal, 1e-6)
         prior = PRIOR_VIOLATIONS / allowed
-        rates = {n: miss / (done + prior) for n, done, miss in self.by_count}
+        rates = self.rates(goal)
         b_long, b_short = self.burn(goal)
         a_long, a_short = self.attainment(goal)
         seen = f"attainment {a_long:.2%} (1 h) / {a_short:.2%} (5 min), burn {b_long:.2f} / {b_short:.2f}"

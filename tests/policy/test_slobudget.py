@@ -82,7 +82,7 @@ def test_the_floor_comes_down_once_no_count_misses_and_stays_within_max_replicas
     # one replica, visited again, serves 3000 requests inside the goal: its rate over the prior falls under 1 %
     for _ in range(100):
         b = b.observe(30.0, 0.0, 10.0, 1).step(GOAL, 10)
-    assert b.rate(GOAL, 1) < ALLOWED and b.floor == 0
+    assert b.rates(GOAL)[1] < ALLOWED and b.floor == 0
     # never above maxReplicas
     high = SloBudget(by_count=((7, 1000.0, 100.0),))
     assert high.step(GOAL, 8).floor == 8 and high.step(GOAL, 4).floor == 4
