@@ -36,7 +36,7 @@ import numpy as np
 from burstpilot.evaluation.scrape import MetricsSeries, PodCounts
 from burstpilot.operator.cluster import peers
 from burstpilot.policy import baselines
-from burstpilot.policy.baselines import LoadTest, external_average_value_replicas
+from burstpilot.policy.baselines import LoadTest, external_average_value_replicas, hpa_normalize
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -64,7 +64,7 @@ def pod_counts(history: list[dict]) -> list[PodCounts]:
 
 
 def reference_decide(
-    arm: str, state: dict, t: float, series: MetricsSeries, pods: int, current: int, lt: LoadTest
+    arm: str, spec, state: dict, t: float, series: MetricsSeries, pods: int, current: int, lt: LoadTest
 ):
     """The reference: the metric the real query reads, KEDA's External AverageValue proposal over the pods of
     the target's status (ready or not), the nil-behavior normalization."""
@@ -79,7 +79,7 @@ def reference_decide(
     prop = external_average_value_replicas(pods, value, threshold, peers.HPA_TOLERANCE)
     if prop is None:
         return current, value
-    return peers.legacy_hpa_normalize(state, t, current, prop, peers.MIN_REPLICAS, peers.MAX_REPLICAS), value
+    return hpa_normalize(spec, state, t, current, prop)[0], value
 
 
 # --------------------------------------------------------------------------- one pool
@@ -115,7 +115,7 @@ def check_pool(ns: str, rec: dict, profile: Path) -> dict:
         pods = int(before.get("pods", current))
         obs = series.observation(t, float(policy.period_s(spec)), current, ready, starting)
         decision, state = policy.decide(spec, obs, state)
-        ref, ref_value = reference_decide(arm, ref_state, t, series, pods, current, lt)
+        ref, ref_value = reference_decide(arm, spec, ref_state, t, series, pods, current, lt)
         real = after["hpa"]
         real_value = None if real.get("metric") is None else real["metric"] * int(after.get("pods", current))
         rows.append(

@@ -46,6 +46,8 @@ SCRAPE_S = (
 )
 HPA_SYNC_S = 15.0  # --horizontal-pod-autoscaler-sync-period
 HPA_TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
+HPA_DOWNSCALE_STABILIZATION_S = 300.0  # --horizontal-pod-autoscaler-downscale-stabilization
+HPA_SCALE_UP_FACTOR, HPA_SCALE_UP_MINIMUM = 2.0, 4  # calculateScaleUpLimit, for an HPA without behavior
 KEDA_RATE_WINDOW_S = 60.0  # the [1m] of the trigger's query
 KPA_TICK_S = 2.0  # the autoscaler's tick
 KPA_SCRAPE_S = 1.0  # the metric collector scrapes the pods every second
@@ -197,7 +199,8 @@ class ScalingPolicy:
 
 @dataclass(frozen=True)
 class HPABehavior:
-    """``spec.behavior`` of an autoscaling/v2 HPA; the defaults are the API's."""
+    """``spec.behavior`` of an autoscaling/v2 HPA; the defaults are the API's (what a behavior that sets some
+    fields gets for the others). An HPA without one normalizes differently (``hpa_normalize``)."""
 
     up_window_s: float = 0.0
     up_policies: tuple[ScalingPolicy, ...] = (ScalingPolicy("Percent", 100, 15), ScalingPolicy("Pods", 4, 15))
@@ -207,7 +210,6 @@ class HPABehavior:
     down_select: str = "Max"
 
 
-DEFAULT_BEHAVIOR = HPABehavior()
 # The docs' example of a gradual scale-down: at most 10% of the pods per minute, after the 300 s window.
 GRADUAL_SCALE_DOWN = HPABehavior(down_policies=(ScalingPolicy("Percent", 10, 60),))
 
@@ -268,12 +270,17 @@ def hpa_normalize(
     time_s: float,
     current: int,
     proposal: int | None,
-    behavior: HPABehavior = DEFAULT_BEHAVIOR,
+    behavior: HPABehavior | None = None,
 ) -> tuple[int, int, str]:
-    """The HPA's normalization of a metric proposal (``normalizeDesiredReplicasWithBehaviors``): the first
-    sync records the current count as a recommendation (``recordInitialRecommendation``), the proposal is
-    stabilized (the lowest of the scale-up window's recommendations, the highest of the scale-down window's),
-    limited by the behavior's rate policies over their periods, and clamped to min/max.
+    """The HPA's normalization of a metric proposal. The first sync records the current count as a
+    recommendation (``recordInitialRecommendation``). With a ``behavior`` (``normalizeDesiredReplicasWithBehaviors``)
+    the proposal is stabilized (the lowest of the scale-up window's recommendations, the highest of the
+    scale-down window's), limited by the behavior's rate policies over their periods, and clamped to min/max.
+    Without one (``spec.behavior`` nil: what ``kubectl autoscale``, an HPA written without ``behavior`` and the
+    HPA a KEDA ScaledObject generates without ``advanced.horizontalPodAutoscalerConfig`` all get; kubernetes
+    v1.36.3 pkg/controller/podautoscaler/horizontal.go, ``normalizeDesiredReplicas``) the proposal takes the
+    highest recommendation of the last 300 s, then at most ``max(2 x current, 4)`` per sync
+    (``calculateScaleUpLimit``), within min/max.
 
     Returns (replicas, the unstabilized recommendation, why). A None proposal (no metrics) keeps the count."""
     t = float(time_s)
@@ -284,6 +291,17 @@ def hpa_normalize(
     if proposal is None:
         return current, current, "no metrics for any ready pod, no change"
     desired = int(proposal)
+    if behavior is None:
+        recs[:] = [r for r in recs if r[0] >= t - HPA_DOWNSCALE_STABILIZATION_S]
+        stab = max([desired] + [r[1] for r in recs])
+        recs.append([t, desired])
+        limit = min(spec.max_replicas, max(int(HPA_SCALE_UP_FACTOR * current), HPA_SCALE_UP_MINIMUM))
+        why = f"proposal {desired}, stabilized {stab}"
+        if stab < spec.min_replicas:
+            return spec.min_replicas, desired, why + f", minReplicas {spec.min_replicas}"
+        if stab > limit:
+            return limit, desired, why + f", scale-up limit {limit}"
+        return stab, desired, why
     keep = max(behavior.up_window_s, behavior.down_window_s)
     recs[:] = [r for r in recs if r[0] > t - keep - 1e-9]
     up = desired
@@ -331,7 +349,7 @@ def hpa_normalize(
     return target, desired, why
 
 
-def _hpa_policy(name: str, lt: LoadTest, behavior: HPABehavior, kv: bool) -> Policy:
+def _hpa_policy(name: str, lt: LoadTest, behavior: HPABehavior | None, kv: bool) -> Policy:
     target = lt.concurrency_at_target
 
     def decide(spec, obs, state):
@@ -365,7 +383,9 @@ def _hpa_policy(name: str, lt: LoadTest, behavior: HPABehavior, kv: bool) -> Pol
         knobs = {
             "metrics": {"kv_cache_usage_perc": HPA_KV_TARGET, "num_requests_waiting": HPA_WAITING_TARGET}
         }
-    if behavior != DEFAULT_BEHAVIOR:
+    if behavior is None:
+        knobs["behavior"] = "none (the legacy normalization: max(2 x current, 4) per sync)"
+    else:
         knobs["behavior.scaleDown.policies"] = [
             {"type": p.type, "value": p.value, "periodSeconds": p.period_s} for p in behavior.down_policies
         ]
@@ -373,7 +393,7 @@ def _hpa_policy(name: str, lt: LoadTest, behavior: HPABehavior, kv: bool) -> Pol
 
 
 def hpa(lt: LoadTest) -> Policy:
-    return _hpa_policy("hpa", lt, DEFAULT_BEHAVIOR, kv=False)
+    return _hpa_policy("hpa", lt, None, kv=False)
 
 
 def hpa_tuned(lt: LoadTest) -> Policy:
@@ -381,7 +401,7 @@ def hpa_tuned(lt: LoadTest) -> Policy:
 
 
 def hpa_kv(lt: LoadTest) -> Policy:
-    return _hpa_policy("hpa-kv", lt, DEFAULT_BEHAVIOR, kv=True)
+    return _hpa_policy("hpa-kv", lt, None, kv=True)
 
 
 # --------------------------------------------------------------------------- KEDA

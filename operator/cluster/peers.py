@@ -496,7 +496,6 @@ def _r(x) -> float | None:
 # --------------------------------------------------------------------------- the real HPA, for the baseline check
 
 HPA_SYNC_S = 15.0  # --horizontal-pod-autoscaler-sync-period (the local cluster runs the default)
-HPA_DOWNSCALE_WINDOW_S = 300.0  # --horizontal-pod-autoscaler-downscale-stabilization
 HPA_TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
 
 
@@ -519,22 +518,6 @@ def hpa_sync_ticks(history: list[dict], end_s: float) -> list[float]:
     phase = (math.atan2(np.sin(ang).mean(), np.cos(ang).mean()) / (2 * np.pi) % 1.0) * HPA_SYNC_S
     first = phase + HPA_SYNC_S * round((changes[0] - phase) / HPA_SYNC_S)
     return [float(t) for t in np.arange(first, end_s, HPA_SYNC_S)]
-
-
-def legacy_hpa_normalize(state: dict, t: float, current: int, proposal: int, lo: int, hi: int) -> int:
-    """What the HPA does with a proposal when ``spec.behavior`` is nil, as KEDA leaves it for a ScaledObject
-    without ``advanced.horizontalPodAutoscalerConfig.behavior`` (keda v2.21.0 controllers/keda/hpa.go builds
-    the HPA with ``Behavior: nil``; kubernetes v1.36.3 pkg/controller/podautoscaler/horizontal.go,
-    reconcileAutoscaler: ``if hpa.Spec.Behavior == nil { normalizeDesiredReplicas }``):
-    ``stabilizeRecommendation`` keeps the highest recommendation of the last 300 s (the first sync's current
-    count is one: ``recordInitialRecommendation``), then ``convertDesiredReplicasWithRules`` clamps to
-    [min, min(max, calculateScaleUpLimit)], with ``calculateScaleUpLimit(c) = max(2 c, 4)`` per sync."""
-    recs = state.setdefault("legacy_recs", [[t, current]])
-    recs[:] = [r for r in recs if r[0] >= t - HPA_DOWNSCALE_WINDOW_S]
-    stabilized = max([proposal] + [r[1] for r in recs])
-    recs.append([t, proposal])
-    up_limit = max(2 * current, 4)
-    return int(min(max(stabilized, lo), min(hi, up_limit)))
 
 
 # --------------------------------------------------------------------------- the figure

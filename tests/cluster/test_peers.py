@@ -195,23 +195,6 @@ def test_kwok_leaves_readiness_to_the_keeper_for_annotated_pods(tmp_path: Path):
     json.dumps(d)  # what kubectl apply gets
 
 
-def test_the_hpas_normalization_without_behavior_as_kube_controller_manager_does():
-    """Table from pkg/controller/podautoscaler/horizontal.go (v1.36.3): normalizeDesiredReplicas for an HPA
-    whose spec.behavior is nil (KEDA's without advanced.horizontalPodAutoscalerConfig)."""
-    norm = peers.legacy_hpa_normalize
-    # scale-up limit per sync: max(2 x current, 4), then maxReplicas
-    assert norm({}, 0.0, 1, 7, 1, 8) == 4
-    assert norm({}, 0.0, 3, 10, 1, 8) == 6
-    assert norm({}, 0.0, 5, 12, 1, 8) == 8
-    # scale-down: the highest recommendation of the last 300 s, the first sync's count included
-    st: dict = {}
-    assert norm(st, 0.0, 5, 5, 1, 8) == 5
-    assert norm(st, 15.0, 5, 2, 1, 8) == 5
-    assert norm(st, 299.0, 5, 2, 1, 8) == 5
-    assert norm(st, 301.0, 5, 2, 1, 8) == 2  # the 5s recorded at 0 s are out of the window
-    assert norm({}, 0.0, 2, 0, 1, 8) == 2  # the initial recommendation holds the count for 300 s
-
-
 def test_the_hpas_sync_times_are_found_from_its_status_changes():
     rows = []
     for i in range(200):

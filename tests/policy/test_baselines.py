@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from burstpilot.policy import Capacity, CapacityModel, Observation, PoolSpec, baselines
 from burstpilot.policy.baselines import (
     GRADUAL_SCALE_DOWN,
+    HPABehavior,
     LoadTest,
     ScrapedObservation,
     arima_next,
@@ -99,14 +100,37 @@ def test_hpa_first_sync_records_the_current_count_so_a_warm_up_dip_does_not_scal
     n, _, _ = hpa_normalize(s, state, 300.0, current=8, proposal=1)
     assert n == 8
     n, _, _ = hpa_normalize(s, state, 316.0, current=8, proposal=1)
-    assert n == 1  # both 8s are older than 300 s; the default policy allows 100% per 15 s
+    assert n == 1  # both 8s are older than 300 s; without a behavior nothing limits a scale-down
 
 
-def test_hpa_scale_up_limit_and_gradual_scale_down_policy():
+def test_hpa_without_behavior_normalizes_as_kube_controller_manager_does():
+    """Table from kubernetes v1.36.3 pkg/controller/podautoscaler/horizontal.go, normalizeDesiredReplicas (an
+    HPA whose spec.behavior is nil: KEDA's without advanced.horizontalPodAutoscalerConfig, kubectl autoscale's)."""
+    s = spec(min_replicas=1, max_replicas=8)
+
+    def norm(state, t, current, proposal):
+        return hpa_normalize(s, state, t, current=current, proposal=proposal)[0]
+
+    # scale-up limit per sync: max(2 x current, 4), then maxReplicas
+    assert norm({}, 0.0, 1, 7) == 4
+    assert norm({}, 0.0, 2, 20) == 4
+    assert norm({}, 0.0, 3, 10) == 6
+    assert norm({}, 0.0, 5, 12) == 8
+    # scale-down: the highest recommendation of the last 300 s, the first sync's count included
+    st: dict = {}
+    assert norm(st, 0.0, 5, 5) == 5
+    assert norm(st, 15.0, 5, 2) == 5
+    assert norm(st, 299.0, 5, 2) == 5
+    assert norm(st, 301.0, 5, 2) == 2  # the 5s recorded at 0 s are out of the window
+    assert norm({}, 0.0, 2, 0) == 2  # the initial recommendation holds the count for 300 s
+
+
+def test_hpa_with_a_behavior_scale_up_limit_and_gradual_scale_down_policy():
     s = spec()
     state: dict = {}
-    assert hpa_normalize(s, state, 15, current=2, proposal=20)[0] == 6  # max(2 x 2, 2 + 4)
-    assert hpa_normalize(s, state, 30, current=10, proposal=100)[0] == 20  # max(20, 14)
+    given_ = HPABehavior()  # a behavior with every field at the API's default
+    assert hpa_normalize(s, state, 15, current=2, proposal=20, behavior=given_)[0] == 6  # max(2 x 2, 2 + 4)
+    assert hpa_normalize(s, state, 30, current=10, proposal=100, behavior=given_)[0] == 20  # max(20, 14)
     st2: dict = {}
     hpa_normalize(s, st2, 0, current=40, proposal=40, behavior=GRADUAL_SCALE_DOWN)
     n, _, _ = hpa_normalize(s, st2, 301, current=40, proposal=4, behavior=GRADUAL_SCALE_DOWN)
@@ -122,7 +146,7 @@ def test_hpa_reads_in_flight_per_pod_against_a_fixed_target():
     p = baselines.get("hpa", lt(s))
     assert p.period_s(s) == 15.0 and p.knobs["averageValue"] == pytest.approx(5.5)
     d, st_ = p.decide(s, obs(15, running=44.0, current=2), p.new_state(s))
-    assert d.recommendation == 8 and d.replicas == 6  # 44 / 5.5 = 8, limited to 2 + 4
+    assert d.recommendation == 8 and d.replicas == 4  # 44 / 5.5 = 8, limited to max(2 x 2, 4) (no behavior)
     # longer measured prompts do not move the target: it is the user's load-tested number
     long = Observation(time_s=30, requests=10, prompt_tokens=50_000, generation_tokens=100, running=11.0,
                        waiting=0.0, current=2, ready=2, window_s=15)  # fmt: skip
