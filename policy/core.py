@@ -103,15 +103,12 @@ def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple
     # its misses are the count's, not the load's (burstpilot.policy.slobudget).
     per_replica = capacity_rate(spec, state)[1] * spec.target_utilization
     normal = obs.ready > 0 and (obs.requests or 0.0) / window <= obs.ready * per_replica
-    goal = spec.slo.attainment
     budget = state.slo_budget.observe(
         obs.completed, obs.slo_violations, window, obs.ready if normal else None
     )
-    f = _forecast(spec, forecaster)
-    if budget is not state.slo_budget:  # attainment observed: the floor follows it, at the load expected
-        mean = float(f.mean_rate) if math.isfinite(f.mean_rate) else None
-        state = state.replace(slo_budget=budget.step(goal, spec.max_replicas, mean))
-    plan = _size(spec, obs, state, forecaster, sig, f)
+    if budget is not state.slo_budget:  # attainment observed: the floor follows it
+        state = state.replace(slo_budget=budget.step(spec.slo.attainment, spec.max_replicas))
+    plan = _size(spec, obs, state, forecaster, sig)
     return _apply(spec, obs.time_s, current, plan, state, sig)
 
 
@@ -163,8 +160,7 @@ def sizing(
 
     The sustained rate is sized at the target utilization; bursts at a replica's full rate at the SLO.
     ``floor`` > 0 (the SLO budget's, burstpilot.policy.slobudget) adds the ``slo-budget`` bound: at least that
-    many replicas, one above the largest count whose observed misses, at the load expected now, come faster than
-    the goal allows.
+    many replicas, one above the largest count whose observed attainment missed the goal.
 
     Returns (replicas, the bound that applied, every bound's value, the numbers behind each, the headroom).
     """
@@ -189,9 +185,7 @@ def sizing(
         )
     if floor > 0:
         bounds["slo-budget"] = floor
-        why["slo-budget"] = (
-            f"{floor - 1} ready replicas miss more than the goal allows at this load: at least {floor}"
-        )
+        why["slo-budget"] = f"{floor - 1} ready replicas missed the goal at a normal load: at least {floor}"
     kv_cap = kv_capacity_tokens(spec)
     if kv_cap > 0:
         ctx = p_mean + o_mean / 2.0
@@ -219,13 +213,7 @@ def sizing(
     return bounds[bound], bound, bounds, why, hr
 
 
-def _forecast(spec: PoolSpec, forecaster):
-    """The forecast over the horizon a decision looks at (cold start + interval), at the sizing's levels."""
-    levels = tuple(sorted({spec.forecast_quantile, *LEVELS}))
-    return forecaster.forecast(horizon_s=spec.cold_start_s + spec.interval_s, quantiles=levels)
-
-
-def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig: Signals | None, f) -> _Plan:
+def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig: Signals | None) -> _Plan:
     """The recommendation. Replicas asked for now are ready only after the cold start, so a scale-up is sized
     for the forecast of the window after it, [cold start, cold start + interval]; keeping replicas is sized for
     the whole horizon [0, cold start + interval] (a replica let go now could not come back within it). A burst
@@ -234,6 +222,8 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     TTFT target. SLO feedback (the SLO missed now with a backlog) buys replicas whatever the forecast says."""
     horizon = spec.cold_start_s + spec.interval_s
     q = spec.forecast_quantile
+    levels = tuple(sorted({q, *LEVELS}))
+    f = forecaster.forecast(horizon_s=horizon, quantiles=levels)
     window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
     now_rate = (obs.requests or 0.0) / window
     rate = max(_quantile(f.rate_quantiles, q), now_rate)
@@ -391,9 +381,7 @@ def _missing(
         and last is not None
         and obs.time_s - last.time_s <= spec.staleness_limit_s
     ):
-        plan = _size(
-            spec, replace(last, current=current), state, forecaster, None, _forecast(spec, forecaster)
-        )
+        plan = _size(spec, replace(last, current=current), state, forecaster, None)
         rec, bound, bounds, fc = plan.replicas, plan.bound, plan.bounds, plan.forecast
         target = max(base, min(rec, spec.max_replicas))
         reason = f"metrics {what}: last known good sizing ({bound} bound needs {rec}: {plan.why}), never down"

@@ -9,24 +9,13 @@ weighted sums of the completed and the violating requests of the ticks it served
 calls normal (arrivals per ready replica at most the sizing's per-replica rate: the misses of an overloaded
 tick are the load's, and the forecast and learned capacity answer those), with a time constant of
 ``COUNT_S`` (hours: a workload's length mix drifts over a day). Over a prior of ``PRIOR_VIOLATIONS / (1 -
-goal)`` met requests (a pseudo-count that never decays: a count with a miss or two is not condemned), each count
-has a violation rate ``r(n)``.
-
-The goal is over all requests, so a miss costs the same at night as at noon, and a replica is worth what it
-removes *now*: one more than ``n`` removes ``gain(n) = r(n) - min r(m)`` over the counts ``m > n`` seen long
-enough to be told apart (a tenth of the prior's weight of requests or more; none: all of ``r(n)``), at the load
-the forecast expects over the horizon relative to the mean load of the last ``COUNT_S`` (``load``). A count
-*misses* when ``load x gain(n)`` is over the allowed ``1 - goal``: the misses one more replica would remove
-come faster than the budget allows on average. In a quiet night a count whose rate is over the goal may then
-serve (its misses are few there); at a busy noon it may not. That rule prices a miss; it does not cap them (a
-count at 1.5 % under one at 0.6 % would serve all day at 98.5 %), so while the last hour burns the budget (burn
-over ``BACKSTOP_BURN``) a count also misses when ``load x r(n)`` is over the allowed rate, its own misses
-arriving faster than the budget allows. The *floor* is one above the largest count that misses (bound
-``slo-budget``), and at most one above the smallest count whose rate is within ``FLAT`` of the best rate seen at
-any count (at their own rates, among those seen long enough): where more replicas do not lower the rate (a
-tail no count removes), it buys at most one more. The sums move slowly (hours), so the floor follows the load
-and the last hour's burn, not the sums' noise; it comes down as the misses that set it age, as the load falls,
-or as the count under it, visited again, meets the goal.
+goal)`` met requests (a pseudo-count that never decays: a count with a miss or two is not condemned), a count
+*misses* when its violation rate is over the allowed ``1 - goal``. The *floor* is one above the largest count
+that misses (bound ``slo-budget``), and at most one above the smallest count whose rate is within ``FLAT`` of
+the best rate seen at any count (at their own rates, among those with a tenth of the prior's weight of requests
+or more): where more replicas do not lower the rate (a tail no count removes), it buys at most one more. The sums move slowly (hours), so
+the floor does not flap; it comes down as the misses that set it age, or as the count under it, visited again,
+meets the goal.
 
 Two more sums, over the hour a 99 % goal is judged over (``LONG_S``) and its twelfth (``SHORT_S``, the short
 window of multiwindow burn-rate alerting), give the observed attainment and its *burn* (violation rate over the
@@ -54,11 +43,6 @@ COUNT_S = (
 FLAT = 0.1  # rates within 10 % of the best seen are "no better": more replicas there buy nothing
 COMPARE_SHARE = 0.1  # of the prior's weight: the fewest (decayed) requests a count's own rate is compared on
 MIN_WEIGHT = 1e-3  # a count whose decayed sums fall under this many requests is forgotten
-# The last hour's burn over which a count's own misses count again, not only those one more replica removes:
-# under 1, so that a pool switching between the two settles inside the goal, not on it (hand-made: a count at
-# 1.5 % under one at 0.6 % settles at 98.97 % with 1, 99.17 % with 0.8)
-BACKSTOP_BURN = 0.8
-LOAD_MAX = 10.0  # capped: a burst over a quiet night's mean is not a count's evidence
 
 
 @dataclass(frozen=True)
@@ -70,8 +54,6 @@ class SloBudget:
     short_done: float = 0.0
     short_missed: float = 0.0
     by_count: tuple[tuple[int, float, float], ...] = ()  # (ready replicas, completed, missed), by count
-    run_done: float = 0.0  # every tick's completed requests, over COUNT_S
-    run_time: float = 0.0  # the seconds they were counted over, over COUNT_S (mean rate run_done / run_time)
     floor: int = 0  # replicas; 0: no floor
     note: str = "no attainment observed yet"
 
@@ -90,16 +72,12 @@ class SloBudget:
         return 1.0 - b_long * (1.0 - goal), 1.0 - b_short * (1.0 - goal)
 
     def observe(
-        self,
-        completed: float | None,
-        missed: float | None,
-        window_s: float,
-        count: int | None = None,
+        self, completed: float | None, missed: float | None, window_s: float, count: int | None = None
     ) -> SloBudget:
         """The sums after one window's counts; unchanged when either is missing (or not a count). The
         refused count as completed and missed, so ``missed`` above ``completed`` raises both. ``count``: the
         ready replicas that served the window at a normal load (None: an overloaded or empty pool's window,
-        which goes into the windows and the mean load only)."""
+        which goes into the two windows only)."""
         if completed is None or missed is None or not window_s > 0:
             return self
         if not (math.isfinite(completed) and math.isfinite(missed)) or completed < 0 or missed < 0:
@@ -119,8 +97,6 @@ class SloBudget:
         return replace(
             self,
             by_count=tuple(sorted(rows)),
-            run_done=wc * self.run_done + completed,
-            run_time=wc * self.run_time + window_s,
             long_done=wl * self.long_done + completed,
             long_missed=wl * self.long_missed + missed,
             short_done=ws * self.short_done + completed,
@@ -132,33 +108,17 @@ class SloBudget:
         prior = PRIOR_VIOLATIONS / max(1.0 - goal, 1e-6)
         return {n: miss / (done + prior) for n, done, miss in self.by_count}
 
-    def load(self, rate: float | None) -> float:
-        """``rate`` (requests/s) over the mean completion rate of the last COUNT_S; 1 when either is unknown."""
-        if rate is None or not math.isfinite(rate) or rate < 0 or self.run_time <= 0 or self.run_done <= 0:
-            return 1.0
-        return min(rate / (self.run_done / self.run_time), LOAD_MAX)
-
-    def step(self, goal: float, max_replicas: int, rate: float | None = None) -> SloBudget:
-        """The floor after this tick's sums, for ``rate`` requests/s expected now (see the module's docstring)."""
+    def step(self, goal: float, max_replicas: int) -> SloBudget:
+        """The floor after this tick's sums (see the module's docstring)."""
         allowed = max(1.0 - goal, 1e-6)
         prior = PRIOR_VIOLATIONS / allowed
         rates = self.rates(goal)
         b_long, b_short = self.burn(goal)
         a_long, a_short = self.attainment(goal)
         seen = f"attainment {a_long:.2%} (1 h) / {a_short:.2%} (5 min), burn {b_long:.2f} / {b_short:.2f}"
-        # a replica is worth buying when the misses it removes (down to the best rate above it), at the load
-        # expected now, come faster than the budget allows on average; while the last hour burns the budget
-        # (over BACKSTOP_BURN), so is one whose count's own misses do
-        load, over = self.load(rate), b_long > BACKSTOP_BURN
-        counts = sorted(rates)
-        known = {n for n, done, _ in self.by_count if done >= COMPARE_SHARE * prior}
-        gain = {
-            n: rates[n] - min((rates[m] for m in counts if m > n and m in known), default=0.0) for n in counts
-        }
-        bad = [n for n in counts if load * (rates[n] if over else gain[n]) > allowed]
+        bad = [n for n, r in rates.items() if r > allowed]
         floor = max(bad) + 1 if bad else 0
         what = f"{max(bad)} ready missed {rates[max(bad)]:.2%}" if bad else "no count misses the goal"
-        what += f" at {load:.2f}x the mean load" + (", the last hour burning" if over else "")
         # "no better" compares counts at their own rates (over the prior, a count just visited would look
         # better than one long observed), those with a tenth of the prior's weight of requests or more
         raw = {n: miss / done for n, done, miss in self.by_count if done >= COMPARE_SHARE * prior}
@@ -180,8 +140,6 @@ class SloBudget:
             "short_done": self.short_done,
             "short_missed": self.short_missed,
             "by_count": [list(r) for r in self.by_count],
-            "run_done": self.run_done,
-            "run_time": self.run_time,
             "floor": self.floor,
             "note": self.note,
         }
@@ -207,7 +165,7 @@ class SloBudget:
         if not isinstance(d, dict):
             raise BurstpilotError("policy state: slo_budget must be an object")
         vals: dict[str, Any] = {}
-        for key in ("long_done", "long_missed", "short_done", "short_missed", "run_done", "run_time"):
+        for key in ("long_done", "long_missed", "short_done", "short_missed"):
             x = d.get(key, 0.0)
             if not _count(x):
                 raise BurstpilotError(

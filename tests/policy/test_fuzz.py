@@ -37,9 +37,8 @@ PLAIN = st.one_of(st.just(0.0), st.floats(0.0, 200.0))
 COUNT = st.one_of(st.just(0.0), st.floats(0.0, 1e9))
 ROWS = st.lists(st.tuples(st.integers(1, 50), COUNT, COUNT), max_size=4, unique_by=lambda r: r[0])
 BUDGETS = st.builds(
-    SloBudget, long_done=COUNT, long_missed=COUNT, short_done=COUNT, short_missed=COUNT,
-    by_count=ROWS.map(lambda rs: tuple(sorted(rs))), run_done=COUNT, run_time=COUNT,
-    floor=st.integers(0, 60), note=st.text(max_size=5),
+    SloBudget, COUNT, COUNT, COUNT, COUNT, ROWS.map(lambda rs: tuple(sorted(rs))), st.integers(0, 60),
+    st.text(max_size=5),
 ).map(lambda b: SloBudget.from_dict(b.to_dict()))  # fmt: skip
 REPLICAS = st.one_of(st.integers(-3, 40), st.sampled_from([10**6, 10**18]))
 

@@ -1,7 +1,6 @@
 """The SLO budget (burstpilot.policy.slobudget) on hand-made inputs: a replica count whose requests miss the
-goal at a normal load raises a floor one above it, in a quiet night the same count may serve and the day still
-meets the goal, a count that does no better than a smaller one is not bought, the floor comes down once no count
-misses, missing data leaves it all unchanged."""
+goal at a normal load raises a floor one above it, a count that does no better than a smaller one is not bought,
+the floor comes down once no count misses, missing data leaves it all unchanged."""
 
 from __future__ import annotations
 
@@ -52,42 +51,11 @@ def test_a_count_that_misses_at_a_normal_load_raises_a_floor_one_above_it_and_th
     assert pool.decisions[-1].evidence["slo_budget"]["floor"] == 2 and pool.decisions[-1].replicas == 2
     # ... every hour after the first meets the goal, at two replicas (not more: two are inside the goal)
     assert all(a >= GOAL for a, _ in with_[1:]), with_
-    assert all(n == pytest.approx(2.0, abs=0.01) for _, n in with_[1:]), with_  # a tick at one, as it ages
+    assert all(n == pytest.approx(2.0) for _, n in with_[1:]), with_
     # the decision says why: the observed attainment, the burn, the floor, the rate per count
     ev = pool.decisions[-1].evidence["slo_budget"]
     assert set(ev) >= {"attainment_1h", "attainment_5min", "burn_1h", "burn_5min", "floor", "note"}
     assert "per count 1: 1." in ev["note"] and ev["note"].endswith("floor 2"), ev["note"]
-
-
-def test_in_a_quiet_night_a_count_over_the_goal_serves_and_the_day_still_meets_it():
-    # six busy hours at 3/s, then five quiet ones at 0.4/s (a night; one much longer than the six hours the
-    # mean load is taken over becomes the mean); one replica misses 3 %, two 0.6 %
-    pool = FluidPool(spec(), capacity=MODEL_RATE, replicas=1, tail=crowded, report_violations=True)
-    busy, quiet = hourly(pool, steady, 6), hourly(pool, lambda t: 0.4, 5)
-    # the busy hours after the first keep two replicas (one replica's misses would overspend the budget) ...
-    assert all(n == pytest.approx(2.0, abs=0.02) and a >= GOAL for a, n in busy[1:]), busy
-    # ... the quiet hours after the first settle on one: its 3 % of a seventh of the requests are within it
-    assert all(n == pytest.approx(1.0) and a < GOAL for a, n in quiet[1:]), quiet
-    ev = pool.decisions[-1].evidence["slo_budget"]
-    assert ev["floor"] == 0 and "x the mean load" in ev["note"], ev
-    # the eleven hours together meet the goal
-    assert 1.0 - pool.late_total / pool.arrived_total >= GOAL
-    # at the mean load the same rates keep the floor: the load, not the sums, let it down
-    b = pool.state.slo_budget
-    assert b.rates(GOAL)[1] > ALLOWED and b.step(GOAL, 10, rate=None).floor == 2
-    assert b.step(GOAL, 10, rate=0.4).floor == 0
-
-
-def test_a_count_over_the_goal_by_less_than_the_budget_is_not_left_serving_all_day():
-    # one replica misses 1.5 %, two 0.6 %: one more replica removes 0.9 %, under the 1 % budget, so the price
-    # alone would keep one replica at 98.5 %; the hours burning the budget bring the count's own misses back in
-    moderate = {1: 0.015, 2: 0.006}
-    pool = FluidPool(
-        spec(), capacity=MODEL_RATE, replicas=1, tail=lambda n: moderate.get(n, 0.005), report_violations=True
-    )
-    out = hourly(pool, steady, 6)
-    assert all(a >= GOAL for a, _ in out[1:]), out
-    assert all(1.0 < n < 2.0 for _, n in out[1:]), out  # it does try one replica again, for part of each hour
 
 
 def test_more_replicas_that_do_no_better_are_not_bought():
