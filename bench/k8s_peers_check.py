@@ -48,11 +48,13 @@ POLICY = {"keda": "keda", "hpa": "hpa"}
 
 
 def _at(history: list[dict], t: float, after: bool) -> dict | None:
-    """The poll just before ``t`` (after=False) or the first one at least 1.5 s after it (the status the sync
-    wrote; polls are 1 s apart)."""
+    """The last poll at least 1.5 s before ``t`` (after=False: the count the sync saw) or the first one at least
+    1.5 s after it (the status the sync wrote). Polls are 1 s apart and a sync's time is placed to about a
+    second: a poll closer to it may already show the count the sync wrote (seen on a 12-minute run, where the
+    poll 0.5 s before two placed syncs showed their scale-ups, so the check counted no change)."""
     if after:
         return next((h for h in history if h["t"] >= t + 1.5 and h.get("hpa")), None)
-    rows = [h for h in history if h["t"] <= t]
+    rows = [h for h in history if h["t"] <= t - 1.5]
     return rows[-1] if rows else None
 
 
