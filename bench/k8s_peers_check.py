@@ -78,7 +78,7 @@ def reference_decide(
         last = series.last(t)
         value = None if last is None else last.running + last.waiting  # sum(running) + sum(waiting)
         threshold = lt.concurrency_at_target
-    prop = external_average_value_replicas(pods, value, threshold, peers.HPA_TOLERANCE)
+    prop = external_average_value_replicas(pods, value, threshold)
     if prop is None:
         return current, value
     return hpa_normalize(spec, state, t, current, prop)[0], value

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from burstpilot.errors import BurstpilotError  # noqa: E402
+from burstpilot.policy.baselines import HPA_SYNC_S  # noqa: E402
 from burstpilot.policy.capacity import CapacityModel, concurrency_at, replica_rate  # noqa: E402
 from burstpilot.policy.spec import SLO, PoolSpec  # noqa: E402
 from burstpilot.sim import load_profile  # noqa: E402
@@ -495,8 +496,7 @@ def _r(x) -> float | None:
 
 # --------------------------------------------------------------------------- the real HPA, for the baseline check
 
-HPA_SYNC_S = 15.0  # --horizontal-pod-autoscaler-sync-period (the local cluster runs the default)
-HPA_TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
+# The local cluster's kube-controller-manager runs the HPA at its default sync period (baselines.HPA_SYNC_S).
 
 
 def hpa_sync_ticks(history: list[dict], end_s: float) -> list[float]:
