@@ -238,6 +238,12 @@ class Forecaster:
             peak_quantiles={q: max(float(v), 0.0) * per_s for q, v in zip(qs, peak_q, strict=True)},
         )
 
+    def calibration_origins(self, horizon_s: float) -> int:
+        """How many past origins of the calibration window have their whole ``horizon_s`` observed: the sample
+        the bands are fitted on (below ``MIN_CALIBRATION`` they are the model's prior)."""
+        idx, _, _ = realized(self._ring.ordered()[:, 0], self.horizon_steps(horizon_s))
+        return len(idx)
+
     def horizon_steps(self, horizon_s: float) -> int:
         return max(1, int(math.ceil(horizon_s / self.step_s - 1e-9)))
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # vLLM v1 metric names (the simulated replica exports the same). {selector} becomes the pool's label matchers,
 # {window} the tick's window (for example 10s). vLLM counts no arrivals, so requests = finished + the growth
 # of running and waiting over the window (vLLM has no finished series before the first request: 0 then).
+# tpotP99 is the p99 of the requests' own time per output token (vLLM's per-request histogram), the quantity a
+# TPOT target is about; the per-token vllm:inter_token_latency_seconds is not: its p99 holds every decode step
+# a prefill slowed, so it sits at 2-4x the requests' p99 on a pool that meets its TPOT target.
 DEFAULT_QUERIES: dict[str, str] = {
     "requests": (
         "(sum(increase(vllm:request_success_total{selector}[{window}])) or vector(0))"
@@ -42,7 +45,10 @@ DEFAULT_QUERIES: dict[str, str] = {
     "running": "sum(vllm:num_requests_running{selector})",
     "kvUsage": "avg(vllm:kv_cache_usage_perc{selector})",
     "ttftP99": "histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{selector}[{window}])))",
-    "tpotP99": "histogram_quantile(0.99, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket{selector}[{window}])))",
+    "tpotP99": (
+        "histogram_quantile(0.99, sum by (le) "
+        "(rate(vllm:request_time_per_output_token_seconds_bucket{selector}[{window}])))"
+    ),
     "completed": "sum(increase(vllm:request_success_total{selector}[{window}]))",
     "preemptions": "sum(increase(vllm:num_preemptions_total{selector}[{window}]))",
     "lastSample": "max(timestamp(vllm:num_requests_running{selector}))",

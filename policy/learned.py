@@ -7,7 +7,9 @@ fresh metrics turns what the ready replicas did into an *implied* per-replica ca
 
 - **SLO missed under load** (a load pressure, TPOT p99 or queue, above 1, ``burstpilot.policy.signals``)
   while the replicas served no more than the estimate: the estimate is too high; implied = served x load
-  pressure^(-1/2). A TTFT p99 over target with TPOT and queue within theirs is the window's long prompts
+  pressure^(-1/2). A p99 over target that the pool's own violation count contradicts (no more than the goal's
+  ``1 - attainment`` of the window's completed requests missed, and no queue over the TTFT target) is no
+  evidence: a p99 read from histogram buckets can sit above the target while the requests meet it. A TTFT p99 over target with TPOT and queue within theirs is the window's long prompts
   (their prefill), which no replica count fixes: no evidence. Missed while serving more than the
   estimate says nothing about capacity (the pool was short, which the sizing answers), so it does not count,
   nor does one while replicas are starting (the pool is still catching up with what it asked for);
@@ -112,6 +114,14 @@ class LearnedCapacity:
                 f"(load pressure {load:.2f}): the window's long prompts, not the replicas' rate",
             )
         if load > 1.0:
+            share = sig.violation_share
+            if share is not None and share <= 1.0 - spec.slo.attainment and (sig.queue or 0.0) <= 1.0:
+                return replace(
+                    self,
+                    note=f"TPOT p99 over target (load pressure {load:.2f}) but {share:.2%} of the window's "
+                    f"{sig.completed:.0f} requests missed the SLO, within the goal's {1 - spec.slo.attainment:.2%}:"
+                    " the histogram's p99, not a miss",
+                )
             if (sig.queue or 0.0) >= BACKLOG_QUEUE and not sig.completions_known:
                 return replace(
                     self,

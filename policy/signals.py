@@ -41,6 +41,15 @@ class Signals:
     preemptions: float | None  # in the window, all replicas
     completions_known: bool = False  # served_per_replica counts completed requests (not arrivals)
     completed: float | None = None  # requests completed (else arrived) in the window, all replicas
+    violations: float | None = None  # requests of the window that missed the SLO (the pool's count)
+
+    @property
+    def violation_share(self) -> float | None:
+        """The share of the window's completed requests that missed the SLO (None: either count unknown, or
+        nothing completed)."""
+        if self.violations is None or not self.completions_known or not (self.completed or 0.0) > 0:
+            return None
+        return min(max(self.violations / self.completed, 0.0), 1.0)
 
     @property
     def slo(self) -> float | None:
@@ -87,6 +96,7 @@ def read_signals(spec: PoolSpec, obs: Observation, window_s: float, capacity_rat
         preemptions=obs.preemptions,
         completions_known=obs.completed is not None,
         completed=served,
+        violations=obs.slo_violations,
     )
 
 

@@ -48,6 +48,14 @@ class FinishedRequestStats:
     def e2e_latency(self) -> float:
         return self.finish - self.arrival
 
+    @property
+    def time_per_output_token(self) -> float | None:
+        """The request's own mean time per output token after the first (None for a single token), what vLLM's
+        ``vllm:request_time_per_output_token_seconds`` observes and what a TPOT target is about."""
+        if self.generation_tokens <= 1:
+            return None
+        return (self.finish - self.first_token) / (self.generation_tokens - 1)
+
 
 @dataclass(slots=True)
 class IterationStats:
@@ -102,6 +110,13 @@ class PrometheusStatLogger:
         self.itl = Histogram(
             "vllm:inter_token_latency_seconds", "Inter-token latency.", lab, buckets=ITL_BUCKETS, registry=r
         ).labels(m)
+        self.tpot = Histogram(
+            "vllm:request_time_per_output_token_seconds",
+            "Time per output token of each request (its mean after the first token).",
+            lab,
+            buckets=ITL_BUCKETS,
+            registry=r,
+        ).labels(m)
         self.e2e = Histogram(
             "vllm:e2e_request_latency_seconds", "End-to-end request latency.", lab, buckets=E2E_BUCKETS,
             registry=r,
@@ -140,6 +155,9 @@ class PrometheusStatLogger:
             self.itl.observe(x)
         for f in it.finished_requests:
             self.e2e.observe(f.e2e_latency)
+            tpot = f.time_per_output_token
+            if tpot is not None:
+                self.tpot.observe(tpot)
             self.success.labels(self.model_name, f.finish_reason).inc()
 
 

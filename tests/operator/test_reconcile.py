@@ -38,7 +38,7 @@ def cond(status, ctype):
 
 def test_a_burst_scales_the_target_up_and_reports_why():
     kube = FakeKube(replicas=1)
-    with FakePrometheus(prom_values(requests=16)) as prom:  # 8 requests/s against ~1.5/s per replica
+    with FakePrometheus(prom_values(requests=24)) as prom:  # 12 requests/s against ~1.5/s per replica
         interval, events, st = run_tick(kube, prom.url)
     assert interval == 2
     assert kube.scaled == [6]

@@ -219,3 +219,59 @@ def test_a_window_with_few_requests_moves_the_estimate_less():
     few = lc.step(s, Signals(**{**over.__dict__, "completed": 10.0}), 5.0, None, 10.0)
     assert few.factor > full.factor and full.factor < 1.0 and few.factor < 1.0
     assert lc.step(s, Signals(**{**over.__dict__, "completed": 0.0}), 5.0, None, 10.0).factor == 1.0
+
+
+def test_a_p99_miss_the_violation_count_contradicts_does_not_lower_the_estimate():
+    # On a cluster the p99 comes from histogram buckets and can sit above the target while the pool's own
+    # violation count shows the requests meeting it: an hour of such windows must leave the estimate alone.
+    s, lc = spec(), LearnedCapacity()
+    histogram = Signals(ready=4, starting=0, served_per_replica=4.0, ttft=0.4, tpot=2.5, queue=0.0,
+                        running_per_replica=20.0, kv_usage=0.3, preemptions=0.0, completions_known=True,
+                        completed=160.0, violations=0.0)  # fmt: skip
+    x = lc
+    for _ in range(360):
+        x = x.step(s, histogram, 5.0, None, 10.0)
+    assert x.factor == 1.0 and "not a miss" in x.note
+    # within the goal's 1 %: one of 160 (0.6 %)
+    assert lc.step(s, Signals(**{**histogram.__dict__, "violations": 1.0}), 5.0, None, 10.0).factor == 1.0
+    # more than 1 % missed: the miss stands and the estimate goes down
+    missed = Signals(**{**histogram.__dict__, "violations": 8.0})
+    assert lc.step(s, missed, 5.0, None, 10.0).factor < 1.0
+    # a queue over the TTFT target is a miss in the making the completed requests do not show yet
+    queued = Signals(**{**histogram.__dict__, "queue": 2.0})
+    assert lc.step(s, queued, 5.0, None, 10.0).factor < 1.0
+    # without a violation count (or a completion count) the p99 is all there is
+    for d in ({"violations": None}, {"completions_known": False}):
+        assert lc.step(s, Signals(**{**histogram.__dict__, **d}), 5.0, None, 10.0).factor < 1.0
+
+
+def test_a_fresh_pool_buys_no_headroom_on_its_forecasters_prior(monkeypatch):
+    # Two steps of history (an idle one, then 9.3 req/s): the forecaster's peak band is its prior, its q0.999
+    # many times the rate. Found on the cluster benchmark, where a fresh pool's first decision under load
+    # bought maxReplicas for a workload a third of them served.
+    from burstpilot.policy import Observation, decide
+
+    s = spec(max_replicas=16, min_replicas=1)
+
+    def tick(state, i, count, current=1):
+        obs = Observation(time_s=10.0 * i, requests=count, prompt_tokens=100.0 * count,
+                          generation_tokens=10.0 * count, current=current, ready=current, window_s=10.0,
+                          completed=count, ttft_p99_s=0.3, tpot_p99_s=0.02, waiting=0.0, running=3.0)  # fmt: skip
+        return decide(s, obs, state)
+
+    def fresh():
+        return tick(tick(None, 0, 0.0)[1], 1, 93.0)
+
+    first, state = fresh()
+    hr = first.evidence["headroom"]
+    assert first.replicas <= 3 and first.bound == "throughput", first.reason
+    assert hr["replicas"] == 0 and hr["note"].startswith("none yet"), hr
+    # the same ticks with the band trusted at once: the prior's tail buys maxReplicas (the defect)
+    monkeypatch.setattr("burstpilot.policy.core.MIN_CALIBRATION", 0)
+    assert fresh()[0].replicas == 16
+    monkeypatch.undo()
+    # once the band rests on its own history, headroom is sized from it (and steady traffic needs little)
+    d = first
+    for i in range(2, 90):
+        d, state = tick(state, i, 93.0, current=d.replicas)
+    assert "note" not in d.evidence["headroom"] and d.replicas <= 4, d.reason

@@ -142,6 +142,7 @@ def test_metrics_parse_with_prometheus_parser():
         "vllm:request_success": "counter",
         "vllm:time_to_first_token_seconds": "histogram",
         "vllm:inter_token_latency_seconds": "histogram",
+        "vllm:request_time_per_output_token_seconds": "histogram",
         "vllm:e2e_request_latency_seconds": "histogram",
         "vllm:request_queue_time_seconds": "histogram",
     }
@@ -154,6 +155,10 @@ def test_metrics_parse_with_prometheus_parser():
         val["vllm:time_to_first_token_seconds_count"] == 1
         and val["vllm:inter_token_latency_seconds_count"] == 3
     )
+    # one request of 4 tokens: its time per output token is the mean of its 3 inter-token gaps
+    assert val["vllm:request_time_per_output_token_seconds_count"] == 1
+    tpot = val["vllm:request_time_per_output_token_seconds_sum"]
+    assert tpot > 0 and abs(tpot - val["vllm:inter_token_latency_seconds_sum"] / 3) < 1e-9
 
 
 def test_client_disconnect_frees_its_sequence():
