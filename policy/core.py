@@ -25,7 +25,6 @@ from burstpilot.policy.headroom import LEVELS, Headroom, headroom, not_yet
 from burstpilot.policy.learned import resource_rate
 from burstpilot.policy.observation import Bound, Decision, LimitedBy, Observation
 from burstpilot.policy.signals import Signals, read_signals
-from burstpilot.policy.slobudget import SloBudget
 from burstpilot.policy.spec import PoolSpec
 from burstpilot.policy.state import (
     DEFAULT_OUTPUT_TOKENS,
@@ -101,11 +100,16 @@ def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple
     obs = _clean(obs)
     state = state.replace(lengths=state.lengths.update(obs, spec.forecast_step_s), last_good=obs)
     state, sig = _learn(spec, obs, state, window)
-    # the window's misses, filed under the load each ready replica had (burstpilot.policy.slobudget)
-    budget = state.slo_budget.observe(obs.completed, obs.slo_violations, window, obs.ready, obs.requests)
-    state = state.replace(slo_budget=budget)
+    # The ready replicas served this window at a normal load (arrivals per replica within the sizing's rate):
+    # its misses are the count's, not the load's (burstpilot.policy.slobudget).
+    per_replica = capacity_rate(spec, state)[1] * spec.target_utilization
+    normal = obs.ready > 0 and (obs.requests or 0.0) / window <= obs.ready * per_replica
+    budget = state.slo_budget.observe(
+        obs.completed, obs.slo_violations, window, obs.ready if normal else None
+    )
+    if budget is not state.slo_budget:  # attainment observed: the floor follows it
+        state = state.replace(slo_budget=budget.step(spec.slo.attainment, spec.max_replicas))
     plan = _size(spec, obs, state, forecaster, sig)
-    state = state.replace(slo_budget=plan.budget)  # the floor for the forecast's load
     return _apply(spec, obs.time_s, current, plan, state, sig)
 
 
@@ -139,7 +143,6 @@ class _Plan:
     forecast: dict[str, Any] | None
     why: str  # the numbers behind the bound that set it
     headroom: Headroom | None = None
-    budget: SloBudget = SloBudget()  # the SLO budget with the floor this plan sized with
 
 
 def sizing(
@@ -158,7 +161,7 @@ def sizing(
 
     The sustained rate is sized at the target utilization; bursts at a replica's full rate at the SLO.
     ``floor`` > 0 (the SLO budget's, burstpilot.policy.slobudget) adds the ``slo-budget`` bound: at least that
-    many replicas, the fewest whose load per replica the observed violation rates put within the goal.
+    many replicas, one above the largest count whose observed attainment missed the goal.
 
     Returns (replicas, the bound that applied, every bound's value, the numbers behind each, the headroom).
     """
@@ -183,7 +186,7 @@ def sizing(
         )
     if floor > 0:
         bounds["slo-budget"] = floor
-        why["slo-budget"] = f"the violation rates observed per replica's load: at least {floor} for the goal"
+        why["slo-budget"] = f"{floor - 1} ready replicas missed the goal at a normal load: at least {floor}"
     kv_cap = kv_capacity_tokens(spec)
     if kv_cap > 0:
         ctx = p_mean + o_mean / 2.0
@@ -256,8 +259,7 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
         "calibration_origins": origins,  # below MIN_CALIBRATION: rate is the point forecast, no headroom
     }
     mean = float(f.mean_rate) if math.isfinite(f.mean_rate) else now_rate
-    budget = state.slo_budget.step(spec.slo.attainment, spec.max_replicas, mean, max(int(obs.ready), 0))
-    floor = budget.floor
+    floor = state.slo_budget.floor
     keep, keep_bound, bounds, why, hr = sizing(spec, obs, state, rate, peaks, mean, horizon, floor)
     # The backlog is for the replicas there now to drain (within the TTFT target); replicas started now help
     # with it only if they are ready that soon. Sustained overload shows in the forecast instead.
@@ -271,16 +273,16 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     fb = _feedback(spec, obs, sig, capacity_rate(spec, state)[1])
     if fb is not None and fb[0] > max(new, current):
         n, text = fb
-        return _Plan(n, "slo-feedback", {**bounds, "slo-feedback": n}, fc, text, hr, budget)
+        return _Plan(n, "slo-feedback", {**bounds, "slo-feedback": n}, fc, text, hr)
     if new > current:
-        return _Plan(new, new_bound, new_bounds, fc, new_why[new_bound], new_hr, budget)
+        return _Plan(new, new_bound, new_bounds, fc, new_why[new_bound], new_hr)
     if keep > current:
         bounds = {**bounds, "cold-start": current}
         text = (
             f"{why[keep_bound]} needs {keep}, but new replicas would start after the burst the forecast sees"
         )
-        return _Plan(current, "cold-start", bounds, fc, text, hr, budget)
-    return _Plan(keep, keep_bound, bounds, fc, why[keep_bound], hr, budget)
+        return _Plan(current, "cold-start", bounds, fc, text, hr)
+    return _Plan(keep, keep_bound, bounds, fc, why[keep_bound], hr)
 
 
 def _feedback(

@@ -216,7 +216,7 @@ def test_a_state_saved_by_the_untyped_version_1_core_is_resumed_and_the_learned_
     assert cap["source"] == "profile" and cap["factor"] == 1.0 and cap["note"]
     assert cap["ratePerReplica"] == pytest.approx(cap["modelRatePerReplica"]) and cap["ratePerReplica"] > 0
     # a version-1 state has no SLO budget: it starts fresh (no floor), and status.sloBudget says so
-    assert saved["state"]["slo_budget"]["floor"] == 0 and saved["state"]["slo_budget"]["cells"] == []
+    assert saved["state"]["slo_budget"]["floor"] == 0 and saved["state"]["slo_budget"]["by_count"] == []
     assert st["sloBudget"]["floor"] == 0 and st["sloBudget"]["note"]
     rate = REGISTRY.get_sample_value(
         "burstpilot_operator_capacity_requests_per_second",

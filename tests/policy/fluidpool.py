@@ -4,9 +4,9 @@ Each replica serves up to ``peak = 1.1 x capacity`` requests/s; what it cannot s
 ``(0.2 + 0.8 rho^4) x`` the target at utilization ``rho`` = served / capacity (so 1 at the true capacity), its
 TTFT p99 a fixed prefill share of the target plus the queue's wait. New replicas are ready after the cold start.
 Late requests: those served beyond the capacity, the queue beyond what the pool drains within the TTFT
-target, and ``tail(n, load)`` of what ``n`` ready replicas serve at ``load`` arrivals per second on each (a long
-prompt holding up the requests behind it: the more requests share a replica, the more); with
-``report_violations``, each tick's are the observation's ``slo_violations``.
+target, and ``tail(n)`` of what ``n`` ready replicas serve at any load (a long prompt holding up the requests
+behind it: the fewer the replicas, the more share each); with ``report_violations``, each tick's are the
+observation's ``slo_violations``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class FluidPool:
     arrived_total: float = 0.0
     ttft_floor: float = TTFT_FLOOR
     report_violations: bool = False  # pass the tick's late requests as the observation's slo_violations
-    tail: Callable[[int, float], float] | None = None  # share late with n ready replicas at a per-replica load
+    tail: Callable[[int], float] | None = None  # share late at any load with n ready replicas
 
     def __post_init__(self) -> None:
         self.state = new_state(self.spec)
@@ -67,7 +67,7 @@ class FluidPool:
         self.late_total += served * max(0.0, 1.0 - 1.0 / rho) if rho > 1.0 else 0.0
         self.late_total += max(0.0, self.queue - n * PEAK * self.capacity * self.spec.slo.ttft_s)
         if self.tail is not None and n:
-            self.late_total += served * self.tail(n, arrived / w / n)
+            self.late_total += served * self.tail(n)
         obs = Observation(
             time_s=self.t,
             requests=arrived,

@@ -85,7 +85,7 @@ def test_a_state_saved_by_the_version_1_operator_still_loads_and_decides_as_it_d
     # nor an SLO budget: it starts at the prior (met requests: no burn), no per-count sums, no floor
     assert (
         st.slo_budget.floor == 0
-        and st.slo_budget.cells == ()
+        and st.slo_budget.by_count == ()
         and d.evidence["slo_budget"]["burn_1h"] == 0.0
     )
 
