@@ -143,6 +143,7 @@ class _Plan:
     forecast: dict[str, Any] | None
     why: str  # the numbers behind the bound that set it
     headroom: Headroom | None = None
+    short: bool = False  # short of what keeping the pool through the horizon needs (see _size)
 
 
 def sizing(
@@ -270,18 +271,41 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     )
     hr, new_hr = hr or waiting, new_hr or waiting
     current = max(int(obs.current), 0)
+    # Short of what keeping the pool through the horizon needs (the backlog aside: replicas bought now cannot
+    # drain it in time), buying less because the forecast sees a burst that ends before new replicas could
+    # start. Once that has lasted a cold start, the forecast was wrong about the burst's length (a rise that
+    # lasts that long is not a burst): buy the keeping count.
+    need, need_bound, need_bounds, need_why, need_hr = keep, keep_bound, bounds, why, hr
+    if keep > max(new, current) and new_obs is not obs:
+        need, need_bound, need_bounds, need_why, need_hr = sizing(
+            spec, new_obs, state, rate, peaks, mean, horizon, floor
+        )
+        need_hr = need_hr or waiting
+    short = need > max(new, current)
+    since = state.cold_hold_since
+    if short and since is not None and obs.time_s - since >= spec.cold_start_s:
+        text = (
+            f"{need_why[need_bound]}; short of it for {obs.time_s - since:.0f}s, longer than the cold start"
+        )
+        new, new_bound, new_bounds, new_hr, new_why = (
+            need,
+            need_bound,
+            need_bounds,
+            need_hr,
+            {need_bound: text},
+        )
     fb = _feedback(spec, obs, sig, capacity_rate(spec, state)[1])
     if fb is not None and fb[0] > max(new, current):
         n, text = fb
-        return _Plan(n, "slo-feedback", {**bounds, "slo-feedback": n}, fc, text, hr)
+        return _Plan(n, "slo-feedback", {**bounds, "slo-feedback": n}, fc, text, hr, short=short)
     if new > current:
-        return _Plan(new, new_bound, new_bounds, fc, new_why[new_bound], new_hr)
+        return _Plan(new, new_bound, new_bounds, fc, new_why[new_bound], new_hr, short=short)
     if keep > current:
         bounds = {**bounds, "cold-start": current}
         text = (
             f"{why[keep_bound]} needs {keep}, but new replicas would start after the burst the forecast sees"
         )
-        return _Plan(current, "cold-start", bounds, fc, text, hr)
+        return _Plan(current, "cold-start", bounds, fc, text, hr, short=short)
     return _Plan(keep, keep_bound, bounds, fc, why[keep_bound], hr)
 
 
@@ -332,7 +356,10 @@ def _apply(spec: PoolSpec, time_s: float, current: int, plan: _Plan, state: Poli
     if not state.history:
         hist.append((float(time_s), int(current)))  # the replicas found at the first decision count as one
     hist.append((float(time_s), int(rec_c)))
-    state = state.replace(history=tuple(hist))
+    since = None  # since when the pool has been short of its keeping count (see _size)
+    if plan.short:
+        since = float(time_s) if state.cold_hold_since is None else state.cold_hold_since
+    state = state.replace(history=tuple(hist), cold_hold_since=since)
     hold_s, margin = _hold_s(spec, sig)
     limited: LimitedBy | None = None
     if rec_c > current:

@@ -94,7 +94,9 @@ class PolicyState:
     estimate; ``history``: (time, recommendation) pairs within the scale-down stabilization window;
     ``last_good``: the last observation with fresh metrics (for ``missingMetrics: LastKnownGood``);
     ``capacity``: the learned per-replica capacity (``burstpilot.policy.learned``); ``slo_budget``: the observed
-    attainment and the burst level it sets (``burstpilot.policy.slobudget``).
+    attainment and the floor it sets (``burstpilot.policy.slobudget``); ``cold_hold_since``: since when the pool
+    has been short of what keeping it through the horizon needs while the forecast said new replicas would come
+    too late (the ``cold-start`` hold; None when it is not).
     """
 
     forecaster: Mapping[str, Any]
@@ -105,6 +107,7 @@ class PolicyState:
     last_good: Observation | None = None
     capacity: LearnedCapacity = LearnedCapacity()
     slo_budget: SloBudget = SloBudget()
+    cold_hold_since: float | None = None
 
     def replace(self, **changes: Any) -> PolicyState:
         return replace(self, **changes)
@@ -120,6 +123,7 @@ class PolicyState:
             "last_good": self.last_good.to_dict() if self.last_good is not None else None,
             "capacity": self.capacity.to_dict(),
             "slo_budget": self.slo_budget.to_dict(),
+            "cold_hold_since": self.cold_hold_since,
         }
 
     @classmethod
@@ -158,6 +162,7 @@ class PolicyState:
             last_good=last_good,
             capacity=LearnedCapacity.from_dict(d.get("capacity")),
             slo_budget=SloBudget.from_dict(d.get("slo_budget")),
+            cold_hold_since=_opt_num(d.get("cold_hold_since"), "cold_hold_since"),
         )
 
 

@@ -84,7 +84,11 @@ class BurstEndsHigh(BurstEnds):
     AFTER = 30.0
 
 
-FORECASTERS = {c.__name__: c for c in (ExactLast, Wide, BurstEnds, BurstEndsHigh)}
+class BurstEndsMid(BurstEnds):
+    AFTER = 15.0
+
+
+FORECASTERS = {c.__name__: c for c in (ExactLast, Wide, BurstEnds, BurstEndsHigh, BurstEndsMid)}
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +169,22 @@ CASES = [
     Case("backlog keeps replicas", {"scale_down_stabilization_s": 0.0}, obs(10, 5.0, 5, waiting=40.0), 5, "backlog"),
     Case("backlog buys none that start too late", {}, obs(10, 5.0, 1, waiting=40.0), 1, "cold-start"),
     Case("a burst over before a cold start buys none", {}, obs(10, 5.0, 2), 2, "cold-start", forecaster="BurstEnds"),
+    Case("a backlog held a cold start still buys none", {}, obs(70, 5.0, 1, waiting=40.0), 1, "cold-start",
+         before=[obs(t, 5.0, 1, waiting=40.0) for t in range(10, 70, 10)]),
     Case("a burst that outlasts the cold start", {}, obs(10, 5.0, 2), 6, "throughput", forecaster="BurstEndsHigh"),
+    # the hold began at 10 s: 50 s later it still defers to the forecast; after the cold start's 60 s the burst
+    # has outlasted what the forecast said, and keeping the pool through the horizon (35/s: 7) is bought
+    Case("the cold-start hold lasts up to a cold start", {}, obs(60, 5.0, 2), 2, "cold-start", forecaster="BurstEnds",
+         before=[obs(t, 5.0, 2) for t in range(10, 60, 10)]),
+    Case("a burst held past the cold start is bought", {}, obs(70, 5.0, 2), 7, "throughput", forecaster="BurstEnds",
+         before=[obs(t, 5.0, 2) for t in range(10, 70, 10)], reason="longer than the cold start"),
+    # buying part of it (3 for the 15/s after the cold start, where keeping needs 36.4/s: 8) does not restart
+    # the hold: short since 10 s, the keeping count is bought at 70 s
+    Case("a partial buy keeps the hold's start", {}, obs(70, 5.0, 3), 8, "throughput", forecaster="BurstEndsMid",
+         before=[obs(10, 5.0, 2)] + [obs(t, 5.0, 3) for t in range(20, 70, 10)], reason="short of it for 60s"),
+    # a tick with the pool at what keeping needs (7) ends the hold; the next one starts again at 40 s
+    Case("the hold restarts once the pool caught up", {}, obs(70, 5.0, 2), 2, "cold-start", forecaster="BurstEnds",
+         before=[obs(10, 5.0, 2), obs(20, 5.0, 2), obs(30, 5.0, 7), obs(40, 5.0, 2), obs(50, 5.0, 2), obs(60, 5.0, 2)]),
     Case("scale-up is rate limited", {"max_step": 2}, obs(10, 40.0, 1), 3, "throughput", limited_by="max-step", reason="limited to 2"),
     Case("capped at maxReplicas", {"max_replicas": 3}, obs(10, 40.0, 1), 3, "throughput", limited_by="max-replicas", reason="maxReplicas"),
     Case("at maxReplicas it stays limited", {"max_replicas": 3}, obs(10, 40.0, 3), 3, "throughput", limited_by="max-replicas"),

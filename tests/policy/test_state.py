@@ -60,6 +60,7 @@ def test_state_round_trips_through_json():
     st = new_state(s)
     for i in range(1, 30):
         _, st = decide(s, obs(10 * i, 5.0 + (i % 7), current=3), st)
+    st = st.replace(cold_hold_since=250.0)  # a cold-start hold in progress resumes from where it began
     st2 = PolicyState.from_dict(json.loads(json.dumps(st.to_dict())))
     assert st2 == st
     a, _ = decide(s, obs(300, 12.0, current=3), st)
@@ -82,6 +83,7 @@ def test_a_state_saved_by_the_version_1_operator_still_loads_and_decides_as_it_d
     assert st2.forecaster["n_steps"] == 13 and 1 <= d.replicas <= 6
     # a version-1 state has no learned capacity: it starts from the profile's
     assert st.capacity.factor == 1.0 and d.capacity["model_rate_per_replica"] > 0
+    assert st.cold_hold_since is None  # nor a cold-start hold in progress
     # nor an SLO budget: it starts at the prior (met requests: no burn), no per-count sums, no floor
     assert (
         st.slo_budget.floor == 0
@@ -124,6 +126,7 @@ def test_a_fresh_version_1_state_without_lazily_added_keys_loads():
         ({"version": 1, "forecaster": {}, "acc_count": "x"}, "acc_count"),
         ({"version": 1, "forecaster": {}, "length_sums": [1, 2]}, "length_sums"),
         ({"version": 1, "forecaster": {}, "last_good": {"nope": 1}}, "last_good"),
+        ({"version": 2, "forecaster": {}, "cold_hold_since": "soon"}, "cold_hold_since"),
     ],
 )
 def test_an_unreadable_state_is_a_clear_error_naming_the_key(bad, field):
