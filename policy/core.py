@@ -284,16 +284,9 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     short = need > max(new, current)
     since = state.cold_hold_since
     if short and since is not None and obs.time_s - since >= spec.cold_start_s:
-        text = (
-            f"{need_why[need_bound]}; short of it for {obs.time_s - since:.0f}s, longer than the cold start"
-        )
-        new, new_bound, new_bounds, new_hr, new_why = (
-            need,
-            need_bound,
-            need_bounds,
-            need_hr,
-            {need_bound: text},
-        )
+        held = f"short of it for {obs.time_s - since:.0f}s, longer than the cold start"
+        new, new_bound, new_bounds, new_hr = need, need_bound, need_bounds, need_hr
+        new_why = {need_bound: f"{need_why[need_bound]}; {held}"}
     fb = _feedback(spec, obs, sig, capacity_rate(spec, state)[1])
     if fb is not None and fb[0] > max(new, current):
         n, text = fb
