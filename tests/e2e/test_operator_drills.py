@@ -468,7 +468,9 @@ def test_advisory_gauges_are_what_a_keda_scaledobject_reads(drill, drills):
         return value if value and abs(value - d.status()["desiredReplicas"]) <= 1 else None
 
     value = wait_for("Prometheus to scrape the operator's current decision", answered, timeout=60)
-    assert value >= 4
+    # more than the target's one replica: the scraped gauge is the advisory decision, not the target's count
+    # (the decision itself may fall from its first >= 4 meanwhile: a fresh pool sizes at its point forecast)
+    assert value >= 2
     assert d.replicas() == 1 and st["lastDecision"]["advisory"] is True
     drills.prom.set_targets(
         [{"targets": [f"127.0.0.1:{drills.exporter.port}"], "labels": {"job": "vllm-exporter"}}]
