@@ -211,8 +211,13 @@ def sizing(
         why["backlog"] = (
             f"{now_rate:.2f}/s arriving and {obs.waiting:.0f} waiting to drain in {spec.slo.ttft_s:g}s"
         )
-    bound = max(bounds, key=lambda k: (bounds[k], k != "min"))
+    bound = _binding(bounds)
     return bounds[bound], bound, bounds, why, hr
+
+
+def _binding(bounds: dict[str, int]) -> str:
+    """The bound that sets the count: the largest (``min`` only where no other bound reaches it)."""
+    return max(bounds, key=lambda k: (bounds[k], k != "min"))
 
 
 def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig: Signals | None) -> _Plan:
@@ -275,18 +280,15 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     # drain it in time), buying less because the forecast sees a burst that ends before new replicas could
     # start. Once that has lasted a cold start, the forecast was wrong about the burst's length (a rise that
     # lasts that long is not a burst): buy the keeping count.
-    need, need_bound, need_bounds, need_why, need_hr = keep, keep_bound, bounds, why, hr
-    if keep > max(new, current) and new_obs is not obs:
-        need, need_bound, need_bounds, need_why, need_hr = sizing(
-            spec, new_obs, state, rate, peaks, mean, horizon, floor
-        )
-        need_hr = need_hr or waiting
+    need_bounds = bounds if new_obs is obs else {k: n for k, n in bounds.items() if k != "backlog"}
+    need_bound = _binding(need_bounds)
+    need = need_bounds[need_bound]
     short = need > max(new, current)
     since = state.cold_hold_since
     if short and since is not None and obs.time_s - since >= spec.cold_start_s:
         held = f"short of it for {obs.time_s - since:.0f}s, longer than the cold start"
-        new, new_bound, new_bounds, new_hr = need, need_bound, need_bounds, need_hr
-        new_why = {need_bound: f"{need_why[need_bound]}; {held}"}
+        new, new_bound, new_bounds, new_hr = need, need_bound, need_bounds, hr
+        new_why = {need_bound: f"{why[need_bound]}; {held}"}
     fb = _feedback(spec, obs, sig, capacity_rate(spec, state)[1])
     if fb is not None and fb[0] > max(new, current):
         n, text = fb
