@@ -31,6 +31,9 @@ At forecast time, for a horizon of h steps, it works on the ring of the last ``c
    distributions give, for a target level q, the level q' whose past quantiles were exceeded with
    frequency 1 - q; the q' quantile of today's distribution is returned. The correction is shrunk toward q
    with a prior weight of ``prior_weight`` origins.
+
+Until the ring holds ``MIN_CALIBRATION`` completed origins of the horizon, the bands are the prior: Poisson
+counts (D = 1) around the point forecast, the level's relative variance ``level_cv`` squared.
 """
 
 from __future__ import annotations
@@ -361,7 +364,10 @@ class BurstForecaster(Forecaster):
             q_sum = (n * np.quantile(u_sum, qs_arr) + w * qs_arr) / (n + w)
             q_peak = (n * np.quantile(u_peak, qs_arr) + w * qs_arr) / (n + w)
         else:
-            v, q_sum, q_peak = v_prior, qs_arr, qs_arr
+            # The prior: Poisson counts around a level with a CV of level_cv. Not the dispersion measured so far:
+            # on a young history it rests on a few successive differences (an idle step, then 93 requests,
+            # reads D above 2000), and its tails would ask for the whole pool.
+            v, q_sum, q_peak, d_now = v_prior, qs_arr, qs_arr, 1.0
         q_sum = np.clip(q_sum, 1e-4, 1 - 1e-4)
         q_peak = np.clip(q_peak, 1e-4, 1 - 1e-4)
         m_now = max(mean_count * h, 1e-9)

@@ -21,7 +21,7 @@ from typing import Any
 from burstpilot import forecasting
 from burstpilot.forecasting.base import MIN_CALIBRATION
 from burstpilot.policy.capacity import kv_capacity_tokens, replica_rate
-from burstpilot.policy.headroom import LEVELS, Headroom, headroom, not_yet
+from burstpilot.policy.headroom import LEVELS, Headroom, headroom
 from burstpilot.policy.learned import resource_rate
 from burstpilot.policy.observation import Bound, Decision, LimitedBy, Observation
 from burstpilot.policy.signals import Signals, read_signals
@@ -233,17 +233,14 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     f = forecaster.forecast(horizon_s=horizon, quantiles=levels)
     window = float(obs.window_s if obs.window_s else spec.forecast_step_s)
     now_rate = (obs.requests or 0.0) / window
-    # Until the forecaster has fitted its bands on its own history they are its prior, whose tails on a fresh
-    # pool are many times the rate: size the sustained rate at the point forecast and buy no burst headroom.
+    # Below MIN_CALIBRATION origins the forecaster's bands are its prior (the evidence says which).
     origins = forecaster.calibration_origins(horizon)
-    waiting = not_yet(origins, horizon) if origins < MIN_CALIBRATION else None
 
     def level(fcast) -> float:
-        return float(fcast.mean_rate) if waiting else _quantile(fcast.rate_quantiles, q)
+        return _quantile(fcast.rate_quantiles, q)
 
     rate = max(level(f), now_rate)
     peaks = {lv: max(float(f.peak_quantiles[lv]), now_rate) for lv in LEVELS if lv in f.peak_quantiles}
-    peaks = {} if waiting else peaks
     peak = max(_quantile(f.peak_quantiles, q), now_rate)
     rate_after, after = rate, 1.0
     if spec.cold_start_s >= spec.forecast_step_s:
@@ -262,7 +259,8 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
         "peak_rate": peak,
         "rate_after_cold_start": rate_after,
         "mean_rate": float(f.mean_rate),
-        "calibration_origins": origins,  # below MIN_CALIBRATION: rate is the point forecast, no headroom
+        "calibration_origins": origins,
+        "bands": "fitted" if origins >= MIN_CALIBRATION else "prior",
     }
     mean = float(f.mean_rate) if math.isfinite(f.mean_rate) else now_rate
     floor = state.slo_budget.floor
@@ -274,7 +272,6 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     new, new_bound, new_bounds, new_why, new_hr = sizing(
         spec, new_obs, state, rate_after, peaks_after, mean * after, horizon, floor
     )
-    hr, new_hr = hr or waiting, new_hr or waiting
     current = max(int(obs.current), 0)
     # Short of what keeping the pool through the horizon needs (the backlog aside: replicas bought now cannot
     # drain it in time), buying less because the forecast sees a burst that ends before new replicas could

@@ -9,19 +9,15 @@ miss the SLO; bursts may use ``BURST_SHARE`` of that budget (the rest is left to
 replica count removes). The headroom bound is the fewest replicas whose expected un-absorbed requests stay
 within that budget: none is bought while the expected violations from bursts are already within it.
 
-The peak quantiles are the forecaster's own only once it has fitted them on ``MIN_CALIBRATION`` past origins
-of the horizon; before that they are its prior (on a fresh pool, one step's count: a q0.999 peak forty times
-the rate), and buying replicas for the prior's tail would start every pool at ``maxReplicas``. No headroom is
-bought until then (nor is the sustained rate sized at the prior's quantile: at the point forecast); the
-throughput, backlog, KV and SLO-feedback bounds and ``minReplicas`` size the pool.
+Before the forecaster has fitted its bands on ``MIN_CALIBRATION`` past origins of the horizon, its peak
+quantiles are its prior (``burstpilot.forecasting.burst``: Poisson counts around a level with a 20 % CV), and
+the headroom is sized from that prior like any band.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from burstpilot.forecasting.base import MIN_CALIBRATION
 
 LEVELS = (0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)  # the peak quantiles asked of the forecaster
 BURST_SHARE = 0.5
@@ -32,26 +28,13 @@ class Headroom:
     replicas: int
     expected_violations: float  # un-absorbed requests expected in the horizon at `replicas`
     budget: float  # requests the goal allows to miss in the horizon from bursts
-    note: str = ""  # why none was sized (the forecaster's history is too short), else empty
 
-    def to_dict(self) -> dict[str, float | str]:
-        out: dict[str, float | str] = {
+    def to_dict(self) -> dict[str, float]:
+        return {
             "replicas": self.replicas,
             "expected_violations": round(self.expected_violations, 3),
             "budget": round(self.budget, 3),
         }
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-def not_yet(origins: int, horizon_s: float) -> Headroom:
-    """No headroom: the forecaster has fitted its peak band on ``origins`` past origins, fewer than it needs."""
-    note = (
-        f"none yet: the forecaster's peak band rests on {origins} of the {MIN_CALIBRATION} past origins of "
-        f"{horizon_s:.0f}s it needs"
-    )
-    return Headroom(0, 0.0, 0.0, note)
 
 
 def expected_unabsorbed(

@@ -62,6 +62,19 @@ def test_gamma_renewal_dispersion_and_coverage(shape):
     assert abs(s["peak_exceed_rate"]["0.9"] - 0.1) <= TOL
 
 
+def test_the_prior_bands_do_not_rest_on_a_young_historys_dispersion():
+    # An idle step, then 93: the dispersion read from that one difference is above 2000. Until the bands are
+    # fitted on MIN_CALIBRATION origins they are the prior (Poisson around the point forecast, level_cv): the
+    # busiest step's q0.999 over 19 steps within twice the point forecast, where the measured dispersion put
+    # it at 120 times.
+    f = make_forecaster("burst", STEP)
+    f.update(0.0)
+    f.update(93.0)
+    assert f.dispersion() > 2000
+    fc = f.forecast(horizon_s=190.0, quantiles=(0.9, 0.999))
+    assert fc.mean_rate < fc.rate_quantiles[0.9] < fc.peak_quantiles[0.999] <= 2 * fc.mean_rate, fc
+
+
 # A step change from 50 to 150 per step: the 120 s mean forecast crosses the midpoint within this many steps.
 RISE_STEPS = 2
 
