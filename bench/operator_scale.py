@@ -36,6 +36,7 @@ from e2e_harness import RELEASE, RELEASE_NS, Prometheus, wait_for  # noqa: E402
 
 from burstpilot.operator.cluster.controlplane import ControlPlane  # noqa: E402
 from burstpilot.operator.cluster.procs import Procs  # noqa: E402
+from burstpilot.operator.cluster.prometheus import SCRAPE_INTERVAL_S  # noqa: E402
 from burstpilot.operator.cluster.toolchain import load_toolchain  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "operator.json"
@@ -118,6 +119,7 @@ def objects(n: int, prom_url: str, interval: float) -> list[dict]:
                     "metrics": {
                         "prometheusUrl": prom_url,
                         "selector": {"servingpool": name, "namespace": ns},
+                        "scrapeIntervalSeconds": SCRAPE_INTERVAL_S,
                     },
                     "forecasting": {"model": "burst", "stepSeconds": interval, "quantile": 0.95},
                     "scaling": {"intervalSeconds": interval, "scaleDownStabilizationSeconds": 300},

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from burstpilot.errors import BurstpilotError
+from burstpilot.operator.prom import query_window
 from burstpilot.policy import (
     CapacityModel,
     Decision,
@@ -132,6 +133,11 @@ def read_spec(
     measure`` writes it), ``{inline: {...}}`` (the profile JSON itself), or an explicit capacity; each may carry
     ``capacityScale``.
     """
+    metrics = raw.get("metrics")
+    try:
+        query_window(metrics if isinstance(metrics, Mapping) else None, 1.0)  # a bad window, by its field
+    except BurstpilotError as exc:
+        raise BurstpilotError(f"ServingPool {name}: {exc}") from None
     prof = raw.get("profile")
     if not isinstance(prof, Mapping) or not (prof.get("name") or "configMapRef" in prof or "inline" in prof):
         return PoolSpec.from_crd(raw, name)  # an explicit capacity, or a spec from_crd refuses by name

@@ -23,12 +23,13 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from burstpilot.errors import BurstpilotError
 from burstpilot.operator import metrics as opmetrics
 
 log = logging.getLogger(__name__)
 
 # vLLM v1 metric names (the simulated replica exports the same). {selector} becomes the pool's label matchers,
-# {window} the tick's window (for example 10s). vLLM counts no arrivals, so requests = finished + the growth
+# {window} the counting window (query_window: for example 90s for a 10 s tick and a 30 s scrape). vLLM counts no arrivals, so requests = finished + the growth
 # of running and waiting over the window (vLLM has no finished series before the first request: 0 then).
 # tpotP99 is the p99 of the requests' own time per output token (vLLM's per-request histogram), the quantity a
 # TPOT target is about; the per-token vllm:inter_token_latency_seconds is not: its p99 holds every decode step
@@ -88,6 +89,37 @@ def format_window(seconds: float) -> str:
     """A PromQL duration: whole milliseconds, at least 1s."""
     ms = max(1000, int(round(seconds * 1000)))
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+# Prometheus Operator's scrape interval when a ServiceMonitor or PodMonitor sets none (kube-prometheus-stack's too).
+DEFAULT_SCRAPE_INTERVAL_S = 30.0
+
+
+def query_window(metrics_spec: Mapping[str, Any] | None, interval_s: float) -> float:
+    """The seconds the counting queries (``increase``, ``rate``) look back over: ``metrics.windowSeconds`` where
+    set, else max(interval + scrape, 3 x scrape) with the scrape interval ``metrics.scrapeIntervalSeconds``
+    (default 30 s): a window that overlaps the last tick's by one scrape and holds at least two samples even with
+    one scrape missed or late. A window of one tick under a scrape as long holds one sample or none, and
+    ``increase()`` answers nothing."""
+    metrics_spec = metrics_spec or {}
+    if metrics_spec.get("windowSeconds") is not None:
+        return _seconds(metrics_spec, "windowSeconds", 1.0)
+    scrape = DEFAULT_SCRAPE_INTERVAL_S
+    if metrics_spec.get("scrapeIntervalSeconds") is not None:
+        scrape = _seconds(metrics_spec, "scrapeIntervalSeconds", 0.1)
+    return max(float(interval_s) + scrape, 3.0 * scrape)
+
+
+def _seconds(metrics_spec: Mapping[str, Any], key: str, least: float) -> float:
+    """``metrics.<key>``: a number of seconds in [least, 3600] (the CRD's bounds; its schema is not the only
+    writer a pool may have had), else a BurstpilotError naming the field."""
+    value = metrics_spec[key]
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and least <= value <= 3600
+    if not ok:
+        raise BurstpilotError(
+            f"spec.metrics.{key} must be a number of seconds in [{least:g}, 3600], got {value!r}"
+        )
+    return float(value)
 
 
 def pool_queries(

@@ -48,7 +48,16 @@ from burstpilot.operator.decisions import (
 )
 from burstpilot.operator.health import TickWatch
 from burstpilot.operator.kube import Autoscaler, Kube, PodSummary, Scale, StateError, StatusError, TargetError
-from burstpilot.operator.prom import AuthError, Endpoint, MetricsError, PrometheusSource, pool_queries, scrub
+from burstpilot.operator.prom import (
+    AuthError,
+    Endpoint,
+    MetricsError,
+    PrometheusSource,
+    format_window,
+    pool_queries,
+    query_window,
+    scrub,
+)
 from burstpilot.operator.state import StateStore
 from burstpilot.operator.status import (
     Report,
@@ -138,31 +147,42 @@ def invalid_sample(values: dict[str, float | None], ceiling: dict[str, float]) -
 
 
 def observation(
-    now: float, values: dict[str, float | None] | None, current: int, pods: PodSummary, window_s: float
+    now: float,
+    values: dict[str, float | None] | None,
+    current: int,
+    pods: PodSummary,
+    window_s: float,
+    counted_s: float | None = None,
 ) -> Observation:
-    """The decision core's input. No values (missing, or an invalid sample) leave every signal unknown, so the
-    missing-metrics policy applies."""
+    """The decision core's input: the counts of one tick (``window_s``, the interval) from the queries' counts
+    over ``counted_s`` (the query window; default the interval), scaled to the tick. No values (missing, or an
+    invalid sample) leave every signal unknown, so the missing-metrics policy applies."""
     v = values or {}
     last = v.get("lastSample")
     fresh = values is not None and last is not None and v.get("requests") is not None
+    per_tick = window_s / counted_s if counted_s else 1.0
 
     def nonneg(key: str) -> float | None:
         x = v.get(key)
         return None if x is None or not math.isfinite(x) else max(x, 0.0)
 
+    def count(key: str) -> float | None:
+        x = nonneg(key)
+        return None if x is None else x * per_tick
+
     return Observation(
         time_s=now,
-        requests=nonneg("requests") if fresh else None,
-        prompt_tokens=nonneg("promptTokens"),
-        generation_tokens=nonneg("generationTokens"),
+        requests=count("requests") if fresh else None,
+        prompt_tokens=count("promptTokens"),
+        generation_tokens=count("generationTokens"),
         waiting=nonneg("waiting"),
         running=nonneg("running"),
         kv_usage=nonneg("kvUsage"),
         ttft_p99_s=nonneg("ttftP99"),
         tpot_p99_s=nonneg("tpotP99"),
-        completed=nonneg("completed") if fresh else None,
-        preemptions=nonneg("preemptions") if fresh else None,
-        slo_violations=nonneg("sloViolations") if fresh else None,
+        completed=count("completed") if fresh else None,
+        preemptions=count("preemptions") if fresh else None,
+        slo_violations=count("sloViolations") if fresh else None,
         current=current,
         ready=pods.ready,
         starting=pods.starting,
@@ -331,8 +351,9 @@ class PoolReconciler:
                 endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
             else:
                 endpoint = self._endpoint(metrics_spec)
+            window = query_window(metrics_spec, spec.interval_s)
             return await self.rt.prom.fetch(
-                endpoint, pool_queries(metrics_spec, spec.interval_s, spec.slo.ttft_s, spec.slo.tpot_s)
+                endpoint, pool_queries(metrics_spec, window, spec.slo.ttft_s, spec.slo.tpot_s)
             )
         except MetricsError as exc:
             return exc
@@ -341,13 +362,14 @@ class PoolReconciler:
         self, t: Tick, spec: PoolSpec, scale: Scale, pods: PodSummary, fetched: asyncio.Task
     ) -> Observation:
         values = await fetched
+        window = query_window(t.raw.get("metrics"), spec.interval_s)
         if isinstance(values, MetricsError):
             reason = "AuthUnavailable" if isinstance(values, AuthError) else "PrometheusUnavailable"
             t.report.condition("MetricsAvailable", False, reason, str(values))
             values = None
         if values is not None:
             self.last_values = values
-            problem = invalid_sample(values, ceilings(spec, spec.interval_s))
+            problem = invalid_sample(values, ceilings(spec, window))
             if problem:
                 values = None
                 t.report.condition(
@@ -361,10 +383,15 @@ class PoolReconciler:
                     "MetricsAvailable", False, "NoSeries", "Prometheus has no samples for this pool"
                 )
             else:
-                t.report.condition("MetricsAvailable", True, "Fresh", "")
+                t.report.condition(
+                    "MetricsAvailable",
+                    True,
+                    "Fresh",
+                    f"counts over {format_window(window)}, scaled to the tick",
+                )
         if values is None:
             self._error("metrics")
-        return observation(t.now, values, scale.spec_replicas, pods, spec.interval_s)
+        return observation(t.now, values, scale.spec_replicas, pods, spec.interval_s, window)
 
     async def _decide(self, t: Tick, spec: PoolSpec, obs: Observation) -> Decision:
         forecasting = dict(t.raw.get("forecasting") or {})

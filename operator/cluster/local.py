@@ -31,7 +31,7 @@ from burstpilot.operator.cluster.procs import (
     stop_recorded,
     wait_for,
 )
-from burstpilot.operator.cluster.prometheus import Prometheus
+from burstpilot.operator.cluster.prometheus import SCRAPE_INTERVAL_S, Prometheus
 from burstpilot.operator.cluster.replicas import ReplicaKeeper, ServiceFront
 from burstpilot.operator.cluster.toolchain import cache_dir, load_toolchain
 
@@ -63,9 +63,11 @@ def sample_pool(name: str, namespace: str, target: str, prometheus_url: str, max
             "profile": SAMPLE_CAPACITY,
             "slo": {"ttftSeconds": 2, "tpotSeconds": 0.1, "attainment": 0.99},
             "coldStartSeconds": 4,
-            "metrics": {"prometheusUrl": prometheus_url, "selector": {"servingpool": name}},
-            # 3 s ticks: the signals are increases over one interval, and Prometheus scrapes every second, so
-            # each window holds at least two samples (at 2 s a window sometimes holds one, and reads as 0)
+            "metrics": {
+                "prometheusUrl": prometheus_url,
+                "selector": {"servingpool": name},
+                "scrapeIntervalSeconds": SCRAPE_INTERVAL_S,
+            },
             "forecasting": {"model": "burst", "stepSeconds": SAMPLE_INTERVAL_S, "quantile": 0.9},
             "scaling": {
                 "intervalSeconds": SAMPLE_INTERVAL_S,

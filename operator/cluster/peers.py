@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from burstpilot.errors import BurstpilotError  # noqa: E402
+from burstpilot.operator.cluster.prometheus import SCRAPE_INTERVAL_S  # noqa: E402
 from burstpilot.policy.baselines import HPA_SYNC_S  # noqa: E402
 from burstpilot.policy.capacity import CapacityModel, concurrency_at, replica_rate  # noqa: E402
 from burstpilot.policy.spec import SLO, PoolSpec  # noqa: E402
@@ -307,7 +308,11 @@ def serving_pool(
         "profile": {"name": str(profile_path)},
         "slo": {"ttftSeconds": SLO_TTFT_S, "tpotSeconds": SLO_TPOT_S, "attainment": SLO_ATTAINMENT},
         "coldStartSeconds": COLD_START_S,
-        "metrics": {"prometheusUrl": prometheus_url, "selector": {"namespace": namespace}},
+        "metrics": {
+            "prometheusUrl": prometheus_url,
+            "selector": {"namespace": namespace},
+            "scrapeIntervalSeconds": SCRAPE_INTERVAL_S,  # the test Prometheus's (a user states their own)
+        },
     }
     if advisory:
         spec["mode"] = "Advisory"

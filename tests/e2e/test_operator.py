@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from e2e_harness import BIN, GPU_NODES, GPUS_PER_NODE, RELEASE_NS, free_port, wait_for
 
+from burstpilot.operator.cluster.prometheus import SCRAPE_INTERVAL_S
 from burstpilot.operator.state import decode
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,11 @@ def pool(name: str, target: str, prometheus_url: str, **spec) -> dict:
         "gpusPerReplica": 1,
         "profile": CAPACITY,
         "coldStartSeconds": 4,
-        "metrics": {"prometheusUrl": prometheus_url, "selector": {"servingpool": name}},
+        "metrics": {
+            "prometheusUrl": prometheus_url,
+            "selector": {"servingpool": name},
+            "scrapeIntervalSeconds": SCRAPE_INTERVAL_S,
+        },
         "forecasting": {"model": "burst", "stepSeconds": 2, "quantile": 0.9},
         "scaling": {"intervalSeconds": 2, "scaleDownStabilizationSeconds": 15},
     }

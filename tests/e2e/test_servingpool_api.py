@@ -61,6 +61,8 @@ def test_defaults_are_filled_in(cluster, chart_installed):
             "spec.profile.configMapRef.name: Required value",
         ),
         ({"metrics": {"prometheusUrl": "ftp://x"}}, "spec.metrics.prometheusUrl"),
+        ({"metrics": {"scrapeIntervalSeconds": 0.05}}, "spec.metrics.scrapeIntervalSeconds"),
+        ({"metrics": {"windowSeconds": 0.5}}, "spec.metrics.windowSeconds"),
         (
             {"missingMetrics": {"policy": "Floor", "floorReplicas": 9}},
             "floorReplicas must be less than or equal",

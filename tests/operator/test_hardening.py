@@ -17,6 +17,7 @@ from burstpilot.operator.prom import (
     PrometheusSource,
     pool_queries,
     printable_url,
+    query_window,
     scrub,
 )
 from burstpilot.operator.reconcile import PoolReconciler, Runtime, invalid_sample
@@ -97,7 +98,7 @@ def test_an_implausible_request_count_is_an_invalid_sample_never_a_crash_or_a_sc
     events = []
     rec = reconciler(kube, events)
     values = prom_values(requests=2)
-    values[pool_queries(SPEC["metrics"], 2.0)["requests"]] = requests
+    values[pool_queries(SPEC["metrics"], query_window(SPEC["metrics"], 2.0))["requests"]] = requests
     with FakePrometheus(values) as prom:
         tick(rec, prom.url)
     st = kube.statuses[-1]

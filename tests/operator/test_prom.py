@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from burstpilot.errors import BurstpilotError
 from burstpilot.operator.kube import PodSummary
 from burstpilot.operator.prom import (
     DEFAULT_QUERIES,
@@ -17,6 +18,7 @@ from burstpilot.operator.prom import (
     combine,
     format_window,
     pool_queries,
+    query_window,
     selector_matchers,
     split,
 )
@@ -33,6 +35,34 @@ def test_windows_are_promql_durations():
     assert format_window(10) == "10s"
     assert format_window(2.5) == "2500ms"
     assert format_window(0.1) == "1s"
+
+
+@pytest.mark.parametrize(
+    ("metrics", "interval", "window"),
+    [
+        ({}, 10, 90),  # the default 30 s scrape: three scrapes (two samples with one missed)
+        ({"scrapeIntervalSeconds": 15}, 10, 45),
+        ({"scrapeIntervalSeconds": 15}, 60, 75),  # a tick longer than a scrape: the tick and one scrape more
+        ({"scrapeIntervalSeconds": 1}, 2, 3),
+        ({"scrapeIntervalSeconds": 1, "windowSeconds": 45}, 10, 45),  # set outright
+    ],
+)
+def test_the_counting_window_holds_two_samples_and_overlaps_the_last_tick(metrics, interval, window):
+    assert query_window(metrics, interval) == window
+
+
+@pytest.mark.parametrize(
+    ("metrics", "field"),
+    [
+        ({"scrapeIntervalSeconds": 0}, "spec.metrics.scrapeIntervalSeconds"),
+        ({"scrapeIntervalSeconds": "15s"}, "spec.metrics.scrapeIntervalSeconds"),
+        ({"windowSeconds": True}, "spec.metrics.windowSeconds"),
+        ({"windowSeconds": 1e9}, "spec.metrics.windowSeconds"),
+    ],
+)
+def test_a_bad_scrape_interval_or_window_is_refused_by_its_field(metrics, field):
+    with pytest.raises(BurstpilotError, match=field):
+        query_window(metrics, 10)
 
 
 def test_pool_queries_fill_templates_and_take_overrides():

@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 
 from burstpilot.operator.decisions import BudgetBook, dump_state, load_state
 from burstpilot.operator.kube import PodSummary
-from burstpilot.operator.prom import PrometheusSource
-from burstpilot.operator.reconcile import PoolReconciler, Runtime, measured_cold_start
+from burstpilot.operator.prom import PrometheusSource, pool_queries
+from burstpilot.operator.reconcile import PoolReconciler, Runtime, measured_cold_start, observation
 from burstpilot.operator.state import decode
 from burstpilot.operator.status import json_safe
 from burstpilot.policy import PoolSpec, new_state
@@ -54,6 +54,39 @@ def test_a_burst_scales_the_target_up_and_reports_why():
     state = decode(kube.configmaps["llm-burstpilot-state"]["data"])
     assert state["forecasting"] == SPEC["forecasting"] and state["state"]["forecaster"]["n_steps"] == 1
     assert "policyState" not in st
+
+
+def test_counts_over_a_window_of_several_scrapes_are_scaled_to_the_tick():
+    # A 10 s tick under the default 30 s scrape: a 10 s window would hold one sample or none (increase()
+    # answers nothing); the queries look back 90 s, and 180 requests over them are 20 in the tick.
+    kube = FakeKube(replicas=1)
+    spec = {"scaling": {"intervalSeconds": 10}, "metrics": {"selector": {"servingpool": "llm"}}}
+    values = prom_values(requests=20, interval=10.0, metrics=spec["metrics"])
+    q = pool_queries(spec["metrics"], 90.0)
+    assert values[q["requests"]] == pytest.approx(180.0)
+    with FakePrometheus(values) as prom:
+        _, _, st = run_tick(kube, prom.url, spec=spec)
+        asked = " ".join(prom.queries)
+    assert "[90s]" in asked and "[10s]" not in asked
+    assert cond(st, "MetricsAvailable")["message"] == "counts over 90s, scaled to the tick"
+    assert 2.0 <= st["forecast"]["rate"] < 4.0, st["forecast"]  # 2/s and the prior's margin, not 18/s
+    pods = PodSummary(ready=2, starting=0, pending=0)
+    o = observation(NOW, {**{k: 90.0 for k in q}, "lastSample": NOW - 1, "waiting": 7.0}, 2, pods, 10.0, 90.0)
+    assert (o.requests, o.prompt_tokens, o.completed, o.preemptions) == pytest.approx(
+        (10.0, 10.0, 10.0, 10.0)
+    )
+    assert o.waiting == 7.0 and o.kv_usage == 90.0 and o.window_s == 10.0  # gauges as read
+
+
+def test_a_scrape_interval_the_schema_let_through_is_an_invalid_spec_naming_it():
+    # the API server stored scrapeIntervalSeconds: 0 although the CRD's minimum is 0.1 (seen on the test cluster)
+    kube = FakeKube(replicas=2)
+    spec = {"metrics": {"selector": {"servingpool": "llm"}, "scrapeIntervalSeconds": 0}}
+    with FakePrometheus(prom_values(requests=16)) as prom:
+        _, _, st = run_tick(kube, prom.url, spec=spec)
+    c = cond(st, "Ready")
+    assert c["status"] == "False" and c["reason"] == "InvalidSpec", c
+    assert "spec.metrics.scrapeIntervalSeconds" in c["message"] and kube.scaled == []
 
 
 def test_the_saved_state_is_resumed_on_the_next_tick():

@@ -206,7 +206,7 @@ def test_the_state_written_per_tick_is_small_at_a_15s_interval():
     with FakePrometheus({}) as prom:
         for i in range(ticks):
             prom.values.clear()
-            prom.values.update(prom_values(requests=30 + (7 * i) % 13, window=15.0, age=1.0 - 15 * i))
+            prom.values.update(prom_values(requests=30 + (7 * i) % 13, interval=15.0, age=1.0 - 15 * i))
             b = body(prom.url)
             b["spec"] = {**spec, "metrics": b["spec"]["metrics"]}
             asyncio.run(rec.tick(b, NOW + 15 * i))

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from burstpilot.operator.kube import PodSummary, Scale, StateError, StatusError, TargetError
-from burstpilot.operator.prom import pool_queries
+from burstpilot.operator.prom import pool_queries, query_window
 
 # One pool shared by the operator's unit tests: its spec, the clock, its uid, and Prometheus's answers.
 NOW = 1_900_000_000.0
@@ -21,19 +21,25 @@ SPEC = {
     "minReplicas": 1,
     "maxReplicas": 6,
     "profile": {"decodeTokensPerSecond": 100, "prefillTokensPerSecond": 2000},
-    "metrics": {"selector": {"servingpool": "llm"}},
+    "metrics": {"selector": {"servingpool": "llm"}, "scrapeIntervalSeconds": 1},
     "forecasting": {"model": "burst", "stepSeconds": 2, "quantile": 0.9},
     "scaling": {"intervalSeconds": 2, "scaleDownStabilizationSeconds": 30},
 }
 
 
-def prom_values(requests: float, window: float = 2.0, age: float = 1.0) -> dict[str, float]:
-    """What Prometheus answers for SPEC's default queries at NOW: `requests` in the window, 100+50 tokens each."""
-    q = pool_queries(SPEC["metrics"], window)
+def prom_values(
+    requests: float, interval: float = 2.0, age: float = 1.0, metrics: dict | None = None
+) -> dict[str, float]:
+    """What Prometheus answers for the default queries of SPEC (or of a pool's ``metrics``) at NOW: `requests` a
+    tick of `interval` seconds (over the counting window, query_window, at the same rate), 100+50 tokens each."""
+    metrics = SPEC["metrics"] if metrics is None else metrics
+    window = query_window(metrics, interval)
+    q = pool_queries(metrics, window)
+    n = requests * window / interval
     return {
-        q["requests"]: requests,
-        q["promptTokens"]: requests * 100,
-        q["generationTokens"]: requests * 50,
+        q["requests"]: n,
+        q["promptTokens"]: n * 100,
+        q["generationTokens"]: n * 50,
         q["waiting"]: 0.0,
         q["running"]: 1.0,
         q["kvUsage"]: 0.1,
