@@ -363,6 +363,8 @@ class PoolReconciler:
     ) -> Observation:
         values = await fetched
         window = query_window(t.raw.get("metrics"), spec.interval_s)
+        if log.isEnabledFor(logging.DEBUG):  # what each query answered, before any check (--log-level debug)
+            log.debug("%s: Prometheus over %s: %s", self.key, format_window(window), values)
         if isinstance(values, MetricsError):
             reason = "AuthUnavailable" if isinstance(values, AuthError) else "PrometheusUnavailable"
             t.report.condition("MetricsAvailable", False, reason, str(values))

@@ -89,6 +89,20 @@ def test_a_scrape_interval_the_schema_let_through_is_an_invalid_spec_naming_it()
     assert "spec.metrics.scrapeIntervalSeconds" in c["message"] and kube.scaled == []
 
 
+def test_the_raw_answers_are_logged_at_debug(caplog):
+    # what each query returned, for a decision that looks wrong afterwards (the status holds only the result)
+    kube = FakeKube(replicas=1)
+    with (
+        FakePrometheus(prom_values(requests=24)) as prom,
+        caplog.at_level("DEBUG", "burstpilot.operator.reconcile"),
+    ):
+        run_tick(kube, prom.url)
+    lines = [r.getMessage() for r in caplog.records if "Prometheus over" in r.getMessage()]
+    assert (
+        len(lines) == 1 and "serving/llm: Prometheus over 3s" in lines[0] and "'requests': 36.0" in lines[0]
+    )
+
+
 def test_the_saved_state_is_resumed_on_the_next_tick():
     kube = FakeKube(replicas=1)
     with FakePrometheus(prom_values(requests=2)) as prom:
