@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("loadtest", "loadtest_send_accuracy.py"),
     ("policy", "policy_burstpilot.py"),
     ("evaluation", "evaluation_policies.py"),
+    ("evaluation", "evaluation_seeds.py"),  # burstpilot's spread over the simulator's seed (about 25 min)
     ("operator", "operator_scale.py"),
     # about an hour: a local cluster with real KEDA, four controllers one after another; then the check of the
     # simulator's hpa and keda baselines against what the real ones did in it
