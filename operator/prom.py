@@ -29,8 +29,9 @@ from burstpilot.operator import metrics as opmetrics
 log = logging.getLogger(__name__)
 
 # vLLM v1 metric names (the simulated replica exports the same). {selector} becomes the pool's label matchers,
-# {window} the counting window (query_window: for example 90s for a 10 s tick and a 30 s scrape). vLLM counts no arrivals, so requests = finished + the growth
-# of running and waiting over the window (vLLM has no finished series before the first request: 0 then).
+# {window} the counting window (query_window: for example 90s for a 10 s tick and a 30 s scrape). vLLM counts
+# no arrivals, so requests = finished + the growth of running and waiting over the window (vLLM has no finished
+# series before the first request: 0 then).
 # tpotP99 is the p99 of the requests' own time per output token (vLLM's per-request histogram), the quantity a
 # TPOT target is about; the per-token vllm:inter_token_latency_seconds is not: its p99 holds every decode step
 # a prefill slowed, so it sits at 2-4x the requests' p99 on a pool that meets its TPOT target.

@@ -235,11 +235,7 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
     now_rate = (obs.requests or 0.0) / window
     # Below MIN_CALIBRATION origins the forecaster's bands are its prior (the evidence says which).
     origins = forecaster.calibration_origins(horizon)
-
-    def level(fcast) -> float:
-        return _quantile(fcast.rate_quantiles, q)
-
-    rate = max(level(f), now_rate)
+    rate = max(_quantile(f.rate_quantiles, q), now_rate)
     peaks = {lv: max(float(f.peak_quantiles[lv]), now_rate) for lv in LEVELS if lv in f.peak_quantiles}
     peak = max(_quantile(f.peak_quantiles, q), now_rate)
     rate_after, after = rate, 1.0
@@ -247,7 +243,7 @@ def _size(spec: PoolSpec, obs: Observation, state: PolicyState, forecaster, sig:
         # The q-quantile of the arrivals in [C, H] from those of [0, H] and [0, C] (comonotone approximation);
         # the busiest step after C keeps the horizon's peak-to-mean ratio.
         fc_c = forecaster.forecast(horizon_s=spec.cold_start_s, quantiles=(q,))
-        c_rate, h_rate = level(fc_c), level(f)
+        c_rate, h_rate = _quantile(fc_c.rate_quantiles, q), _quantile(f.rate_quantiles, q)
         rate_after = max(0.0, (horizon * h_rate - spec.cold_start_s * c_rate) / spec.interval_s)
         rate_after = min(rate_after, rate) if h_rate >= c_rate else rate_after
         after = rate_after / rate if rate > 0 else 0.0
