@@ -124,12 +124,13 @@ def cases() -> list[Case]:
     return out
 
 
-def rerun_unit(job: tuple[str, str, str]) -> dict:
-    """One unit of one case, alone (the case found by name among ``cases()`` with the capacity suffix)."""
-    name, capacity, unit = job
+def rerun_unit(job: tuple) -> dict:
+    """One unit of one case, alone (the case found by name among ``cases()`` with the capacity suffix):
+    ``(name, capacity, unit)``, or ``(name, capacity, unit, seed)`` for another simulator seed than 0."""
+    name, capacity, unit, *rest = job
     case = next(c for c in cases() if c.name == name.removesuffix(f"+{capacity}"))
     case.name, case.capacity = name, capacity
-    p = prepare(case, seed=0, search=False)
+    p = prepare(case, seed=rest[0] if rest else 0, search=False)
     return run_unit(p, unit)
 
 

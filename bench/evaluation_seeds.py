@@ -18,9 +18,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from evaluation_policies import cases
-
-from burstpilot.evaluation.harness import prepare, run_unit
+from evaluation_policies import cases, rerun_unit
 
 OUT = Path(__file__).parent / "results" / "evaluation_seeds.json"
 
@@ -28,8 +26,7 @@ OUT = Path(__file__).parent / "results" / "evaluation_seeds.json"
 def run(job: tuple[str, str, int]) -> dict:
     name, unit, seed = job
     t0 = time.perf_counter()
-    case = next(c for c in cases() if c.name == name)
-    out = run_unit(prepare(case, seed=seed, search=False), unit)
+    out = rerun_unit((name, "profile", unit, seed))
     return {"case": name, "unit": unit, "seed": seed, "wall_s": time.perf_counter() - t0,
             "metrics": out["metrics"]}  # fmt: skip
 

@@ -114,6 +114,7 @@ class Tick:
     now: float
     report: Report
     interval: float
+    window: float = 0.0  # the counting queries' window (query_window), once the spec is read
 
 
 def interval_of(body: dict[str, Any]) -> float:
@@ -274,6 +275,7 @@ class PoolReconciler:
             t.report.condition("Ready", False, "InvalidSpec", str(exc))
             raise Stop from None
         t.interval = spec.interval_s
+        t.window = query_window(t.raw.get("metrics"), spec.interval_s)  # read_spec has checked its fields
         return spec
 
     async def _observe_target(self, t: Tick) -> tuple[Scale, PodSummary]:
@@ -351,9 +353,8 @@ class PoolReconciler:
                 endpoint = await asyncio.to_thread(self._endpoint, metrics_spec)
             else:
                 endpoint = self._endpoint(metrics_spec)
-            window = query_window(metrics_spec, spec.interval_s)
             return await self.rt.prom.fetch(
-                endpoint, pool_queries(metrics_spec, window, spec.slo.ttft_s, spec.slo.tpot_s)
+                endpoint, pool_queries(metrics_spec, t.window, spec.slo.ttft_s, spec.slo.tpot_s)
             )
         except MetricsError as exc:
             return exc
@@ -362,7 +363,7 @@ class PoolReconciler:
         self, t: Tick, spec: PoolSpec, scale: Scale, pods: PodSummary, fetched: asyncio.Task
     ) -> Observation:
         values = await fetched
-        window = query_window(t.raw.get("metrics"), spec.interval_s)
+        window = t.window
         if log.isEnabledFor(logging.DEBUG):  # what each query answered, before any check (--log-level debug)
             log.debug("%s: Prometheus over %s: %s", self.key, format_window(window), values)
         if isinstance(values, MetricsError):

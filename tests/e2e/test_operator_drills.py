@@ -469,7 +469,7 @@ def test_advisory_gauges_are_what_a_keda_scaledobject_reads(drill, drills):
 
     value = wait_for("Prometheus to scrape the operator's current decision", answered, timeout=60)
     # more than the target's one replica: the scraped gauge is the advisory decision, not the target's count
-    # (the decision itself may fall from its first >= 4 meanwhile: a fresh pool sizes at its point forecast)
+    # (the decision itself fell from its first >= 4 meanwhile in some full-module runs, cause not found)
     assert value >= 2
     assert d.replicas() == 1 and st["lastDecision"]["advisory"] is True
     drills.prom.set_targets(
