@@ -11,11 +11,12 @@ tick are the load's, and the forecast and learned capacity answer those), with a
 ``COUNT_S`` (hours: a workload's length mix drifts over a day). Over a prior of ``PRIOR_VIOLATIONS / (1 -
 goal)`` met requests (a pseudo-count that never decays: a count with a miss or two is not condemned), a count
 *misses* when its violation rate is over the allowed ``1 - goal``. The *floor* is one above the largest count
-that misses (bound ``slo-budget``), and at most one above the smallest count whose rate is within ``FLAT`` of
-the best rate seen at any count (at their own rates, among those with a tenth of the prior's weight of requests
-or more): where more replicas do not lower the rate (a tail no count removes), it buys at most one more. The sums move slowly (hours), so
-the floor does not flap; it comes down as the misses that set it age, or as the count under it, visited again,
-meets the goal.
+that misses (bound ``slo-budget``), and at most one above the smallest count whose rate is no worse than the
+best rate seen (at their own rates, among the counts with the prior's weight of requests or more; *worse* by a
+one-sided two-proportion test at ``WORSE_Z``, since rates near 1 % over a few thousand requests differ by 10-20 %
+by chance alone): where more replicas do not lower the rate (a tail no count removes), it buys at most one more
+than the smallest that does as well (a count whose sums decayed under the prior's weight is not compared). The sums move slowly (hours), so the floor does not flap; it comes
+down as the misses that set it age, or as the count under it, visited again, meets the goal.
 
 Two more sums, over the hour a 99 % goal is judged over (``LONG_S``) and its twelfth (``SHORT_S``, the short
 window of multiwindow burn-rate alerting), give the observed attainment and its *burn* (violation rate over the
@@ -40,8 +41,9 @@ PRIOR_VIOLATIONS = 3.0
 COUNT_S = (
     6 * 3600.0
 )  # sums decay over six hours: telling a 2 % count from a 1 % one takes thousands of requests
-FLAT = 0.1  # rates within 10 % of the best seen are "no better": more replicas there buy nothing
-COMPARE_SHARE = 0.1  # of the prior's weight: the fewest (decayed) requests a count's own rate is compared on
+# A count's rate is "worse" than the best count's when the difference is over this many standard errors (a
+# one-sided 95 % two-proportion test): rates near 1 % over a few thousand requests differ by 10-20 % by chance
+WORSE_Z = 1.645
 MIN_WEIGHT = 1e-3  # a count whose decayed sums fall under this many requests is forgotten
 
 
@@ -120,14 +122,16 @@ class SloBudget:
         floor = max(bad) + 1 if bad else 0
         what = f"{max(bad)} ready missed {rates[max(bad)]:.2%}" if bad else "no count misses the goal"
         # "no better" compares counts at their own rates (over the prior, a count just visited would look
-        # better than one long observed), those with a tenth of the prior's weight of requests or more
-        raw = {n: miss / done for n, done, miss in self.by_count if done >= COMPARE_SHARE * prior}
-        if floor and raw:
-            best = min(raw.values())
-            flat = min(n for n, r in raw.items() if r <= best * (1.0 + FLAT) + 1e-12)
+        # better than one long observed), those with the prior's weight of requests or more, by a test: a
+        # count is worse than the best only when its rate is above the best's by more than chance explains
+        seen = {n: (done, miss) for n, done, miss in self.by_count if done >= prior}
+        if floor and seen:
+            best = min(seen, key=lambda n: seen[n][1] / seen[n][0])
+            flat = min(n for n in seen if not _worse(seen[n], seen[best]))
             if floor > flat + 1:
                 floor = flat + 1
-                what += f"; more than {flat} ready do no better ({best:.2%}): at most {floor}"
+                r_best = seen[best][1] / seen[best][0]
+                what += f"; more than {flat} ready do no better ({r_best:.2%} at {best}): at most {floor}"
         floor = min(floor, max_replicas)
         shown = ", ".join(f"{n}: {r:.2%}" for n, r in sorted(rates.items())[:8])
         tail = f"floor {floor}" if floor else "no floor"
@@ -196,6 +200,15 @@ class SloBudget:
             )
         vals["by_count"], vals["floor"] = tuple(sorted(table)), floor
         return cls(**vals, note=str(d.get("note", "")))
+
+
+def _worse(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether (completed, missed) ``a`` has a higher violation rate than ``b`` by more than chance explains:
+    the two-proportion z-test at ``WORSE_Z`` on the (decayed) sums, with the rates pooled."""
+    (da, ma), (db, mb) = a, b
+    pooled = (ma + mb) / (da + db)
+    se = math.sqrt(max(pooled * (1.0 - pooled), 1e-12) * (1.0 / da + 1.0 / db))
+    return ma / da - mb / db > WORSE_Z * se
 
 
 def _count(x: Any) -> bool:
