@@ -13,10 +13,11 @@ goal)`` met requests (a pseudo-count that never decays: a count with a miss or t
 *misses* when its violation rate is over the allowed ``1 - goal``. The *floor* is one above the largest count
 that misses (bound ``slo-budget``), and at most one above the smallest count whose rate is no worse than the
 best rate seen (at their own rates, among the counts with the prior's weight of requests or more; *worse* by a
-one-sided two-proportion test at ``WORSE_Z``, since rates near 1 % over a few thousand requests differ by 10-20 %
-by chance alone): where more replicas do not lower the rate (a tail no count removes), it buys at most one more
-than the smallest that does as well (a count whose sums decayed under the prior's weight is not compared). The sums move slowly (hours), so the floor does not flap; it comes
-down as the misses that set it age, or as the count under it, visited again, meets the goal.
+one-sided two-proportion test at ``WORSE_Z``, since rates near 1 % over a few thousand requests differ by
+10-20 % by chance alone): where more replicas do not lower the rate (a tail no count removes), it buys at most
+one more than the smallest that does as well (a count whose sums decayed under the prior's weight is not
+compared). The sums move slowly (hours), so the floor does not flap; it comes down as the misses that set it
+age, or as the count under it, visited again, meets the goal.
 
 Two more sums, over the hour a 99 % goal is judged over (``LONG_S``) and its twelfth (``SHORT_S``, the short
 window of multiwindow burn-rate alerting), give the observed attainment and its *burn* (violation rate over the
