@@ -1,8 +1,8 @@
 """Prometheus adapter: the PromQL of each signal, and batched instant queries through prometheus-api-client.
 
-Every pool needs the same eight signals each tick. The queries of all pools that tick at about the same time
-against the same Prometheus (same URL and credentials) go out as one PromQL expression: each query is tagged
-with a ``burstpilot_query`` label (``label_replace``) and the tagged vectors are joined with ``or``. When the
+Every pool needs the same signals each tick (DEFAULT_QUERIES). The queries of all pools that tick at about the
+same time against the same Prometheus (same URL and credentials) go out as one PromQL expression: each query is
+tagged with a ``burstpilot_query`` label (``label_replace``) and the tagged vectors are joined with ``or``. When the
 combined query fails as a whole (say one pool's override is not valid PromQL), each pool is asked on its own,
 so one bad pool never blinds the others.
 """
@@ -54,6 +54,9 @@ DEFAULT_QUERIES: dict[str, str] = {
     "completed": "sum(increase(vllm:request_success_total{selector}[{window}]))",
     "preemptions": "sum(increase(vllm:num_preemptions_total{selector}[{window}]))",
     "lastSample": "max(timestamp(vllm:num_requests_running{selector}))",
+    # the samples the counting window holds (of the replica scraped longest): under two, increase() answers
+    # nothing; fewer than the stated scrape interval implies, Prometheus scrapes less often than the spec says
+    "samples": "max(count_over_time(vllm:num_requests_running{selector}[{window}]))",
 }
 # sloViolations: the requests of the window that missed the SLO, from the TTFT and per-request TPOT histograms:
 # for each, the count above the target, the bucket counts interpolated linearly between the bucket bounds on
@@ -105,10 +108,16 @@ def query_window(metrics_spec: Mapping[str, Any] | None, interval_s: float) -> f
     metrics_spec = metrics_spec or {}
     if metrics_spec.get("windowSeconds") is not None:
         return _seconds(metrics_spec, "windowSeconds", 1.0)
-    scrape = DEFAULT_SCRAPE_INTERVAL_S
-    if metrics_spec.get("scrapeIntervalSeconds") is not None:
-        scrape = _seconds(metrics_spec, "scrapeIntervalSeconds", 0.1)
+    scrape = scrape_interval(metrics_spec)
     return max(float(interval_s) + scrape, 3.0 * scrape)
+
+
+def scrape_interval(metrics_spec: Mapping[str, Any] | None) -> float:
+    """The scrape interval the pool states (``metrics.scrapeIntervalSeconds``, default 30 s)."""
+    metrics_spec = metrics_spec or {}
+    if metrics_spec.get("scrapeIntervalSeconds") is not None:
+        return _seconds(metrics_spec, "scrapeIntervalSeconds", 0.1)
+    return DEFAULT_SCRAPE_INTERVAL_S
 
 
 def _seconds(metrics_spec: Mapping[str, Any], key: str, least: float) -> float:

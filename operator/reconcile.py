@@ -56,6 +56,7 @@ from burstpilot.operator.prom import (
     format_window,
     pool_queries,
     query_window,
+    scrape_interval,
     scrub,
 )
 from burstpilot.operator.state import StateStore
@@ -190,6 +191,33 @@ def observation(
         pending=pods.pending,
         metrics_age_s=max(now - last, 0.0) if fresh else None,
         window_s=window_s,
+    )
+
+
+def _scrape_hint(metrics_spec: dict[str, Any] | None) -> str:
+    """What to change when the counting window holds too few samples."""
+    if (metrics_spec or {}).get("windowSeconds") is not None:
+        return "spec.metrics.windowSeconds is shorter than two of Prometheus's scrape intervals"
+    stated = scrape_interval(metrics_spec)
+    return (
+        f"Prometheus scrapes less often than spec.metrics.scrapeIntervalSeconds ({stated:g} s) says; "
+        "set it to the scrape interval (the ServiceMonitor's)"
+    )
+
+
+def _slow_scrape(metrics_spec: dict[str, Any] | None, window: float, samples: float | None) -> str:
+    """A warning for the Fresh message when the window holds fewer samples than the stated scrape interval
+    implies (the real interval at least 1.5 x the stated one): windows of one sample come next."""
+    if samples is None or not math.isfinite(samples) or samples < 1:
+        return ""
+    if (metrics_spec or {}).get("windowSeconds") is not None:
+        return ""
+    stated, seen = scrape_interval(metrics_spec), window / samples
+    if seen < 1.5 * stated:
+        return ""
+    return (
+        f"; but the window holds {samples:.0f} samples of a replica: Prometheus scrapes about every {seen:.3g} s, "
+        f"not the {stated:g} s spec.metrics.scrapeIntervalSeconds says (set it to the scrape interval)"
     )
 
 
@@ -382,15 +410,26 @@ class PoolReconciler:
                     f"{problem}; treated as missing metrics ({spec.missing_metrics} policy), never a scale-down",
                 )
             elif values.get("lastSample") is None or values.get("requests") is None:
-                t.report.condition(
-                    "MetricsAvailable", False, "NoSeries", "Prometheus has no samples for this pool"
-                )
+                samples = values.get("samples")
+                if values.get("lastSample") is not None and samples is not None and samples < 2:
+                    t.report.condition(
+                        "MetricsAvailable",
+                        False,
+                        "WindowTooShort",
+                        f"the counting window {format_window(window)} holds {samples:.0f} sample of a replica, "
+                        f"too few to count over: {_scrape_hint(t.raw.get('metrics'))}",
+                    )
+                else:
+                    t.report.condition(
+                        "MetricsAvailable", False, "NoSeries", "Prometheus has no samples for this pool"
+                    )
             else:
                 t.report.condition(
                     "MetricsAvailable",
                     True,
                     "Fresh",
-                    f"counts over {format_window(window)}, scaled to the tick",
+                    f"counts over {format_window(window)}, scaled to the tick"
+                    + _slow_scrape(t.raw.get("metrics"), window, values.get("samples")),
                 )
         if values is None:
             self._error("metrics")

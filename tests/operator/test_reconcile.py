@@ -152,6 +152,31 @@ def test_no_series_holds_the_replicas_and_says_so():
     assert st["desiredReplicas"] == 3 and "metrics missing" in st["lastDecision"]["reason"]
 
 
+def test_a_window_holding_too_few_samples_names_the_scrape_interval_to_fix():
+    # Prometheus scrapes every 3 s where the pool states 1 s: the 3 s window holds one sample, increase()
+    # answers nothing; the condition says why and which field to set, not "no samples"
+    kube = FakeKube(replicas=3, pods=PodSummary(ready=3))
+    values = prom_values(requests=4, scrape=3.0)
+    q = pool_queries(SPEC["metrics"], 3.0)
+    values = {k: v for k, v in values.items() if k not in (q["requests"], q["promptTokens"])}
+    with FakePrometheus(values) as prom:
+        _, _, st = run_tick(kube, prom.url)
+    c = cond(st, "MetricsAvailable")
+    assert c["status"] == "False" and c["reason"] == "WindowTooShort", c
+    assert "window 3s holds 1 sample" in c["message"] and "scrapeIntervalSeconds (1 s)" in c["message"]
+    assert kube.scaled == [] and "metrics missing" in st["lastDecision"]["reason"]
+
+
+@pytest.mark.parametrize(("scrape", "warned"), [(1.0, False), (1.5, True)])
+def test_fresh_metrics_warn_when_prometheus_scrapes_slower_than_the_pool_states(scrape, warned):
+    kube = FakeKube(replicas=1)
+    with FakePrometheus(prom_values(requests=4, scrape=scrape)) as prom:
+        _, _, st = run_tick(kube, prom.url)
+    c = cond(st, "MetricsAvailable")
+    assert c["status"] == "True" and c["reason"] == "Fresh"
+    assert ("scrapes about every 1.5 s, not the 1 s" in c["message"]) is warned, c["message"]
+
+
 def test_pending_pods_make_scaling_limited():
     pods = PodSummary(
         ready=4, pending=2, pending_message="0/2 nodes are available: 2 Insufficient nvidia.com/gpu."

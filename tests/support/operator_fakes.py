@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from burstpilot.operator.kube import PodSummary, Scale, StateError, StatusError, TargetError
-from burstpilot.operator.prom import pool_queries, query_window
+from burstpilot.operator.prom import pool_queries, query_window, scrape_interval
 
 # One pool shared by the operator's unit tests: its spec, the clock, its uid, and Prometheus's answers.
 NOW = 1_900_000_000.0
@@ -28,15 +28,22 @@ SPEC = {
 
 
 def prom_values(
-    requests: float, interval: float = 2.0, age: float = 1.0, metrics: dict | None = None
+    requests: float,
+    interval: float = 2.0,
+    age: float = 1.0,
+    metrics: dict | None = None,
+    scrape: float | None = None,
 ) -> dict[str, float]:
     """What Prometheus answers for the default queries of SPEC (or of a pool's ``metrics``) at NOW: `requests` a
-    tick of `interval` seconds (over the counting window, query_window, at the same rate), 100+50 tokens each."""
+    tick of `interval` seconds (over the counting window, query_window, at the same rate), 100+50 tokens each;
+    the window's samples at a scrape every ``scrape`` seconds (default: the interval the pool states)."""
     metrics = SPEC["metrics"] if metrics is None else metrics
     window = query_window(metrics, interval)
     q = pool_queries(metrics, window)
     n = requests * window / interval
+    every = scrape if scrape is not None else scrape_interval(metrics)
     return {
+        q["samples"]: float(int(window / every)),
         q["requests"]: n,
         q["promptTokens"]: n * 100,
         q["generationTokens"]: n * 50,
