@@ -5,7 +5,10 @@
   its /health answers, as a Service to a pod past its readiness probe). A pod annotated
   ``burstpilot.io/readiness: replica`` is Running but not Ready until then: the keeper marks it Ready when its
   replica's /health answers and, if the pod says ``burstpilot.io/cold-start-seconds``, no sooner than that after
-  its creation (the kubelet's part), and the front routes to it only then.
+  its creation (the kubelet's part), and the front routes to it only then. A replica that exits is taken out
+  of the Service at once, logged (exit code, its log's last lines) and started again after a back-off that
+  doubles with each exit of the same pod, from 1 s up to 30 s (the kubelet's CrashLoopBackOff, shortened);
+  ``restarts`` counts them per pod.
   It keeps the Prometheus target file of those replicas (labelled namespace, pod, servingpool), and records
   every pod's lifetime (created, Ready, deleted: what GPU-hours are counted from).
 - ``ServiceFront`` is the Service in front of them: it forwards each request (streaming) to the replica with the
@@ -44,6 +47,7 @@ from burstpilot.operator.cluster.prometheus import Prometheus
 
 log = logging.getLogger(__name__)
 BIN = Path(sys.executable).parent
+RESTART_BACKOFF_S = (1.0, 30.0)  # a replica that exits starts again after 1 s, doubling per exit up to 30 s
 
 
 def _ready(pod) -> bool:
@@ -86,6 +90,8 @@ class ReplicaKeeper:
         self.serving: set[str] = set()  # replicas whose /health answered 200 (their readiness probe)
         self.backends: list[str] = []
         self.pods: dict[str, dict] = {}  # uid -> lifetime record
+        self.restarts: dict[str, int] = {}  # pod name -> times its replica exited and was started again
+        self._backoff: dict[str, float] = {}  # pod name -> monotonic time before which it is not restarted
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, daemon=True)
 
@@ -179,7 +185,16 @@ class ReplicaKeeper:
             if name not in running:
                 self.serving.discard(name)
                 self.procs.stop(self.replicas.pop(name)[0])
+        for name in set(self.restarts) - set(running):
+            self.restarts.pop(name)
+            self._backoff.pop(name, None)
+        for name in self._reap():  # its readiness probe fails: the pod is Running, not Ready
+            if name in running and _ready_by_replica(running[name]) and _ready(running[name]):
+                self._mark_ready(running[name], ready=False)
+        now = time.monotonic()
         for name in sorted(set(running) - set(self.replicas)):
+            if self._backoff.get(name, 0.0) > now:
+                continue
             port = free_port()
             proc = self.procs.start(
                 f"replica-{self.namespace}-{name}",
@@ -221,19 +236,42 @@ class ReplicaKeeper:
             self.target_name,
         )
 
-    def _mark_ready(self, pod) -> bool:
-        """What the kubelet does when a readiness probe first succeeds: the pod's Ready and ContainersReady
-        conditions and its containers' ``ready`` become true. False when the patch failed (the pod is going, or
-        the API server did not answer): the next sync tries again."""
+    def _reap(self) -> list[str]:
+        """Takes every replica that exited out of the Service, logs why and schedules its restart; returns
+        their pods' names."""
+        gone = []
+        for name, (proc, _) in list(self.replicas.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            self.serving.discard(name)
+            del self.replicas[name]
+            gone.append(name)
+            n = self.restarts[name] = self.restarts.get(name, 0) + 1
+            first, cap = RESTART_BACKOFF_S
+            delay = min(first * 2 ** (n - 1), cap)
+            self._backoff[name] = time.monotonic() + delay
+            tail = self.procs.tail(f"replica-{self.namespace}-{name}", 5).strip().replace("\n", " | ")
+            log.warning(
+                "replica keeper %s/%s: the replica of pod %s exited with code %s (exit %d); starting it "
+                "again in %.0f s; its log ends: %s",
+                self.namespace, self.pool, name, code, n, delay, tail or "(empty)",
+            )  # fmt: skip
+        return gone
+
+    def _mark_ready(self, pod, ready: bool = True) -> bool:
+        """What the kubelet does when a readiness probe first succeeds (``ready``) or starts failing: the pod's
+        Ready and ContainersReady conditions and its containers' ``ready`` follow. False when the patch failed
+        (the pod is going, or the API server did not answer): the next sync tries again."""
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         serialize = self.api.api_client.sanitize_for_serialization
-        containers = [{**serialize(c), "ready": True} for c in (pod.status.container_statuses or [])]
+        containers = [{**serialize(c), "ready": ready} for c in (pod.status.container_statuses or [])]
         body = {
             "status": {
                 "conditions": [
                     {
                         "type": kind,
-                        "status": "True",
+                        "status": "True" if ready else "False",
                         "lastTransitionTime": now,
                         "reason": None,
                         "message": None,
@@ -252,15 +290,16 @@ class ReplicaKeeper:
             )
         except (k8s.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             log.warning(
-                "replica keeper %s/%s: marking %s Ready: %s",
+                "replica keeper %s/%s: marking %s %s: %s",
                 self.namespace,
                 self.pool,
                 pod.metadata.name,
+                "Ready" if ready else "not Ready",
                 exc,
             )
             return False
         rec = self.pods.get(pod.metadata.uid)
-        if rec is not None and rec["ready"] is None:
+        if ready and rec is not None and rec["ready"] is None:
             rec["ready"] = time.time()
             self._write_lifetimes()
         return True
