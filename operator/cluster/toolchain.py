@@ -33,7 +33,7 @@ def load_toolchain(keda: bool = True, cache: Path | None = None) -> dict:
     """The manifest's paths, checked: every binary exists (and KEDA's, when ``keda``). The error names what is
     missing and says to run ``make toolchain``."""
     manifest = (cache or cache_dir()) / "toolchain.json"
-    hint = "run `make toolchain` (scripts/build-toolchain.sh; about 50 minutes cold on two cores, then cached by version)"
+    hint = "run `make toolchain` (scripts/build-toolchain.sh; 18 to 51 minutes cold on two cores, by what else runs, then cached by version)"
     if not manifest.exists():
         raise ClusterError(f"{manifest} is missing: the toolchain is not built; {hint}")
     try:
