@@ -195,13 +195,18 @@ def observation(
 
 
 def _scrape_hint(metrics_spec: dict[str, Any] | None) -> str:
-    """What to change when the counting window holds too few samples."""
+    """What to change when the counting window holds too few samples (also what a pool whose replicas were
+    all scraped once so far shows, for a tick or two)."""
     if (metrics_spec or {}).get("windowSeconds") is not None:
-        return "spec.metrics.windowSeconds is shorter than two of Prometheus's scrape intervals"
+        return (
+            "its replicas were scraped once so far, or spec.metrics.windowSeconds is shorter than two of "
+            "Prometheus's scrape intervals"
+        )
     stated = scrape_interval(metrics_spec)
     return (
-        f"Prometheus scrapes less often than spec.metrics.scrapeIntervalSeconds ({stated:g} s) says; "
-        "set it to the scrape interval (the ServiceMonitor's)"
+        "its replicas were scraped once so far, or Prometheus scrapes less often than "
+        f"spec.metrics.scrapeIntervalSeconds ({stated:g} s) says: set it to the scrape interval (the "
+        "ServiceMonitor's)"
     )
 
 
