@@ -2,9 +2,9 @@
 
 Every pool needs the same signals each tick (DEFAULT_QUERIES). The queries of all pools that tick at about the
 same time against the same Prometheus (same URL and credentials) go out as one PromQL expression: each query is
-tagged with a ``burstpilot_query`` label (``label_replace``) and the tagged vectors are joined with ``or``. When the
-combined query fails as a whole (say one pool's override is not valid PromQL), each pool is asked on its own,
-so one bad pool never blinds the others.
+tagged with a ``burstpilot_query`` label (``label_replace``) and the tagged vectors are joined with ``or``.
+When the combined query fails as a whole (say one pool's override is not valid PromQL), each pool is asked on
+its own, so one bad pool never blinds the others.
 """
 
 from __future__ import annotations

@@ -222,7 +222,8 @@ def _slow_scrape(metrics_spec: dict[str, Any] | None, window: float, samples: fl
         return ""
     return (
         f"; but the window holds {samples:.0f} samples of a replica: Prometheus scrapes about every {seen:.3g} s, "
-        f"not the {stated:g} s spec.metrics.scrapeIntervalSeconds says (set it to the scrape interval)"
+        f"not the {stated:g} s spec.metrics.scrapeIntervalSeconds says (set it to the scrape interval), or "
+        "its replicas are new"
     )
 
 
