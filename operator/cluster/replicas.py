@@ -190,14 +190,14 @@ class ReplicaKeeper:
             self._backoff.pop(name, None)
         for name in self._reap():  # its readiness probe fails: the pod is Running, not Ready
             if name in running and _ready_by_replica(running[name]) and _ready(running[name]):
-                self._mark_ready(running[name], ready=False)
+                self._set_ready(running[name], ready=False)
         now = time.monotonic()
         for name in sorted(set(running) - set(self.replicas)):
             if self._backoff.get(name, 0.0) > now:
                 continue
             port = free_port()
             proc = self.procs.start(
-                f"replica-{self.namespace}-{name}",
+                self._proc_name(name),
                 [
                     BIN / "burstpilot",
                     "sim",
@@ -220,7 +220,7 @@ class ReplicaKeeper:
         for name in sorted(self.serving):
             pod = running[name]
             if _ready_by_replica(pod) and not _ready(pod):
-                if time.time() < _ready_at(pod) or not self._mark_ready(pod):
+                if time.time() < _ready_at(pod) or not self._set_ready(pod):
                     continue
             routed.add(name)
         # the Service routes only to Ready pods whose replica passed its readiness probe (model loaded)
@@ -235,6 +235,10 @@ class ReplicaKeeper:
             ],
             self.target_name,
         )
+
+    def _proc_name(self, pod: str) -> str:
+        """The name a pod's replica process and its log go by."""
+        return f"replica-{self.namespace}-{pod}"
 
     def _reap(self) -> list[str]:
         """Takes every replica that exited out of the Service, logs why and schedules its restart; returns
@@ -251,7 +255,7 @@ class ReplicaKeeper:
             first, cap = RESTART_BACKOFF_S
             delay = min(first * 2 ** (n - 1), cap)
             self._backoff[name] = time.monotonic() + delay
-            tail = self.procs.tail(f"replica-{self.namespace}-{name}", 5).strip().replace("\n", " | ")
+            tail = self.procs.tail(self._proc_name(name), 5).strip().replace("\n", " | ")
             log.warning(
                 "replica keeper %s/%s: the replica of pod %s exited with code %s (exit %d); starting it "
                 "again in %.0f s; its log ends: %s",
@@ -259,7 +263,7 @@ class ReplicaKeeper:
             )  # fmt: skip
         return gone
 
-    def _mark_ready(self, pod, ready: bool = True) -> bool:
+    def _set_ready(self, pod, ready: bool = True) -> bool:
         """What the kubelet does when a readiness probe first succeeds (``ready``) or starts failing: the pod's
         Ready and ContainersReady conditions and its containers' ``ready`` follow. False when the patch failed
         (the pod is going, or the API server did not answer): the next sync tries again."""
