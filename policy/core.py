@@ -80,8 +80,19 @@ def decide(spec: PoolSpec, obs: Observation, state: PolicyState | None) -> tuple
     """One scaling decision. Returns the decision and the new state (states are immutable).
 
     Never raises on what the metrics say: an observation with values that are not finite, negative, or beyond
-    anything the pool could serve is an invalid sample, handled like missing metrics (never a scale-down)."""
+    anything the pool could serve is an invalid sample, handled like missing metrics (never a scale-down).
+
+    An advisory pool's count is someone else's (an HPA's, or KEDA acting on the advice after a lag), so each
+    advice starts from the last advice, not from that count: the advice is the count burstpilot would run,
+    held and stepped by its own rules (the pool's ready and starting replicas still say what is serving)."""
     state = state if state is not None else new_state(spec)
+    if spec.advisory and state.advised is not None:
+        obs = replace(obs, current=state.advised)
+    decision, state = _decide(spec, obs, state)
+    return decision, state.replace(advised=decision.replicas if spec.advisory else None)
+
+
+def _decide(spec: PoolSpec, obs: Observation, state: PolicyState) -> tuple[Decision, PolicyState]:
     current = _count(obs.current)
     invalid = _invalid(spec, obs, state)
     if invalid == "time":  # no clock: nothing can be accounted for this tick

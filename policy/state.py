@@ -96,7 +96,9 @@ class PolicyState:
     ``capacity``: the learned per-replica capacity (``burstpilot.policy.learned``); ``slo_budget``: the observed
     attainment and the floor it sets (``burstpilot.policy.slobudget``); ``cold_hold_since``: since when the pool
     has been short of what keeping it through the horizon needs while the forecast said new replicas would come
-    too late (the ``cold-start`` hold; None when it is not).
+    too late (the ``cold-start`` hold; None when it is not); ``advised``: in advisory mode, the count the last
+    decision advised, which the next one starts from (the pool's own count is set by someone else; None when
+    the pool is not advisory).
     """
 
     forecaster: Mapping[str, Any]
@@ -108,6 +110,7 @@ class PolicyState:
     capacity: LearnedCapacity = LearnedCapacity()
     slo_budget: SloBudget = SloBudget()
     cold_hold_since: float | None = None
+    advised: int | None = None
 
     def replace(self, **changes: Any) -> PolicyState:
         return replace(self, **changes)
@@ -124,6 +127,7 @@ class PolicyState:
             "capacity": self.capacity.to_dict(),
             "slo_budget": self.slo_budget.to_dict(),
             "cold_hold_since": self.cold_hold_since,
+            "advised": self.advised,
         }
 
     @classmethod
@@ -163,6 +167,7 @@ class PolicyState:
             capacity=LearnedCapacity.from_dict(d.get("capacity")),
             slo_budget=SloBudget.from_dict(d.get("slo_budget")),
             cold_hold_since=_opt_num(d.get("cold_hold_since"), "cold_hold_since"),
+            advised=_opt_count(d.get("advised"), "advised"),
         )
 
 
@@ -174,3 +179,13 @@ def _num(x: Any, key: str) -> float:
 
 def _opt_num(x: Any, key: str) -> float | None:
     return None if x is None else _num(x, key)
+
+
+def _opt_count(x: Any, key: str) -> int | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+        raise BurstpilotError(
+            f"policy state: {key} must be a replica count (an integer >= 0) or null, got {x!r}"
+        )
+    return x

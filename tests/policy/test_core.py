@@ -249,6 +249,25 @@ def test_the_forecast_is_reported():
     assert d.forecast["quantile"] == 0.9 and d.bounds["throughput"] == 4
 
 
+def test_an_advisory_pool_steps_from_its_own_advice_not_from_the_count_someone_else_keeps():
+    """The pool stays at one replica (its HPA's count) while burstpilot advises: 20/s needs 4, then at 5/s the
+    advice is held at 4 for the 60 s window and comes down from 4, as it would if burstpilot ran the pool."""
+    s = spec(mode="advisory", scale_down_stabilization_s=60.0)
+    st = new_state(s)
+    d, st = decide(s, obs(10, 20.0, 1), st)
+    assert (d.replicas, st.advised) == (4, 4)
+    d, st = decide(s, obs(20, 5.0, 1), st)
+    # from the pool's own count this tick would read "hold 1"
+    assert (d.replicas, d.bound) == (4, "stabilization"), d.reason
+    assert d.reason.startswith("advisory: hold 4")
+    d, st = decide(s, obs(75, 5.0, 1), st)
+    assert d.replicas == 1 and "scale down 4->1" in d.reason, d.reason
+    # the same ticks acting on the pool step from its count, and keep no advice
+    a = spec(scale_down_stabilization_s=60.0)
+    d, st = decide(a, obs(20, 5.0, 4), decide(a, obs(10, 20.0, 1), new_state(a))[1])
+    assert (d.replicas, st.advised) == (4, None)
+
+
 @pytest.mark.parametrize("test_forecasters", ["BurstEnds"], indirect=True)
 def test_the_rate_after_the_cold_start_is_reported(test_forecasters):
     s = spec()

@@ -60,7 +60,7 @@ def test_state_round_trips_through_json():
     st = new_state(s)
     for i in range(1, 30):
         _, st = decide(s, obs(10 * i, 5.0 + (i % 7), current=3), st)
-    st = st.replace(cold_hold_since=250.0)  # a cold-start hold in progress resumes from where it began
+    st = st.replace(cold_hold_since=250.0, advised=4)  # a cold-start hold in progress resumes from its start
     st2 = PolicyState.from_dict(json.loads(json.dumps(st.to_dict())))
     assert st2 == st
     a, _ = decide(s, obs(300, 12.0, current=3), st)
@@ -131,6 +131,8 @@ def test_a_fresh_version_1_state_without_lazily_added_keys_loads():
         ({"version": 1, "forecaster": {}, "length_sums": [1, 2]}, "length_sums"),
         ({"version": 1, "forecaster": {}, "last_good": {"nope": 1}}, "last_good"),
         ({"version": 2, "forecaster": {}, "cold_hold_since": "soon"}, "cold_hold_since"),
+        ({"version": 2, "forecaster": {}, "advised": 2.5}, "advised"),
+        ({"version": 2, "forecaster": {}, "advised": -1}, "advised"),
     ],
 )
 def test_an_unreadable_state_is_a_clear_error_naming_the_key(bad, field):
