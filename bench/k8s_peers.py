@@ -461,7 +461,7 @@ def main() -> int:
             kept.update(k)
             load[run.arm] = list(os.getloadavg())
             # the figures so far, so that a later arm's failure loses nothing already measured
-            write_results(args.out, workloads, rows, kept, load, time.monotonic() - t_start, args.minutes)
+            write_results(args.out, workloads, rows, kept, load, time.monotonic() - t_start)
             run.teardown()
             if nxt is not None:
                 nxt.wait_ready()
@@ -471,14 +471,12 @@ def main() -> int:
             log("stopping the local cluster")
             lc.down(progress=lambda line: None)
     wall = time.monotonic() - t_start
-    write_results(args.out, workloads, rows, kept, load, wall, args.minutes)
+    write_results(args.out, workloads, rows, kept, load, wall)
     log(f"done in {wall / 60:.1f} min: {args.out}")
     return 0
 
 
-def write_results(
-    out: Path, workloads: list[Workload], rows, kept, load, wall_s: float, minutes: float
-) -> None:
+def write_results(out: Path, workloads: list[Workload], rows, kept, load, wall_s: float) -> None:
     panels = []
     for w in workloads:
         arms = {k["arm"]: k["history"] for k in kept.values() if k["workload"] == w.key}
@@ -489,7 +487,7 @@ def write_results(
     png = peers.plot_replicas(panels, out.with_suffix(".png"))
     doc = {
         "benchmark": "bench/k8s_peers.py",
-        "command": f"{Path(sys.executable).name} bench/k8s_peers.py --minutes {minutes:g}",
+        "command": " ".join([Path(sys.executable).name, "bench/k8s_peers.py", *sys.argv[1:]]),
         "wall_s": round(wall_s, 1),
         "cpu_cores": os.cpu_count(),
         "load_average_1_5_15": load,
