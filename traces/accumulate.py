@@ -238,10 +238,13 @@ class Grown:
     def add(self, idx: np.ndarray, weights=None) -> None:
         if len(idx) == 0:
             return
-        c = np.bincount(idx, weights, minlength=len(self.a))
-        if len(c) > len(self.a):
-            self.a = np.concatenate([self.a, np.zeros(len(c) - len(self.a), self.a.dtype)])
-        self.a += c.astype(self.a.dtype)
+        # count only the bins the chunk covers (a time-ordered chunk spans a few of the span's bins)
+        lo = int(idx.min())
+        c = np.bincount(idx - lo if lo else idx, weights)
+        hi = lo + len(c)
+        if hi > len(self.a):
+            self.a = np.concatenate([self.a, np.zeros(hi - len(self.a), self.a.dtype)])
+        self.a[lo:hi] += c.astype(self.a.dtype)
 
 
 class SessionStats:

@@ -118,7 +118,7 @@ def correlation(sums: np.ndarray, req: np.ndarray, resp: np.ndarray) -> dict:
     if n < 3 or vx <= 0 or vy <= 0 or len(req) < 3 or req.std() == 0 or resp.std() == 0:
         return {"pearson": None, "spearman": None, "binned": None}
     pearson = float((sxy / n - sx * sy / n**2) / np.sqrt(vx * vy))
-    spearman = float(stats.spearmanr(req[:SAMPLE], resp[:SAMPLE]).statistic)
+    spearman = _spearman(req[:SAMPLE], resp[:SAMPLE])
     lo, hi = max(req.min(), 1), req.max()
     edges = np.unique(np.round(np.logspace(np.log10(lo), np.log10(hi + 1), 21)))
     b = np.clip(np.searchsorted(edges, req, side="right") - 1, 0, len(edges) - 2).astype(np.int16)
@@ -133,6 +133,23 @@ def correlation(sums: np.ndarray, req: np.ndarray, resp: np.ndarray) -> dict:
         for key, v in zip(binned, (edges[i], edges[i + 1], len(vals), p5, p50, p95), strict=True):
             binned[key].append(float(v))
     return {"pearson": pearson, "spearman": spearman, "binned": binned}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank), as scipy.stats.rankdata gives: counted
+    from a histogram for non-negative integers (token lengths) instead of sorted."""
+    if x.dtype.kind in "iu" and len(x) and x.min() >= 0 and x.max() < 1 << 24:
+        c = np.bincount(x)
+        cum = np.cumsum(c)
+        return ((2 * cum - c + 1) / 2)[x]  # whole or half ranks: exact in float64
+    return stats.rankdata(x)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """scipy.stats.spearmanr(x, y).statistic (NaN for constant input), with ranks from ``_ranks``."""
+    if len(x) < 2 or (x[0] == x).all() or (y[0] == y).all():
+        return float("nan")
+    return float(np.corrcoef(np.column_stack((_ranks(x), _ranks(y))), rowvar=False)[1, 0])
 
 
 def _sorted_quantiles(xs: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -461,6 +478,34 @@ def _session_keys(chunk: Trace) -> np.ndarray:
     return h[np.where(chunk.session_id >= 0, chunk.session_id, len(labels))]
 
 
+def _group_rows(chunk: Trace):
+    """((model, log type), (arrival, request, response, failed)) of each group with a model or a
+    log type, its rows in time order: one stable sort by group code, then contiguous slices (what
+    ``Trace.groups()`` masks select, without a pass over every column per group)."""
+    nl = max(len(chunk.log_types), 1)
+    key = (chunk.model_codes.astype(np.int64) + 1) * (nl + 1) + (chunk.log_type_codes + 1)
+    counts = np.bincount(key)
+    if len(counts) < 1 << 15:
+        key = key.astype(np.int16)  # numpy sorts 16-bit integers by radix (stable, linear)
+    order = np.argsort(key, kind="stable")
+    ends = np.cumsum(counts)
+    cols = None
+    out = []
+    for k in np.flatnonzero(counts):
+        mc, lc = divmod(int(k), nl + 1)
+        m = str(chunk.models[mc - 1]) if mc >= 1 else ""
+        lt = str(chunk.log_types[lc - 1]) if lc >= 1 else ""
+        if not (m or lt):
+            continue
+        if cols is None:
+            cols = [
+                c[order] for c in (chunk.arrival_s, chunk.request_tokens, chunk.response_tokens, chunk.failed)
+            ]
+        lo, hi = int(ends[k] - counts[k]), int(ends[k])
+        out.append(((m, lt), tuple(c[lo:hi] for c in cols)))
+    return out
+
+
 class TraceStats:
     """The whole summary, accumulated over time-ordered chunks of one trace."""
 
@@ -496,15 +541,11 @@ class TraceStats:
         self.last = float(a[-1])
         self.rows += len(a)
         work = [(self.overall, a, chunk.request_tokens, chunk.response_tokens, chunk.failed)]
-        for m, lt, mask in chunk.groups():
-            if not (m or lt):
-                continue
+        for (m, lt), cols in _group_rows(chunk):
             g = self.groups.get((m, lt))
             if g is None:
                 g = self.groups[(m, lt)] = GroupStats(self.ctx)
-            work.append(
-                (g, a[mask], chunk.request_tokens[mask], chunk.response_tokens[mask], chunk.failed[mask])
-            )
+            work.append((g, *cols))
         # the groups are independent and numpy releases the GIL in its heavy loops: use the cores
         for f in [self.pool.submit(w[0].add, *w[1:]) for w in work]:
             f.result()

@@ -557,7 +557,8 @@ class WindowStats:
 
 
 def _nan_to_none(a):
-    return [None if not np.isfinite(v) else float(v) for v in a]
+    a = np.asarray(a, np.float64)
+    return [v if ok else None for v, ok in zip(a.tolist(), np.isfinite(a).tolist(), strict=True)]
 
 
 def _fit_stats_continuous(n, m, npos, slog):
