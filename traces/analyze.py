@@ -305,7 +305,8 @@ class GroupStats:
             self.gap_sum += float(gaps.sum())
             self.gap_sq += float(np.dot(gaps, gaps))
             if self.res > 0:
-                self.ticks.add(np.round(gaps / self.res).astype(np.int64))
+                ticks = np.round(gaps / self.res).astype(np.int64)
+                self.ticks.add(ticks)
             else:
                 pos = gaps[gaps > 0]
                 self.npos += len(pos)
@@ -315,16 +316,15 @@ class GroupStats:
                 self.gap_sample.add(gaps)
         if self.res > 0:
             self._runs(np.round((a - self.t0) / self.res).astype(np.int64))
-        self.windows.add(a, failed)
         sec = (a - self.t0).astype(np.int64)  # whole seconds since the start (a >= t0)
+        self.windows.add(a, failed, sec, gaps, ticks if self.res > 0 and len(gaps) else None)
         self.bursts.add(a, failed, sec)
-        fi = failed.astype(np.int64)
         m = sec // 60
         self.minute[0].add(m)
-        self.minute[1].add(m, fi)
+        self.minute[1].add(m, where=failed)
         d = sec // 10
         self.ten[0].add(d)
-        self.ten[1].add(d, fi)
+        self.ten[1].add(d, where=failed)
         self.hours.add(np.floor((a + self.ctx["clock"]) / 3600.0).astype(np.int64) - self.h_first)
         self.req.add(req)
         ok = ~failed
