@@ -66,10 +66,17 @@ def hist_quantiles(values: np.ndarray, counts: np.ndarray, probs) -> np.ndarray:
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
-    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    # in place on one copy (the same bits as the expression form, without a temporary per step)
+    z = x.astype(np.uint64)
+    t = np.empty_like(z)
+    z += np.uint64(0x9E3779B97F4A7C15)
+    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        np.right_shift(z, np.uint64(shift), out=t)
+        z ^= t
+        z *= np.uint64(mul)
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
+    return z
 
 
 class BottomK:

@@ -217,7 +217,7 @@ def failures_vs_load(n_min, f_min, n10, f10, window_s: float, rows: int) -> dict
     busy = n_min > 0
     n, f = n_min[busy].astype(float), f_min[busy].astype(float)
     load, rate = _by_deciles(n / bin_s, n, f)
-    rho = stats.spearmanr(n, f / n).statistic if len(n) > 2 and n.std() > 0 else float("nan")
+    rho = _spearman(n_min[busy], f / n) if len(n) > 2 and n.std() > 0 else float("nan")
     w = (np.arange(len(n10)) * short // window_s).astype(np.int64)
     wmean = np.bincount(w, n10) / np.bincount(w)
     busy10 = n10 > 0

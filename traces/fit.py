@@ -80,11 +80,17 @@ class ResolutionDetector:
         idx = np.arange(self.n - len(a), self.n)
         sample = a[(idx < _PHASE_ALL) | (idx % _PHASE_STRIDE == 0)]
         self.sampled += len(sample)
+        nonneg = len(sample) and sample.min() >= 0
+        fl = np.empty_like(sample)
         for i, g in enumerate(GRIDS):
-            ph = np.mod(sample / g, 1.0)
-            self.phases[i] += np.bincount(
-                (ph * _PHASE_BINS).astype(np.int64) % _PHASE_BINS, minlength=_PHASE_BINS
-            )
+            if nonneg:  # x - floor(x) is exact and equals np.mod(x, 1.0) for x >= 0, at less cost
+                ph = sample / g
+                np.floor(ph, out=fl)
+                ph -= fl
+            else:
+                ph = np.mod(sample / g, 1.0)
+            ph *= _PHASE_BINS
+            self.phases[i] += np.bincount(ph.astype(np.int64) % _PHASE_BINS, minlength=_PHASE_BINS)
 
     def finish(self) -> dict:
         """{resolution_s, unit_s, grid_share, found_by}: resolution_s is the grid to fit at (0 =
