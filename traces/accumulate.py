@@ -28,6 +28,12 @@ class IntHist:
     def add(self, x: np.ndarray) -> None:
         if len(x) == 0:
             return
+        if x.max() < DENSE:  # the common case (token lengths, tick gaps): no split
+            c = np.bincount(x)
+            if len(c) > len(self.dense):
+                self.dense = np.concatenate([self.dense, np.zeros(len(c) - len(self.dense), np.int64)])
+            self.dense[: len(c)] += c
+            return
         small = x < DENSE
         xs = x[small]
         if len(xs):
@@ -60,10 +66,17 @@ def hist_quantiles(values: np.ndarray, counts: np.ndarray, probs) -> np.ndarray:
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
-    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    # in place on one copy (the same bits as the expression form, without a temporary per step)
+    z = x.astype(np.uint64)
+    t = np.empty_like(z)
+    z += np.uint64(0x9E3779B97F4A7C15)
+    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        np.right_shift(z, np.uint64(shift), out=t)
+        z ^= t
+        z *= np.uint64(mul)
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
+    return z
 
 
 class BottomK:
@@ -148,8 +161,14 @@ class BurstDetector:
             self.cnt = np.concatenate([self.cnt, np.zeros(grow, np.int64)])
             self.fail = np.concatenate([self.fail, np.zeros(grow, np.int64)])
         rel = sec - self.base
-        self.cnt += np.bincount(rel, minlength=len(self.cnt))
-        self.fail += np.bincount(rel, failed, minlength=len(self.cnt)).astype(np.int64)
+        lo = int(rel.min())  # only the seconds the chunk covers
+        c = np.bincount(rel - lo)
+        self.cnt[lo : lo + len(c)] += c
+        rf = rel[np.asarray(failed, bool)]
+        if len(rf):
+            lf = int(rf.min())
+            c = np.bincount(rf - lf)
+            self.fail[lf : lf + len(c)] += c
         # seconds before the newest one are complete; a second needs its window's right half
         self._resolve(int(sec[-1]) - self.half - 1)
 
@@ -235,13 +254,22 @@ class Grown:
     def __init__(self, dtype=np.int64):
         self.a = np.zeros(0, dtype)
 
-    def add(self, idx: np.ndarray, weights=None) -> None:
+    def add(self, idx: np.ndarray, weights=None, where: np.ndarray | None = None) -> None:
+        """Add ``weights`` (1 by default) at bins ``idx``; with ``where`` (a boolean mask) count only
+        those rows, the array still growing to cover every bin in ``idx`` (as zero weights would)."""
         if len(idx) == 0:
             return
-        c = np.bincount(idx, weights, minlength=len(self.a))
-        if len(c) > len(self.a):
-            self.a = np.concatenate([self.a, np.zeros(len(c) - len(self.a), self.a.dtype)])
-        self.a += c.astype(self.a.dtype)
+        # count only the bins the chunk covers (a time-ordered chunk spans a few of the span's bins)
+        lo, top = int(idx.min()), int(idx.max()) + 1
+        if top > len(self.a):
+            self.a = np.concatenate([self.a, np.zeros(top - len(self.a), self.a.dtype)])
+        if where is not None:
+            idx = idx[where]
+            if len(idx) == 0:
+                return
+            lo = int(idx.min())
+        c = np.bincount(idx - lo if lo else idx, weights)
+        self.a[lo : lo + len(c)] += c.astype(self.a.dtype)
 
 
 class SessionStats:

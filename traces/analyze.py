@@ -118,7 +118,7 @@ def correlation(sums: np.ndarray, req: np.ndarray, resp: np.ndarray) -> dict:
     if n < 3 or vx <= 0 or vy <= 0 or len(req) < 3 or req.std() == 0 or resp.std() == 0:
         return {"pearson": None, "spearman": None, "binned": None}
     pearson = float((sxy / n - sx * sy / n**2) / np.sqrt(vx * vy))
-    spearman = float(stats.spearmanr(req[:SAMPLE], resp[:SAMPLE]).statistic)
+    spearman = _spearman(req[:SAMPLE], resp[:SAMPLE])
     lo, hi = max(req.min(), 1), req.max()
     edges = np.unique(np.round(np.logspace(np.log10(lo), np.log10(hi + 1), 21)))
     b = np.clip(np.searchsorted(edges, req, side="right") - 1, 0, len(edges) - 2).astype(np.int16)
@@ -133,6 +133,23 @@ def correlation(sums: np.ndarray, req: np.ndarray, resp: np.ndarray) -> dict:
         for key, v in zip(binned, (edges[i], edges[i + 1], len(vals), p5, p50, p95), strict=True):
             binned[key].append(float(v))
     return {"pearson": pearson, "spearman": spearman, "binned": binned}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank), as scipy.stats.rankdata gives: counted
+    from a histogram for non-negative integers (token lengths) instead of sorted."""
+    if x.dtype.kind in "iu" and len(x) and x.min() >= 0 and x.max() < 1 << 24:
+        c = np.bincount(x)
+        cum = np.cumsum(c)
+        return ((2 * cum - c + 1) / 2)[x]  # whole or half ranks: exact in float64
+    return stats.rankdata(x)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """scipy.stats.spearmanr(x, y).statistic (NaN for constant input), with ranks from ``_ranks``."""
+    if len(x) < 2 or (x[0] == x).all() or (y[0] == y).all():
+        return float("nan")
+    return float(np.corrcoef(np.column_stack((_ranks(x), _ranks(y))), rowvar=False)[1, 0])
 
 
 def _sorted_quantiles(xs: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -200,7 +217,7 @@ def failures_vs_load(n_min, f_min, n10, f10, window_s: float, rows: int) -> dict
     busy = n_min > 0
     n, f = n_min[busy].astype(float), f_min[busy].astype(float)
     load, rate = _by_deciles(n / bin_s, n, f)
-    rho = stats.spearmanr(n, f / n).statistic if len(n) > 2 and n.std() > 0 else float("nan")
+    rho = _spearman(n_min[busy], f / n) if len(n) > 2 and n.std() > 0 else float("nan")
     w = (np.arange(len(n10)) * short // window_s).astype(np.int64)
     wmean = np.bincount(w, n10) / np.bincount(w)
     busy10 = n10 > 0
@@ -288,7 +305,8 @@ class GroupStats:
             self.gap_sum += float(gaps.sum())
             self.gap_sq += float(np.dot(gaps, gaps))
             if self.res > 0:
-                self.ticks.add(np.round(gaps / self.res).astype(np.int64))
+                ticks = np.round(gaps / self.res).astype(np.int64)
+                self.ticks.add(ticks)
             else:
                 pos = gaps[gaps > 0]
                 self.npos += len(pos)
@@ -298,16 +316,15 @@ class GroupStats:
                 self.gap_sample.add(gaps)
         if self.res > 0:
             self._runs(np.round((a - self.t0) / self.res).astype(np.int64))
-        self.windows.add(a, failed)
         sec = (a - self.t0).astype(np.int64)  # whole seconds since the start (a >= t0)
+        self.windows.add(a, failed, sec, gaps, ticks if self.res > 0 and len(gaps) else None)
         self.bursts.add(a, failed, sec)
-        fi = failed.astype(np.int64)
         m = sec // 60
         self.minute[0].add(m)
-        self.minute[1].add(m, fi)
+        self.minute[1].add(m, where=failed)
         d = sec // 10
         self.ten[0].add(d)
-        self.ten[1].add(d, fi)
+        self.ten[1].add(d, where=failed)
         self.hours.add(np.floor((a + self.ctx["clock"]) / 3600.0).astype(np.int64) - self.h_first)
         self.req.add(req)
         ok = ~failed
@@ -461,6 +478,34 @@ def _session_keys(chunk: Trace) -> np.ndarray:
     return h[np.where(chunk.session_id >= 0, chunk.session_id, len(labels))]
 
 
+def _group_rows(chunk: Trace):
+    """((model, log type), (arrival, request, response, failed)) of each group with a model or a
+    log type, its rows in time order: one stable sort by group code, then contiguous slices (what
+    ``Trace.groups()`` masks select, without a pass over every column per group)."""
+    nl = max(len(chunk.log_types), 1)
+    key = (chunk.model_codes.astype(np.int64) + 1) * (nl + 1) + (chunk.log_type_codes + 1)
+    counts = np.bincount(key)
+    if len(counts) < 1 << 15:
+        key = key.astype(np.int16)  # numpy sorts 16-bit integers by radix (stable, linear)
+    order = np.argsort(key, kind="stable")
+    ends = np.cumsum(counts)
+    cols = None
+    out = []
+    for k in np.flatnonzero(counts):
+        mc, lc = divmod(int(k), nl + 1)
+        m = str(chunk.models[mc - 1]) if mc >= 1 else ""
+        lt = str(chunk.log_types[lc - 1]) if lc >= 1 else ""
+        if not (m or lt):
+            continue
+        if cols is None:
+            cols = [
+                c[order] for c in (chunk.arrival_s, chunk.request_tokens, chunk.response_tokens, chunk.failed)
+            ]
+        lo, hi = int(ends[k] - counts[k]), int(ends[k])
+        out.append(((m, lt), tuple(c[lo:hi] for c in cols)))
+    return out
+
+
 class TraceStats:
     """The whole summary, accumulated over time-ordered chunks of one trace."""
 
@@ -496,15 +541,11 @@ class TraceStats:
         self.last = float(a[-1])
         self.rows += len(a)
         work = [(self.overall, a, chunk.request_tokens, chunk.response_tokens, chunk.failed)]
-        for m, lt, mask in chunk.groups():
-            if not (m or lt):
-                continue
+        for (m, lt), cols in _group_rows(chunk):
             g = self.groups.get((m, lt))
             if g is None:
                 g = self.groups[(m, lt)] = GroupStats(self.ctx)
-            work.append(
-                (g, a[mask], chunk.request_tokens[mask], chunk.response_tokens[mask], chunk.failed[mask])
-            )
+            work.append((g, *cols))
         # the groups are independent and numpy releases the GIL in its heavy loops: use the cores
         for f in [self.pool.submit(w[0].add, *w[1:]) for w in work]:
             f.result()

@@ -80,11 +80,17 @@ class ResolutionDetector:
         idx = np.arange(self.n - len(a), self.n)
         sample = a[(idx < _PHASE_ALL) | (idx % _PHASE_STRIDE == 0)]
         self.sampled += len(sample)
+        nonneg = len(sample) and sample.min() >= 0
+        fl = np.empty_like(sample)
         for i, g in enumerate(GRIDS):
-            ph = np.mod(sample / g, 1.0)
-            self.phases[i] += np.bincount(
-                (ph * _PHASE_BINS).astype(np.int64) % _PHASE_BINS, minlength=_PHASE_BINS
-            )
+            if nonneg:  # x - floor(x) is exact and equals np.mod(x, 1.0) for x >= 0, at less cost
+                ph = sample / g
+                np.floor(ph, out=fl)
+                ph -= fl
+            else:
+                ph = np.mod(sample / g, 1.0)
+            ph *= _PHASE_BINS
+            self.phases[i] += np.bincount(ph.astype(np.int64) % _PHASE_BINS, minlength=_PHASE_BINS)
 
     def finish(self) -> dict:
         """{resolution_s, unit_s, grid_share, found_by}: resolution_s is the grid to fit at (0 =
@@ -480,25 +486,32 @@ class WindowStats:
     def window_of(self, a: np.ndarray) -> np.ndarray:
         return np.clip(((a - self.t0) // self.window_s).astype(np.int64), 0, self.nwin - 1)
 
-    def add(self, a: np.ndarray, failed: np.ndarray | None = None) -> None:
+    def add(self, a: np.ndarray, failed: np.ndarray | None = None, sec=None, gaps=None, ticks=None) -> None:
+        """A time-ordered chunk; a caller that has them passes ``sec`` (whole seconds since t0,
+        int64), ``gaps`` (from the previous chunk's last arrival on) and ``ticks`` (the gaps in
+        whole grid steps), which are then not computed again."""
         if len(a) == 0:
             return
         w = self.nwin
-        widx = self.window_of(a)
+        if sec is not None and self.window_s.is_integer():
+            # floor(floor(x) / W) == floor(x / W) for a whole W: the same windows as window_of
+            widx = np.minimum(sec // int(self.window_s), w - 1)
+        else:
+            widx = self.window_of(a)
         self.count += np.bincount(widx, minlength=w)
         if failed is not None:
-            self.failures += np.bincount(widx, failed, minlength=w).astype(np.int64)
+            self.failures += np.bincount(widx[np.asarray(failed, bool)], minlength=w)
         if self.last is None:
-            gaps, gw = np.diff(a), widx[:-1]
+            gaps, gw = (np.diff(a) if gaps is None else gaps), widx[:-1]
         else:
-            gaps = np.diff(a, prepend=self.last)
+            gaps = np.diff(a, prepend=self.last) if gaps is None else gaps
             gw = np.concatenate([self.window_of(np.array([self.last])), widx[:-1]])
         self.last = float(a[-1])
         if len(gaps) == 0:
             return
         self.ng += np.bincount(gw, minlength=w)
         if self.resolution > 0:
-            d = np.round(gaps / self.resolution).astype(np.int64)
+            d = np.round(gaps / self.resolution).astype(np.int64) if ticks is None else ticks
             self.sum += np.bincount(gw, d.astype(float), minlength=w)
             small = d < _WCUT
             self.hist += np.bincount(gw[small] * _WCUT + d[small], minlength=w * _WCUT).reshape(w, _WCUT)
@@ -557,7 +570,8 @@ class WindowStats:
 
 
 def _nan_to_none(a):
-    return [None if not np.isfinite(v) else float(v) for v in a]
+    a = np.asarray(a, np.float64)
+    return [v if ok else None for v, ok in zip(a.tolist(), np.isfinite(a).tolist(), strict=True)]
 
 
 def _fit_stats_continuous(n, m, npos, slog):

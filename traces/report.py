@@ -54,6 +54,13 @@ def _panels(n: int, width: float, height: float):
 def make_figures(summary: dict, plots: dict, out: Path) -> dict[str, str]:
     """Every figure from the summary and the accumulated plot data (never the rows, so a trace of
     any length draws the same way). Each copes with small or degenerate data and says so."""
+    # titles at a fixed height (where matplotlib's automatic placement puts them when no x axis is
+    # on top): the automatic placement lays out every tick label of the axes once more per draw
+    with plt.rc_context({"axes.titley": 1.0}):
+        return _make_figures(summary, plots, out)
+
+
+def _make_figures(summary: dict, plots: dict, out: Path) -> dict[str, str]:
     figs = {}
     groups = _series(summary)
     t0, span = summary["start_s"], max(summary["duration_s"], 1e-9)
