@@ -106,10 +106,20 @@ class Drill:
 
     def decided_after(self, t: float) -> dict:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-        return wait_for(
-            "a decision after the drill",
-            lambda: (s := self.status()).get("lastDecision", {}).get("time", "") > stamp and s,
-            timeout=90,
+        try:
+            return wait_for(
+                "a decision after the drill",
+                lambda: (s := self.status()).get("lastDecision", {}).get("time", "") > stamp and s,
+                timeout=90,
+            )
+        except pytest.fail.Exception as exc:  # logs stay in a tmp dir CI throws away: say them here
+            pytest.fail(f"{exc.msg}\n{self.logs()}")
+
+    def logs(self, lines: int = 40) -> str:
+        """The end of each of this drill's operator logs."""
+        return "\n".join(
+            f"--- {op.name}, last {lines} lines:\n{self.d.procs.tail(op.name, lines)}"
+            for op in self.operators
         )
 
     def close(self) -> None:
