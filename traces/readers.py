@@ -73,7 +73,7 @@ def read_trace(
     Rows are sorted by arrival (stable; a warning says how many were out of order).
     """
     src, chosen = _open(path, fmt, columns)
-    chunks = list(chosen.chunks(src, ReadOptions(skip_bad_rows, columns)))
+    chunks = list(chosen.chunks(src, ReadOptions(skip_bad_rows, columns, whole_file=True)))
     if not chunks or sum(len(c) for c in chunks) == 0:
         raise BurstpilotError(f"{src}: no valid rows (only a header, or every row was bad)")
     trace = concat_traces(chunks)

@@ -8,6 +8,8 @@ non-integer session ids they are dictionary-encoded and the labels kept for writ
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -208,6 +210,9 @@ def _encode(values, n: int) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int32), cats.astype(object)
 
 
+_PARALLEL_CONCAT_ROWS = 1_000_000  # below this a thread costs more than it saves
+
+
 def _unify(chunks_codes: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate dictionary-encoded columns whose categories differ per chunk (by name)."""
     names = sorted({str(c) for _, cats in chunks_codes for c in cats})
@@ -225,40 +230,56 @@ def concat_traces(chunks: list[Trace]) -> Trace:
     if len(chunks) == 1:
         return chunks[0]
     first, last = chunks[0], chunks[-1]
-    mcodes, mcats = _unify([(c.model_codes, c.models) for c in chunks])
-    lcodes, lcats = _unify([(c.log_type_codes, c.log_types) for c in chunks])
-    labels = None
-    if any(c.session_labels is not None for c in chunks):
-        parts = []
-        for c in chunks:
-            if c.session_labels is None:  # integer ids beside text labels: their text is the label
-                ids = c.session_id
-                u, inv = np.unique(ids[ids != NO_SESSION], return_inverse=True)
-                codes = np.full(len(ids), -1, np.int64)
-                codes[ids != NO_SESSION] = inv
-                parts.append((codes, np.array([str(x) for x in u], dtype=object)))
-            else:
-                parts.append((c.session_id, c.session_labels))
-        sess, labels = _unify(parts)
-        sess = sess.astype(np.int64)
-    else:
-        sess = np.concatenate([c.session_id for c in chunks])
 
     def cat(name):
         return np.concatenate([getattr(c, name) for c in chunks])
 
+    # the copies run on worker threads (numpy releases the GIL), beside the categories' remapping:
+    # most of a large concatenation is the kernel mapping fresh pages, which spreads over cores
+    names = ("arrival_s", "request_tokens", "response_tokens", "failed", "elapsed_s")
+    rows = sum(len(c) for c in chunks)
+    workers = min(len(names), os.cpu_count() or 1) if rows >= _PARALLEL_CONCAT_ROWS else 0
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        futures = [pool.submit(cat, n) for n in names] if pool else None
+        mcodes, mcats = _unify([(c.model_codes, c.models) for c in chunks])
+        lcodes, lcats = _unify([(c.log_type_codes, c.log_types) for c in chunks])
+        labels = None
+        if any(c.session_labels is not None for c in chunks):
+            parts = []
+            for c in chunks:
+                if c.session_labels is None:  # integer ids beside text labels: their text is the label
+                    ids = c.session_id
+                    u, inv = np.unique(ids[ids != NO_SESSION], return_inverse=True)
+                    codes = np.full(len(ids), -1, np.int64)
+                    codes[ids != NO_SESSION] = inv
+                    parts.append((codes, np.array([str(x) for x in u], dtype=object)))
+                else:
+                    parts.append((c.session_id, c.session_labels))
+            sess, labels = _unify(parts)
+            sess = sess.astype(np.int64)
+        else:
+            sess = np.concatenate([c.session_id for c in chunks])
+        cols = (
+            {n: f.result() for n, f in zip(names, futures, strict=True)}
+            if pool
+            else {n: cat(n) for n in names}
+        )
+    finally:
+        if pool:
+            pool.shutdown()
     return replace(
         first,
-        arrival_s=cat("arrival_s"),
-        request_tokens=cat("request_tokens"),
-        response_tokens=cat("response_tokens"),
-        failed=cat("failed"),
+        arrival_s=cols["arrival_s"],
+        request_tokens=cols["request_tokens"],
+        response_tokens=cols["response_tokens"],
+        failed=cols["failed"],
         model_codes=mcodes,
         models=mcats,
         log_type_codes=lcodes,
         log_types=lcats,
         session_id=sess,
-        elapsed_s=cat("elapsed_s"),
+        elapsed_s=cols["elapsed_s"],
         bad_rows=last.bad_rows,
         bad_lines=list(last.bad_lines),
         session_labels=labels,

@@ -22,7 +22,7 @@ def _chunks(src: Source, opts: ReadOptions) -> Iterator[Trace]:
     spec = [Col("TIMESTAMP", "datetime"), Col("ContextTokens", "tokens"), Col("GeneratedTokens", "tokens")]
     bad = BadRows(src.path, opts.skip_bad_rows)
     axis = DateTimeAxis()
-    for arrays in csv_batches(src, spec, bad):
+    for arrays in csv_batches(src, spec, bad, whole=opts.whole_file):
         arrival, meta = axis.seconds(arrays["TIMESTAMP"])
         chunk = Chunk(
             arrival=arrival,

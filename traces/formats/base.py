@@ -55,6 +55,7 @@ TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 class ReadOptions:
     skip_bad_rows: bool = False
     columns: ColumnMap | None = None
+    whole_file: bool = False  # every chunk is kept (read_trace): a format may parse all at once
 
 
 class Source:

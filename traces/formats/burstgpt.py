@@ -52,7 +52,7 @@ def _chunks(src: Source, opts: ReadOptions) -> Iterator[Trace]:
         spec += [Col("Session ID", "session", required=False), Col("Elapsed time", "float", required=False)]
     bad = BadRows(src.path, opts.skip_bad_rows)
     fmt = "burstgpt-v2" if v2 else "burstgpt-v1"
-    for arrays in csv_batches(src, spec, bad):
+    for arrays in csv_batches(src, spec, bad, whole=opts.whole_file):
         resp = arrays["Response tokens"].to_numpy(zero_copy_only=False)
         chunk = Chunk(
             arrival=arrays["Timestamp"].to_numpy(zero_copy_only=False),

@@ -46,7 +46,7 @@ def _chunks(src: Source, opts: ReadOptions) -> Iterator[Trace]:
     spec += [Col(getattr(cm, f), kind) for f, kind in _OPTIONAL.items() if getattr(cm, f) is not None]
     bad = BadRows(src.path, opts.skip_bad_rows)
     axis = DateTimeAxis()
-    for arrays in csv_batches(src, spec, bad):
+    for arrays in csv_batches(src, spec, bad, whole=opts.whole_file):
         if dt:
             arrival, meta = axis.seconds(arrays[cm.time])
         else:
