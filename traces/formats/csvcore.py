@@ -97,28 +97,20 @@ def csv_batches(src: Source, cols: list[Col], bad: BadRows, whole: bool = False)
     whole file at once with pyarrow's multithreaded ``read_csv`` (the streaming reader parses one
     block at a time) and checks every batch before handing any out. The batches are the same
     (the same block size cuts the file at the same lines) and so is every array; at the first
-    problem nothing has been handed out and the streaming passes below run as they always did."""
+    problem nothing has been handed out, and the passes after it (session ids as text, then the
+    row-by-row text pass) run as they do for a stream."""
     header = header_fields(src.head)
     missing = [c.name for c in cols if c.required and c.name not in header]
     if missing:
         raise BurstpilotError(f"{src}:1: missing column(s) {', '.join(missing)} in header {header}")
     cols = [c for c in cols if c.name in header]
-    if whole:
-        try:
-            batches = _fast_whole(src, cols)
-        except _NeedSlow:
-            batches = None
-        if batches is not None:
-            while batches:
-                yield batches.pop(0)
-            return
     handed_out = 0
     mode = "fast"
     while True:
         if mode == "slow":
             rows = _slow(src, cols, bad, len(header))
         else:
-            rows = _fast(src, cols, session_text=mode == "fast-text")
+            rows = _fast(src, cols, session_text=mode == "fast-text", whole=whole)
         skip = handed_out
         try:
             for batch in rows:
@@ -143,14 +135,24 @@ class _SessionText(_NeedSlow):
     pass
 
 
-def _fast(src: Source, cols: list[Col], session_text: bool) -> Iterator[dict]:
+def _fast(src: Source, cols: list[Col], session_text: bool, whole: bool = False) -> Iterator[dict]:
     """Typed batches; raises _NeedSlow at the first problem (or _SessionText when session ids
-    are not integers: they are then read as text, still in the fast pass)."""
+    are not integers: they are then read as text, still in the fast pass). ``whole``: the file
+    parsed at once and every batch checked before any is handed out."""
 
     types = {c.name: _arrow_type(c.kind) for c in cols}
     if session_text:
         types |= {c.name: pa.string() for c in cols if c.kind == "session"}
     try:
+        if whole:
+            batches = pacsv.read_csv(src.arrow_stream(), **_options(cols, types, None, threads=True))
+            batches = batches.to_batches()
+            checked = []
+            while batches:  # each batch's raw arrays are dropped once checked (those not kept as they are)
+                checked.append(_checked(batches.pop(0), cols))
+            while checked:
+                yield checked.pop(0)
+            return
         # no invalid-row handler: a row with the wrong number of fields raises, and the text pass
         # takes over (pyarrow's handler would decode a non-UTF-8 row and print a traceback)
         reader = _open(src, cols, types, None, threads=True)
@@ -198,26 +200,6 @@ def _checked(rb, cols: list[Col]) -> dict:
                 raise _NeedSlow
         out[c.name] = arr
     return out
-
-
-def _fast_whole(src: Source, cols: list[Col]) -> list[dict]:
-    """The typed pass over the whole file at once (multithreaded), one dict per block of
-    BATCH_BYTES like the streaming reader's batches; raises _NeedSlow at any problem (a parse
-    error, a non-integer session id or an implausible value alike: the streaming passes then
-    read the file as they would have without this one)."""
-    types = {c.name: _arrow_type(c.kind) for c in cols}
-    try:
-        table = pacsv.read_csv(src.arrow_stream(), **_options(cols, types, None, threads=True))
-        batches = table.to_batches()
-        del table
-        out = []
-        while batches:  # each batch's raw arrays are dropped once checked (those not kept as they are)
-            out.append(_checked(batches.pop(0), cols))
-        return out
-    except pa.ArrowInvalid:
-        raise _NeedSlow from None
-    except (OSError, EOFError) as exc:
-        raise src.read_error(exc) from exc
 
 
 def _open(src: Source, cols, types, on_invalid, threads: bool, keep_blank: bool = False):
