@@ -118,7 +118,7 @@ class SloBudget:
         rates = self.rates(goal)
         b_long, b_short = self.burn(goal)
         a_long, a_short = self.attainment(goal)
-        seen = f"attainment {a_long:.2%} (1 h) / {a_short:.2%} (5 min), burn {b_long:.2f} / {b_short:.2f}"
+        observed = f"attainment {a_long:.2%} (1 h) / {a_short:.2%} (5 min), burn {b_long:.2f} / {b_short:.2f}"
         bad = [n for n, r in rates.items() if r > allowed]
         floor = max(bad) + 1 if bad else 0
         what = f"{max(bad)} ready missed {rates[max(bad)]:.2%}" if bad else "no count misses the goal"
@@ -136,7 +136,7 @@ class SloBudget:
         floor = min(floor, max_replicas)
         shown = ", ".join(f"{n}: {r:.2%}" for n, r in sorted(rates.items())[:8])
         tail = f"floor {floor}" if floor else "no floor"
-        return replace(self, floor=floor, note=f"{seen}; per count {shown or '-'}: {what}, {tail}")
+        return replace(self, floor=floor, note=f"{observed}; per count {shown or '-'}: {what}, {tail}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -55,6 +55,7 @@ def test_a_count_that_misses_at_a_normal_load_raises_a_floor_one_above_it_and_th
     # the decision says why: the observed attainment, the burn, the floor, the rate per count
     ev = pool.decisions[-1].evidence["slo_budget"]
     assert set(ev) >= {"attainment_1h", "attainment_5min", "burn_1h", "burn_5min", "floor", "note"}
+    assert ev["note"].startswith("attainment 9") and "(1 h) / " in ev["note"], ev["note"]
     assert "per count 1: 1." in ev["note"] and ev["note"].endswith("floor 2"), ev["note"]
 
 
