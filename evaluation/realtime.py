@@ -21,7 +21,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from burstpilot.evaluation.harness import plot_bin_s, ttft_p99_bins
-from burstpilot.evaluation.runner import PolicyRun, policy_metrics
+from burstpilot.evaluation.runner import PolicyRun, by_hour, policy_metrics
 from burstpilot.loadtest import ReplayOptions, replay
 from burstpilot.loadtest.records import read_records
 from burstpilot.policy.baselines import Policy
@@ -184,11 +184,13 @@ async def run_realtime_policy(
         spec, req, ctl.gpu_seconds, ctl.scale_events, int(ctl.preemptions), initial, ctl.timeline
     )
     metrics["capacity_source"] = "measured" if spec.capacity_scale != 1.0 else policy.capacity_source
+    arrival = np.array([r.get("scheduled_s", 0.0) for r in records], dtype=float)
+    met = spec.slo.met(ttft, col("tpot_s"), col("e2e_s"), col("itl_max_s"), err)
+    metrics |= by_hour(arrival, met, spec.slo.attainment)
     lag = np.array([r.get("dispatch_lag_s") or 0.0 for r in records], dtype=float)
     # How late the load generator sent requests: a machine too busy to keep the real-time clock shows here,
     # and inflates every latency of the run.
     metrics["dispatch_lag_p99_s"] = float(np.quantile(lag, 0.99)) if len(lag) else None
-    arrival = np.array([r.get("scheduled_s", 0.0) for r in records], dtype=float)
     return PolicyRun(
         name=policy.name,
         metrics=metrics,

@@ -26,6 +26,8 @@ from burstpilot.htmlreport import write_html  # noqa: E402
 COLUMNS = (
     ("met", "goal met", "{}"),
     ("slo_attainment", "SLO att.", "{:.2%}"),
+    ("hours_under_goal", "hours < goal", "{}"),
+    ("worst_hour_attainment", "worst hour", "{:.2%}"),
     ("gpu_hours_vs_oracle", "x oracle", "{:.2f}"),
     ("gpu_hours", "GPU-h", "{:.2f}"),
     ("slo_violations", "violations", "{:,}"),
@@ -54,6 +56,8 @@ def _row(results: dict[str, Any], name: str, m: dict[str, Any]) -> list[str]:
     for key, _, fmt in COLUMNS:
         if key == "met":
             cells.append("yes" if met else "no")
+        elif key == "hours_under_goal" and m.get("hours"):
+            cells.append(f"{m[key]} of {m['hours']}")
         elif key == "gpu_hours_vs_oracle" and name in REFERENCE:
             cells.append("1.00" if m.get(key) else "-")
         else:

@@ -10,7 +10,13 @@ from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation import capacity
 from burstpilot.evaluation.cli import burstgpt_window, load_workload, parse_slo, pool_spec
 from burstpilot.evaluation.harness import Case, evaluate, merge, run_sweep
-from burstpilot.evaluation.runner import ALL_POLICIES, ONLINE_POLICIES, TUNED_POLICIES, prepare_workload
+from burstpilot.evaluation.runner import (
+    ALL_POLICIES,
+    ONLINE_POLICIES,
+    TUNED_POLICIES,
+    by_hour,
+    prepare_workload,
+)
 from burstpilot.policy import SLO
 from burstpilot.sim import load_profile
 from burstpilot.traces import write_burstgpt_csv
@@ -63,6 +69,9 @@ def test_evaluate_scores_every_policy_from_the_profile_and_is_deterministic(eval
         # from there by what the pool shows)
         want = {"oracle": "oracle", "burstpilot": "learned"}.get(name, "profile")
         assert m["capacity_source"] == want, name
+        # four minutes are one hour of the clock: its attainment is the run's
+        assert m["hours"] == 1 and m["attainment_by_hour"] == [pytest.approx(m["slo_attainment"])], name
+        assert m["hours_under_goal"] == (not m["meets_goal"]), name
     assert on_disk["meta"]["capacity"] == {"source": "profile", "capacity_scale": 1.0}
     assert on_disk["policies"]["oracle"]["gpu_hours_vs_oracle"] == 1.0
     assert on_disk["policies"]["static-peak"]["scale_events"] == 0
@@ -74,6 +83,24 @@ def test_evaluate_scores_every_policy_from_the_profile_and_is_deterministic(eval
     assert again["meta"]["oracle"] == res["meta"]["oracle"]
     for f in ("replicas.png", "ttft.png"):
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_day_that_meets_the_goal_can_have_hours_that_miss_it():
+    # hour 0: 1,000 requests, 30 missed (97 %); hour 1: 2,000, none missed; hour 2 empty; hour 3: 100, 1 missed
+    arrival = np.concatenate([np.linspace(0, 3599, 1000), np.linspace(3600, 7199, 2000), [10900.0] * 100])
+    met = np.ones(arrival.size, dtype=bool)
+    met[:30] = False
+    met[-1] = False
+    h = by_hour(arrival, met, 0.99)
+    assert met.mean() >= 0.99  # the whole run meets the goal ...
+    assert (
+        h["hours"] == 3 and h["hours_under_goal"] == 1
+    )  # ... its first hour does not (the empty one is none)
+    assert h["attainment_by_hour"] == [pytest.approx(0.97), 1.0, None, pytest.approx(0.99)]
+    assert h["worst_hour_attainment"] == pytest.approx(0.97)
+    assert by_hour([], [], 0.99)["hours"] == 0
+    with pytest.raises(BurstpilotError, match="3 arrival times for 2 requests"):
+        by_hour([0.0, 1.0, 2.0], [True, False], 0.99)
 
 
 def test_oracle_is_the_cheapest_run_that_meets_the_goal(evaluated):
