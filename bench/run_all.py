@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("policy", "policy_burstpilot.py"),
     ("evaluation", "evaluation_policies.py"),
     ("evaluation", "evaluation_seeds.py"),  # burstpilot's spread over the simulator's seed (about 25 min)
+    ("evaluation", "evaluation_hours.py"),  # the oracle and burstpilot hour by hour (about 6 min)
     ("operator", "operator_scale.py"),
     # about an hour: a local cluster with real KEDA, four controllers one after another; then the check of the
     # simulator's hpa and keda baselines against what the real ones did in it
