@@ -219,8 +219,10 @@ async def run_realtime(
         t0 = time.monotonic()
         while True:
             await asyncio.sleep(heartbeat_s)
-            el = time.monotonic() - t0
-            print(f"real-time replay: {el:.0f} of {workload.duration_s:.0f} s", flush=True)
+            el, dur = time.monotonic() - t0, float(workload.duration_s)
+            # past the workload's end the last requests finish (the replay's grace period)
+            where = f"{el:.0f} of {dur:.0f} s" if el <= dur else f"{dur:.0f} s sent, last requests finishing"
+            print(f"real-time replay: {where}", flush=True)
 
     ticker = asyncio.get_running_loop().create_task(beat()) if heartbeat_s > 0 else None
     try:
