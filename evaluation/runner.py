@@ -101,7 +101,8 @@ def by_hour(arrival_s: Any, met: Any, goal: float) -> dict[str, Any]:
     if arr.shape != ok.shape:
         raise BurstpilotError(f"by_hour: {arr.shape[0]} arrival times for {ok.shape[0]} requests")
     if arr.size == 0:
-        return {"hours": 0, "hours_under_goal": 0, "worst_hour_attainment": None, "attainment_by_hour": []}
+        return {"hours": 0, "hours_under_goal": 0, "worst_hour_attainment": None, "attainment_by_hour": [],
+                "requests_by_hour": []}  # fmt: skip
     idx = np.maximum((arr // HOUR_S).astype(np.int64), 0)
     n = np.bincount(idx)
     hit = np.bincount(idx, weights=ok.astype(np.float64), minlength=n.size)
@@ -112,6 +113,7 @@ def by_hour(arrival_s: Any, met: Any, goal: float) -> dict[str, Any]:
         "hours_under_goal": int((att[seen] < goal).sum()),
         "worst_hour_attainment": float(att[seen].min()),
         "attainment_by_hour": [None if not s else float(a) for a, s in zip(att, seen, strict=True)],
+        "requests_by_hour": [int(x) for x in n],
     }
 
 

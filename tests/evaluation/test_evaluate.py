@@ -97,6 +97,7 @@ def test_a_day_that_meets_the_goal_can_have_hours_that_miss_it():
         h["hours"] == 3 and h["hours_under_goal"] == 1
     )  # ... its first hour does not (the empty one is none)
     assert h["attainment_by_hour"] == [pytest.approx(0.97), 1.0, None, pytest.approx(0.99)]
+    assert h["requests_by_hour"] == [1000, 2000, 0, 100]
     assert h["worst_hour_attainment"] == pytest.approx(0.97)
     assert by_hour([], [], 0.99)["hours"] == 0
     with pytest.raises(BurstpilotError, match="3 arrival times for 2 requests"):
