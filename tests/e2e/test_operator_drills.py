@@ -242,7 +242,7 @@ def test_operator_killed_right_after_a_scale_neither_scales_twice_nor_forgets(dr
     assert d.steps() < at_kill + 30, "resumed, not restarted from zero"
     sets = [
         json.loads(c.body)["spec"]["replicas"]
-        for c in proxy.calls_to("PATCH", r"/deployments/llm/scale$")
+        for c in proxy.calls_to("PATCH", rf"/namespaces/{d.ns}/deployments/llm/scale$")
         if c.status == 200
     ]
     assert sets[0] == scaled and all(a != b for a, b in zip(sets, sets[1:], strict=False)), (
@@ -289,7 +289,7 @@ def test_servingpool_deleted_mid_tick(drill):
     d.target()
     d.pool(1.0)
     wait_desired(d, lambda n: n == 1, "a first decision")
-    held = d.proxies[0].hold("GET", r"/deployments/llm/scale$")
+    held = d.proxies[0].hold("GET", rf"/namespaces/{d.ns}/deployments/llm/scale$")
     wait_for("a tick in flight", lambda: held.hits >= 1, timeout=30)
     d.d.cluster.kubectl("delete", "servingpool", d.name, "-n", d.ns, "--wait=false")
     time.sleep(3)
@@ -316,8 +316,9 @@ def test_api_errors_on_scale_and_status_are_retried_then_surfaced(drill):
     d.target()
     d.pool(1.0)
     wait_desired(d, lambda n: n == 1, "a first decision")
-    scale_path = r"/deployments/llm/scale$"
-    status_path = rf"/servingpools/{d.name}/status$"
+    # this drill's pool only: the drill's operator watches every namespace, the other drills' pools too
+    scale_path = rf"/namespaces/{d.ns}/deployments/llm/scale$"
+    status_path = rf"/namespaces/{d.ns}/servingpools/{d.name}/status$"
     proxy.fail("PATCH", scale_path, 500, times=2)
     proxy.fail("PATCH", status_path, 429, times=2, retry_after=1)
     t0 = time.time()
