@@ -35,6 +35,7 @@ from aiohttp import web
 from burstpilot.errors import BurstpilotError
 from burstpilot.sim.profile import Profile, load_profile
 from burstpilot.sim.protocol import RequestError
+from burstpilot.sim.relay import UpstreamFailed, relay
 from burstpilot.sim.replica import Replica
 from burstpilot.sim.server import (
     ReplicaServer,
@@ -441,26 +442,10 @@ class Fleet:
         if not cands:
             return error_response(RequestError(503, "no replica is ready", etype="ServiceUnavailableError"))
         m = min(cands, key=lambda c: c.outstanding)
-        body = await request.read()
         m.outstanding += 1
-        resp = None
         try:
-            async with self.session.post(
-                f"http://127.0.0.1:{m.port}{request.path}",
-                data=body,
-                headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
-            ) as up:
-                resp = web.StreamResponse(
-                    status=up.status, headers={"Content-Type": up.headers.get("Content-Type", "")}
-                )
-                await resp.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                await resp.write_eof()
-                return resp
-        except aiohttp.ClientError as exc:
-            if resp is not None:  # the answer had started: the client sees the stream end early
-                raise
+            return await relay(request, self.session, f"http://127.0.0.1:{m.port}{request.path}")
+        except UpstreamFailed as exc:
             return error_response(
                 RequestError(502, f"replica on port {m.port} failed: {exc}", etype="BadGatewayError")
             )

@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 import urllib3
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, ClientTimeout, web
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -44,6 +44,7 @@ from burstpilot.operator.cluster.controlplane import (
 )
 from burstpilot.operator.cluster.procs import Procs, free_port
 from burstpilot.operator.cluster.prometheus import Prometheus
+from burstpilot.sim.relay import UpstreamFailed, relay
 
 log = logging.getLogger(__name__)
 BIN = Path(sys.executable).parent
@@ -335,28 +336,12 @@ class ServiceFront:
             return web.json_response({"error": "no ready replica"}, status=503)
         backend = min(backends, key=lambda b: self.inflight.get(b, 0))
         self.inflight[backend] = self.inflight.get(backend, 0) + 1
-        resp = None
         try:
-            body = await request.read()
-            async with self._session.request(
-                request.method,
-                backend + request.rel_url.path_qs,
-                data=body,
-                headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
-                timeout=ClientTimeout(total=600),
-            ) as up:
-                resp = web.StreamResponse(
-                    status=up.status, headers={"Content-Type": up.headers.get("Content-Type", "")}
-                )
-                await resp.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                await resp.write_eof()
-                return resp
-        except ClientError as exc:  # the replica went away (its pod was deleted)
-            if resp is None:
-                return web.json_response({"error": f"replica unavailable: {exc}"}, status=502)
-            return resp  # mid-stream: the client sees the stream end early
+            return await relay(
+                request, self._session, backend + request.rel_url.path_qs, ClientTimeout(total=600)
+            )
+        except UpstreamFailed as exc:  # the replica went away (its pod was deleted)
+            return web.json_response({"error": f"replica unavailable: {exc}"}, status=502)
         finally:
             self.inflight[backend] -= 1
 
