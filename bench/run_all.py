@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# (area, script): the order puts the quick ones first.
+CONSTANT_MAP = (
+    "--cases",
+    "day-weekday-16gpu-cold180,day-weekday-4gpu-cold180,day-weekday-32gpu-cold180,"
+    "day-weekend-16gpu-cold180,day-weekend-4gpu-cold180,day-weekend-32gpu-cold180",
+    "--constant",
+    "1,2,3,4,6,8",
+    "--out",
+    "bench/results/evaluation_hours_constant.json",
+)
+# (area, script, arguments): the order puts the quick ones first.
 BENCHMARKS = [
     ("sim", "sim_des.py"),
     ("sim", "sim_realtime.py"),
@@ -27,6 +36,8 @@ BENCHMARKS = [
     ("evaluation", "evaluation_policies.py"),
     ("evaluation", "evaluation_seeds.py"),  # burstpilot's spread over the simulator's seed (about 25 min)
     ("evaluation", "evaluation_hours.py"),  # the oracle and burstpilot hour by hour (about 6 min)
+    # each constant count hour by hour on the six day workloads (about 8 min)
+    ("evaluation", "evaluation_hours.py", *CONSTANT_MAP),
     ("operator", "operator_scale.py"),
     # about an hour: a local cluster with real KEDA, four controllers one after another; then the check of the
     # simulator's hpa and keda baselines against what the real ones did in it
@@ -43,12 +54,12 @@ def main() -> int:
     only = {a for a in args.only.split(",") if a}
     skip = {a for a in args.skip.split(",") if a}
     failed = []
-    for area, script in BENCHMARKS:
+    for area, script, *argv in BENCHMARKS:
         if (only and area not in only) or area in skip:
             continue
-        print(f"== {script}", flush=True)
+        print(f"== {' '.join([script, *argv])}", flush=True)
         t0 = time.monotonic()
-        rc = subprocess.call([sys.executable, str(HERE / script)], cwd=HERE.parent)
+        rc = subprocess.call([sys.executable, str(HERE / script), *argv], cwd=HERE.parent)
         print(
             f"== {script}: exit {rc} after {time.monotonic() - t0:.0f} s -> bench/results/{area}.json",
             flush=True,
