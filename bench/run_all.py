@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("forecasting", "forecasting_backtest.py"),
     ("loadtest", "loadtest_send_accuracy.py"),
     ("policy", "policy_burstpilot.py"),
+    ("policy", "policy_decide.py"),  # what one decision costs (about 1 min)
     ("evaluation", "evaluation_policies.py"),
     ("evaluation", "evaluation_seeds.py"),  # burstpilot's spread over the simulator's seed (about 25 min)
     ("evaluation", "evaluation_hours.py"),  # the oracle and burstpilot hour by hour (about 6 min)

@@ -169,3 +169,27 @@ def test_a_damaged_state_document_gives_a_clear_error(path, junk):
         return
     g.update(3.0)  # whatever loaded must work
     check_forecast(g, 60.0, (0.5, 0.9))
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        "flat",  # the rows' numbers without their rows
+        "short",  # a row one number short
+        "text",  # a number written as text that is not one
+    ],
+)
+def test_damaged_ring_rows_give_a_clear_error(rows):
+    f = make_forecaster("burst", STEP, calib_window_s=WINDOW)
+    for c in range(40):
+        f.update(float(c % 7))
+    state = json.loads(json.dumps(f.to_state()))
+    held = state["ring"]["rows"]
+    if rows == "flat":
+        state["ring"]["rows"] = [v for row in held for v in row][: len(held[0])]
+    elif rows == "short":
+        held[-1] = held[-1][:-1]
+    else:
+        held[-1][0] = "twelve"
+    with pytest.raises(BurstpilotError, match="damaged"):
+        from_state(state)
