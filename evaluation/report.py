@@ -73,17 +73,23 @@ def verdict(results: dict[str, Any]) -> str:
     if not met:
         if not pol:
             return "No policy was run."
-        best = max(pol, key=lambda n: pol[n]["slo_attainment"])
-        return (
-            f"No policy met the {goal:.1%} attainment goal; the closest was {best} at "
-            f"{pol[best]['slo_attainment']:.2%} ({pol[best]['gpu_hours']:.2f} GPU-h)."
+        top = max(m["slo_attainment"] for m in pol.values())
+        # a tie is said as one: the first of several equal rows is not "the closest"
+        tied = sorted(
+            (pol[n]["gpu_hours"], n) for n in pol if f"{pol[n]['slo_attainment']:.2%}" == f"{top:.2%}"
         )
+        who = " and ".join(f"{n} ({g:.2f} GPU-h)" for g, n in tied)
+        closest = f"the closest was {who}" if len(tied) == 1 else f"the closest were {who}, tied"
+        return f"No policy met the {goal:.1%} attainment goal; {closest} at {top:.2%}."
     gh, name = met[0]
     if len(met) == 1:
         return (
             f"{name} was the only policy to meet the {goal:.1%} attainment goal "
             f"({pol[name]['slo_attainment']:.2%} at {gh:.2f} GPU-h)."
         )
+    same = [n for g, n in met if f"{g:.2f}" == f"{gh:.2f}"]
+    if len(same) > 1:
+        return f"{' and '.join(same)} met the {goal:.1%} attainment goal at the same fewest GPU-hours ({gh:.2f})."
     gh2, name2 = met[1]
     saving = 1.0 - gh / gh2 if gh2 > 0 else 0.0
     return (

@@ -10,6 +10,7 @@ from burstpilot.errors import BurstpilotError
 from burstpilot.evaluation import capacity
 from burstpilot.evaluation.cli import burstgpt_window, load_workload, parse_slo, pool_spec
 from burstpilot.evaluation.harness import Case, evaluate, merge, run_sweep
+from burstpilot.evaluation.report import verdict
 from burstpilot.evaluation.runner import (
     ALL_POLICIES,
     ONLINE_POLICIES,
@@ -306,3 +307,34 @@ def test_policy_lists_are_consistent():
     assert set(ONLINE_POLICIES) | set(TUNED_POLICIES) | {"oracle", "static-peak", "static-mean"} == set(
         ALL_POLICIES
     )
+
+
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        (  # two policies miss the goal equally: neither is "the closest" alone
+            {"burstpilot": (0.967, 0.28), "hpa": (0.967, 0.28), "keda": (0.90, 0.2)},
+            "No policy met the 99.0% attainment goal; the closest were burstpilot (0.28 GPU-h) and hpa "
+            "(0.28 GPU-h), tied at 96.70%.",
+        ),
+        (
+            {"burstpilot": (0.967, 0.28), "hpa": (0.95, 0.30)},
+            "No policy met the 99.0% attainment goal; the closest was burstpilot (0.28 GPU-h) at 96.70%.",
+        ),
+        (  # two meet it at the same cost: no "0.0% fewer than"
+            {"burstpilot": (0.995, 1.5), "static-peak": (0.992, 1.5), "hpa": (0.991, 2.0)},
+            "burstpilot and static-peak met the 99.0% attainment goal at the same fewest GPU-hours (1.50).",
+        ),
+        (
+            {"burstpilot": (0.995, 1.2), "hpa": (0.991, 1.5)},
+            "burstpilot met the 99.0% attainment goal at the fewest GPU-hours (1.20), 20.0% fewer than the next "
+            "policy that met it, hpa (1.50).",
+        ),
+    ],
+)
+def test_the_verdict_names_ties_as_ties(rows, said):
+    results = {
+        "meta": {"slo": {"attainment": 0.99}},
+        "policies": {n: {"slo_attainment": a, "gpu_hours": g} for n, (a, g) in rows.items()},
+    }
+    assert verdict(results) == said
