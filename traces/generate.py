@@ -295,7 +295,9 @@ def scale_replay(
         elapsed_s=sel.elapsed_s,
         origin=None,
         clock_offset_s=None,
-        source=f"replay:{trace.source} x{speedup:.6g}",
+        # a speedup of 1 only moves the time axis, so the source is kept (evaluate rebases every workload that
+        # way, and the demo's replay report was titled "replay:replay:preset:… x1 x1")
+        source=trace.source if speedup == 1 else f"replay:{trace.source} x{speedup:.6g}",
         format="replay",
     )
 

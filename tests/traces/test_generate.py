@@ -80,6 +80,10 @@ def test_replay_window_and_speedup():
     np.testing.assert_allclose(out.arrival_s, (src.arrival_s[sel] - 3600) / 2)
     with pytest.raises(BurstpilotError, match="exactly one"):
         scale_replay(src, rps=1, speedup=2)
+    assert out.source == f"replay:{src.source} x2"
+    # a speedup of 1 only moves the time axis: applied twice, the source still names the trace once
+    again = scale_replay(scale_replay(src, speedup=1.0, start_s=3600), speedup=1.0)
+    assert again.source == src.source and again.arrival_s[0] == pytest.approx(0.0)
 
 
 def test_modeled_round_trip_rate_and_shape(tmp_path):
