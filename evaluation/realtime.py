@@ -11,6 +11,7 @@ Several policies run at the same time, each on its own fleet, so they see the sa
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,55 @@ GAUGES = {
     "vllm:num_requests_waiting": "waiting",
     "vllm:kv_cache_usage_perc": "kv",
 }
+# histograms read as the operator's default queries read them (burstpilot.operator.prom): the p99 and the count
+# over the SLO's target, from the buckets' increase in the tick
+HISTOGRAMS = {
+    "vllm:time_to_first_token_seconds_bucket": "ttft",
+    "vllm:request_time_per_output_token_seconds_bucket": "tpot",
+}
+
+
+def bucket_key(name: str, le: float) -> str:
+    return f"{name}@{le!r}"
+
+
+def buckets(delta: dict[str, float], name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of histogram ``name`` among the summed keys, by bound (+Inf last)."""
+    out = [(float(k.split("@", 1)[1]), v) for k, v in delta.items() if k.startswith(name + "@")]
+    return sorted(out)
+
+
+def histogram_quantile(q: float, cum: list[tuple[float, float]]) -> float | None:
+    """Prometheus's histogram_quantile on cumulative buckets: linear within the bucket the rank falls in (from 0
+    below the first bound); the highest finite bound when it falls in +Inf; None without observations."""
+    if not cum or cum[-1][1] <= 0:
+        return None
+    rank = q * cum[-1][1]
+    lo_b, lo_c = 0.0, 0.0
+    for b, c in cum:
+        if c >= rank:
+            if math.isinf(b):
+                return lo_b
+            return lo_b + (b - lo_b) * ((rank - lo_c) / (c - lo_c) if c > lo_c else 1.0)
+        lo_b, lo_c = b, c
+    return lo_b
+
+
+def count_above(target: float, cum: list[tuple[float, float]]) -> float | None:
+    """Observations above ``target``: the total less the cumulative count interpolated at the target (the
+    operator's sloViolations query, in Python); None without the histogram."""
+    if not cum:
+        return None
+    total = cum[-1][1]
+    lo_b, lo_c = 0.0, 0.0
+    for b, c in cum:
+        if b >= target:
+            if math.isinf(b):
+                return max(0.0, total - lo_c)
+            share = (target - lo_b) / (b - lo_b) if b > lo_b else 1.0
+            return max(0.0, total - (lo_c + (c - lo_c) * share))
+        lo_b, lo_c = b, c
+    return max(0.0, total - lo_c)
 
 
 async def scrape(session: aiohttp.ClientSession, port: int) -> dict[str, float] | None:
@@ -58,6 +108,8 @@ async def scrape(session: aiohttp.ClientSession, port: int) -> dict[str, float] 
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             key = COUNTERS.get(s.name) or GAUGES.get(s.name)
+            if key is None and s.name in HISTOGRAMS and "le" in s.labels:
+                key = bucket_key(HISTOGRAMS[s.name], float(s.labels["le"]))
             if key is not None:
                 out[key] = out.get(key, 0.0) + float(s.value)
     return out
@@ -102,8 +154,8 @@ class Controller:
                     if m is None:
                         continue
                     before = last.get(port, {})
-                    for key in delta:
-                        delta[key] += max(0.0, m.get(key, 0.0) - before.get(key, 0.0))
+                    for key in (*delta, *(k for k in m if "@" in k)):
+                        delta[key] = delta.get(key, 0.0) + max(0.0, m.get(key, 0.0) - before.get(key, 0.0))
                     for key in gauges:
                         gauges[key] += m.get(key, 0.0)
                     kv.append(m.get("kv", 0.0))
@@ -114,9 +166,20 @@ class Controller:
                     0.0, delta["finished"] + inflight - prev_inflight
                 )  # finished + in-flight growth
                 prev_inflight = inflight
+                ttft, tpot = buckets(delta, "ttft"), buckets(delta, "tpot")
+                missed = [x for x in (count_above(self.spec.slo.ttft_s, ttft), count_above(self.spec.slo.tpot_s, tpot))
+                          if x is not None]  # fmt: skip
+                scraped = any(m is not None for m in got)
                 obs = Observation(
                     time_s=now,
                     requests=arrived,
+                    completed=delta["finished"] if scraped else None,
+                    preemptions=delta["preempt"] if scraped else None,
+                    ttft_p99_s=histogram_quantile(0.99, ttft),
+                    tpot_p99_s=histogram_quantile(0.99, tpot),
+                    # the larger of the two counts, as the operator's default query (a request late on both
+                    # counts once)
+                    slo_violations=max(missed) if missed else None,
                     prompt_tokens=delta["prompt"],
                     generation_tokens=delta["gen"],
                     waiting=gauges["waiting"],
