@@ -93,6 +93,13 @@ def count_above(target: float, cum: list[tuple[float, float]]) -> float | None:
     return max(0.0, total - lo_c)
 
 
+def add_increase(delta: dict[str, float], now: dict[str, float], before: dict[str, float]) -> None:
+    """Add one replica's increase since its last scrape to ``delta``: the counters ``delta`` names and every
+    histogram bucket the replica reports (a counter that went down, a restart, adds nothing)."""
+    for key in {*delta, *(k for k in now if "@" in k)}:
+        delta[key] = delta.get(key, 0.0) + max(0.0, now.get(key, 0.0) - before.get(key, 0.0))
+
+
 async def scrape(session: aiohttp.ClientSession, port: int) -> dict[str, float] | None:
     """One replica's vLLM metrics, summed over label sets; None when it does not answer."""
     try:
@@ -154,8 +161,7 @@ class Controller:
                     if m is None:
                         continue
                     before = last.get(port, {})
-                    for key in (*delta, *(k for k in m if "@" in k)):
-                        delta[key] = delta.get(key, 0.0) + max(0.0, m.get(key, 0.0) - before.get(key, 0.0))
+                    add_increase(delta, m, before)
                     for key in gauges:
                         gauges[key] += m.get(key, 0.0)
                     kv.append(m.get("kv", 0.0))

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from burstpilot.evaluation.realtime import buckets, count_above, histogram_quantile, scrape
+from burstpilot.evaluation.realtime import add_increase, buckets, count_above, histogram_quantile, scrape
 
 CUM = [(0.5, 10.0), (1.0, 20.0), (2.5, 30.0), (math.inf, 40.0)]
 
@@ -89,3 +89,16 @@ def test_a_replicas_histograms_are_scraped_by_bound():
     assert buckets(got, "ttft") == [(0.5, 3.0), (2.5, 7.0), (math.inf, 8.0)]
     assert buckets(got, "tpot") == [(0.1, 6.0), (math.inf, 8.0)]
     assert count_above(2.5, buckets(got, "ttft")) == 1.0 and count_above(0.1, buckets(got, "tpot")) == 2.0
+
+
+def test_the_increase_of_two_replicas_is_their_sum_bucket_by_bucket():
+    delta = {"finished": 0.0, "prompt": 0.0, "gen": 0.0, "preempt": 0.0}
+    a_before = {"finished": 10.0, "ttft@0.5": 4.0, "ttft@inf": 10.0}
+    a_now = {"finished": 14.0, "ttft@0.5": 6.0, "ttft@inf": 14.0}
+    b_now = {"finished": 3.0, "ttft@0.5": 1.0, "ttft@inf": 3.0}  # new: all of it is the increase
+    add_increase(delta, a_now, a_before)
+    add_increase(delta, b_now, {})
+    assert delta["finished"] == 7.0
+    assert buckets(delta, "ttft") == [(0.5, 3.0), (math.inf, 7.0)]
+    add_increase(delta, {"finished": 1.0, "ttft@0.5": 0.0, "ttft@inf": 1.0}, b_now)  # restarted: nothing
+    assert delta["finished"] == 7.0 and buckets(delta, "ttft") == [(0.5, 3.0), (math.inf, 7.0)]
